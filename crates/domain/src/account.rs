@@ -1,0 +1,138 @@
+//! Accounts: sign-up input rules and roles.
+
+use crate::{Error, UserId, char_len, parse_name};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    User,
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::User => "USER",
+            Role::Admin => "ADMIN",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "USER" => Some(Role::User),
+            "ADMIN" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub id: UserId,
+    pub email: String,
+    pub name: String,
+    pub role: Role,
+}
+
+/// What login needs to check a password.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub user_id: UserId,
+    pub password_hash: String,
+    pub role: Role,
+}
+
+/// A sign-up request after validation; the password is already hashed by the caller.
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub email: String,
+    pub password_hash: String,
+    pub name: String,
+    pub role: Role,
+}
+
+/// One `@`, a non-empty local part, a domain with a dot, no white space, at most 254 characters.
+/// Returns the email lower-cased, as it is stored.
+pub fn parse_email(raw: &str) -> Result<String, Error> {
+    let invalid = || Error::validation("email must look like name@example.com (at most 254 characters)");
+    if raw.is_empty() || char_len(raw) > 254 || raw.chars().any(char::is_whitespace) {
+        return Err(invalid());
+    }
+    let mut parts = raw.split('@');
+    let (Some(local), Some(domain), None) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(invalid());
+    };
+    let domain_ok = domain.split('.').count() >= 2 && domain.split('.').all(|label| !label.is_empty());
+    if local.is_empty() || !domain_ok {
+        return Err(invalid());
+    }
+    Ok(raw.to_lowercase())
+}
+
+pub fn check_password(raw: &str) -> Result<(), Error> {
+    let len = char_len(raw);
+    if (8..=128).contains(&len) {
+        Ok(())
+    } else {
+        Err(Error::validation("password must have 8 to 128 characters"))
+    }
+}
+
+pub fn parse_user_name(raw: &str) -> Result<String, Error> {
+    parse_name(raw, 50, "name")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn accepts_ordinary_emails_and_lowercases_them() {
+        assert_eq!(parse_email("Kim@Example.COM").unwrap(), "kim@example.com");
+        assert!(parse_email("a.b+c@mail.example.kr").is_ok());
+    }
+
+    #[test]
+    fn rejects_malformed_emails() {
+        for bad in [
+            "", "plain", "@example.com", "a@b", "a@@b.com", "a@b@c.com", "a b@c.com", "a@b.com ",
+            "a@.com", "a@b.", "a@b..com",
+        ] {
+            assert!(parse_email(bad).is_err(), "{bad:?} should be rejected");
+        }
+        let long = format!("{}@example.com", "a".repeat(243));
+        assert_eq!(long.chars().count(), 255);
+        assert!(parse_email(&long).is_err());
+        assert!(parse_email(&long[1..]).is_ok());
+    }
+
+    #[test]
+    fn password_length_counts_characters() {
+        assert!(check_password("1234567").is_err());
+        assert!(check_password("12345678").is_ok());
+        assert!(check_password(&"가".repeat(128)).is_ok());
+        assert!(check_password(&"가".repeat(129)).is_err());
+    }
+
+    #[test]
+    fn names_are_trimmed_and_bounded() {
+        assert_eq!(parse_user_name("  Kim  ").unwrap(), "Kim");
+        assert!(parse_user_name("   ").is_err());
+        assert!(parse_user_name(&"名".repeat(50)).is_ok());
+        assert!(parse_user_name(&"名".repeat(51)).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn any_email_with_white_space_is_rejected(a in "[a-z]{1,10}", b in "[a-z]{1,10}", ws in "[ \t\n]") {
+            let email = format!("{a}{ws}@{b}.com");
+            prop_assert!(parse_email(&email).is_err());
+        }
+
+        #[test]
+        fn parsed_emails_are_lowercase(a in "[A-Za-z0-9]{1,20}", b in "[A-Za-z]{1,20}") {
+            let parsed = parse_email(&format!("{a}@{b}.com")).unwrap();
+            prop_assert_eq!(parsed.clone(), parsed.to_lowercase());
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! Every way a use case can fail. Each variant is one stable error code of the HTTP contract;
+//! the HTTP layer maps them exhaustively, so adding a variant forces a decision there.
+
+use std::fmt;
+
+/// A failure of the storage engine itself (connection lost, unexpected constraint, bad row).
+/// Guard failures are not errors: adapters report them as `false`/`None`.
+#[derive(Debug)]
+pub struct StoreError(pub Box<dyn std::error::Error + Send + Sync>);
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "storage error: {}", self.0)
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+impl StoreError {
+    pub fn new(err: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self(Box::new(err))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Validation(String),
+    #[error("the amount must be an integer from 1,000 to 1,000,000 KRW")]
+    InvalidChargeAmount,
+    #[error("the balance would exceed 10,000,000 KRW")]
+    BalanceLimitExceeded,
+    #[error("the cart is empty")]
+    CartEmpty,
+    #[error("email or password is wrong")]
+    InvalidCredentials,
+    #[error("this resource belongs to another user")]
+    Forbidden,
+    #[error("no such user")]
+    UserNotFound,
+    #[error("no such product")]
+    ProductNotFound,
+    #[error("no such coupon")]
+    CouponNotFound,
+    #[error("no such order")]
+    OrderNotFound,
+    #[error("this email is already registered")]
+    EmailTaken,
+    #[error("not enough stock for product {0}")]
+    OutOfStock(crate::ProductId),
+    #[error("product {0} is not on sale")]
+    ProductNotOnSale(crate::ProductId),
+    #[error("the balance does not cover the payment")]
+    InsufficientBalance,
+    #[error("this coupon was already issued to the user")]
+    CouponAlreadyIssued,
+    #[error("this coupon is sold out")]
+    CouponSoldOut,
+    #[error("this coupon was already used")]
+    CouponAlreadyUsed,
+    #[error("this coupon has expired")]
+    CouponExpired,
+    #[error("the order has expired")]
+    OrderExpired,
+    #[error("the order is not pending payment")]
+    OrderNotPending,
+    #[error("the order is not paid")]
+    OrderNotPaid,
+    #[error("a request with this idempotency key is still running")]
+    RequestInProgress,
+    #[error("this idempotency key was used with another request body")]
+    IdempotencyKeyReused,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl Error {
+    pub fn validation(msg: impl Into<String>) -> Self {
+        Self::Validation(msg.into())
+    }
+}

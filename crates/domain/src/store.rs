@@ -1,0 +1,240 @@
+//! The storage port. Adapters (PostgreSQL, SQLite) implement [`Store`] for reads outside a
+//! transaction and [`Tx`] for one unit of work. Every write that guards an invariant reports
+//! whether its guard held (`bool` / `Option`): a guard that touched no row is the failure, and
+//! the use case turns it into its error code. Dropping a `Tx` without `commit` rolls it back.
+//!
+//! Lock order, kept by every use case so that concurrent transactions cannot deadlock:
+//! idempotency key → order → user coupon → products (ascending id) → account → cart → sales →
+//! outbox.
+
+use std::future::Future;
+
+use crate::account::{Credentials, NewUser, User};
+use crate::catalog::{NewProduct, Product, ProductPatch};
+use crate::coupon::{Coupon, NewCoupon, UserCoupon, UserCouponStatus};
+use crate::order::{NewOrder, Order, OrderStatus};
+use crate::paging::Page;
+use crate::wallet::{BalanceEntry, EntryKind};
+use crate::{CouponId, OrderId, ProductId, StoreError, Timestamp, UserCouponId, UserId};
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// An `Idempotency-Key`, scoped to the user and the route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyScope {
+    pub user_id: UserId,
+    pub route: &'static str,
+    pub key: String,
+}
+
+/// What the key table says about a request with this key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyClaim {
+    /// First use: the key is now held by this transaction; save the answer before commit.
+    Fresh,
+    /// Same key, same request: answer what was answered the first time.
+    Replay { status: u16, body: String },
+    /// Same key, another request body.
+    Reused,
+    /// Another request with this key has not finished.
+    InProgress,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CartItem {
+    pub product: Product,
+    pub quantity: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PopularEntry {
+    pub product_id: ProductId,
+    pub name: String,
+    pub price: i64,
+    pub sold_quantity: i64,
+}
+
+/// An event waiting in the outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxEvent {
+    /// Position in the outbox (commit order).
+    pub seq: i64,
+    pub event_id: String,
+    pub event_type: String,
+    pub order_id: OrderId,
+    /// The whole envelope, JSON.
+    pub payload: String,
+}
+
+/// Number of events not yet sent and the age of the oldest, in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct OutboxBacklog {
+    pub unsent: i64,
+    pub oldest_created_at: Option<Timestamp>,
+}
+
+pub trait Store: Clone + Send + Sync + 'static {
+    type Tx: Tx;
+
+    /// Begins a write transaction.
+    fn begin(&self) -> impl Future<Output = StoreResult<Self::Tx>> + Send;
+    /// Answers when the database does.
+    fn ping(&self) -> impl Future<Output = StoreResult<()>> + Send;
+    /// The value stored under `key`, storing `value` first when there is none (first writer wins).
+    fn setting_or_insert(&self, key: &str, value: &str) -> impl Future<Output = StoreResult<String>> + Send;
+
+    fn credentials(&self, email: &str) -> impl Future<Output = StoreResult<Option<Credentials>>> + Send;
+    fn user(&self, id: UserId) -> impl Future<Output = StoreResult<Option<User>>> + Send;
+    fn admin_exists(&self) -> impl Future<Output = StoreResult<bool>> + Send;
+
+    fn product(&self, id: ProductId) -> impl Future<Output = StoreResult<Option<Product>>> + Send;
+    /// `ON_SALE` products, ascending by id.
+    fn products_on_sale(&self, page: Page) -> impl Future<Output = StoreResult<Vec<Product>>> + Send;
+
+    /// `None` when the user does not exist.
+    fn balance(&self, user: UserId) -> impl Future<Output = StoreResult<Option<i64>>> + Send;
+    fn balance_history(&self, user: UserId, page: Page) -> impl Future<Output = StoreResult<Vec<BalanceEntry>>> + Send;
+
+    /// The cart in the order items were first added.
+    fn cart(&self, user: UserId) -> impl Future<Output = StoreResult<Vec<CartItem>>> + Send;
+
+    fn coupon(&self, id: CouponId) -> impl Future<Output = StoreResult<Option<Coupon>>> + Send;
+    /// Coupons with stock left, newest first.
+    fn coupons_in_stock(&self, page: Page) -> impl Future<Output = StoreResult<Vec<Coupon>>> + Send;
+    fn has_user_coupon(&self, user: UserId, coupon: CouponId) -> impl Future<Output = StoreResult<bool>> + Send;
+    fn user_coupons(
+        &self,
+        user: UserId,
+        status: Option<UserCouponStatus>,
+        now: Timestamp,
+        page: Page,
+    ) -> impl Future<Output = StoreResult<Vec<UserCoupon>>> + Send;
+
+    fn order(&self, id: OrderId) -> impl Future<Output = StoreResult<Option<Order>>> + Send;
+    /// The user's orders, newest first; the status filter uses the computed status.
+    fn orders(
+        &self,
+        user: UserId,
+        status: Option<OrderStatus>,
+        now: Timestamp,
+        page: Page,
+    ) -> impl Future<Output = StoreResult<Vec<Order>>> + Send;
+
+    /// Marks pending orders past `expires_at` as `EXPIRED`, at most `batch` at once; returns how
+    /// many it marked. Safe to run on every instance at once.
+    fn expire_orders(&self, now: Timestamp, batch: i64) -> impl Future<Output = StoreResult<u64>> + Send;
+
+    /// Best sellers: quantity sold in hours `>= since_hour`, ranked by quantity descending then
+    /// product id ascending.
+    fn popular(&self, since_hour: i64, limit: i64) -> impl Future<Output = StoreResult<Vec<PopularEntry>>> + Send;
+
+    /// Leases up to `limit` unsent events until `lease_until`, oldest first, skipping any event
+    /// whose order has an earlier unsent event (per-order commit order) and events leased by
+    /// another relay whose lease has not run out.
+    fn lease_outbox(
+        &self,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: i64,
+    ) -> impl Future<Output = StoreResult<Vec<OutboxEvent>>> + Send;
+    fn mark_outbox_sent(&self, seqs: &[i64], now: Timestamp) -> impl Future<Output = StoreResult<()>> + Send;
+    fn outbox_backlog(&self) -> impl Future<Output = StoreResult<OutboxBacklog>> + Send;
+}
+
+/// One transaction. Each method is a single guarded statement (or a small fixed group).
+pub trait Tx: Send {
+    fn commit(self) -> impl Future<Output = StoreResult<()>> + Send;
+
+    fn claim_idempotency_key(
+        &mut self,
+        scope: &IdempotencyScope,
+        request_hash: &str,
+        now: Timestamp,
+    ) -> impl Future<Output = StoreResult<KeyClaim>> + Send;
+    fn save_idempotent_response(
+        &mut self,
+        scope: &IdempotencyScope,
+        status: u16,
+        body: &str,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// `None` when the email is taken.
+    fn insert_user(&mut self, user: &NewUser, now: Timestamp) -> impl Future<Output = StoreResult<Option<UserId>>> + Send;
+    fn user_exists(&mut self, id: UserId) -> impl Future<Output = StoreResult<bool>> + Send;
+
+    fn insert_product(&mut self, product: &NewProduct, now: Timestamp) -> impl Future<Output = StoreResult<Product>> + Send;
+    /// `None` when the product does not exist.
+    fn update_product(&mut self, id: ProductId, patch: &ProductPatch) -> impl Future<Output = StoreResult<Option<Product>>> + Send;
+    /// Adds stock while the result stays `<= max_stock`; `None` when the guard failed.
+    fn add_stock(&mut self, id: ProductId, quantity: i64, max_stock: i64) -> impl Future<Output = StoreResult<Option<Product>>> + Send;
+    fn product(&mut self, id: ProductId) -> impl Future<Output = StoreResult<Option<Product>>> + Send;
+    /// Takes `quantity` while stock covers it; `false` when it does not.
+    fn take_stock(&mut self, id: ProductId, quantity: i64) -> impl Future<Output = StoreResult<bool>> + Send;
+
+    /// Adds `amount` while the balance stays `<= max_balance`; the new balance, `None` when the
+    /// guard failed.
+    fn credit_balance(&mut self, user: UserId, amount: i64, max_balance: i64) -> impl Future<Output = StoreResult<Option<i64>>> + Send;
+    /// Takes `amount` while the balance covers it; the new balance, `None` when it does not.
+    fn debit_balance(&mut self, user: UserId, amount: i64) -> impl Future<Output = StoreResult<Option<i64>>> + Send;
+    fn append_balance_entry(
+        &mut self,
+        user: UserId,
+        kind: EntryKind,
+        amount: i64,
+        balance_after: i64,
+        order_id: Option<OrderId>,
+        now: Timestamp,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+
+    fn cart(&mut self, user: UserId) -> impl Future<Output = StoreResult<Vec<CartItem>>> + Send;
+    /// Sets the quantity; a new item goes to the end of the cart.
+    fn put_cart_item(&mut self, user: UserId, product: ProductId, quantity: i64) -> impl Future<Output = StoreResult<()>> + Send;
+    fn remove_cart_items(&mut self, user: UserId, products: &[ProductId]) -> impl Future<Output = StoreResult<()>> + Send;
+    fn clear_cart(&mut self, user: UserId) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// Stores the coupon with its quantity spread over `NewCoupon::shard_quantities`.
+    fn insert_coupon(&mut self, coupon: &NewCoupon, now: Timestamp) -> impl Future<Output = StoreResult<Coupon>> + Send;
+    /// `None` when the user already holds this coupon.
+    fn insert_user_coupon(
+        &mut self,
+        user: UserId,
+        coupon: CouponId,
+        issued_at: Timestamp,
+        expires_at: Timestamp,
+    ) -> impl Future<Output = StoreResult<Option<UserCouponId>>> + Send;
+    /// Takes one coupon from the shards, trying `first_shard` then the next ones in turn;
+    /// `false` when every shard is empty.
+    fn take_coupon(&mut self, coupon: CouponId, first_shard: i64) -> impl Future<Output = StoreResult<bool>> + Send;
+    fn user_coupon(&mut self, id: UserCouponId) -> impl Future<Output = StoreResult<Option<UserCoupon>>> + Send;
+    /// Marks the coupon used by `order` while it is unused and unexpired at `now`.
+    fn use_coupon(&mut self, id: UserCouponId, order: OrderId, now: Timestamp) -> impl Future<Output = StoreResult<bool>> + Send;
+    /// Makes a used coupon unused again.
+    fn release_coupon(&mut self, id: UserCouponId) -> impl Future<Output = StoreResult<()>> + Send;
+
+    fn insert_order(&mut self, order: &NewOrder) -> impl Future<Output = StoreResult<OrderId>> + Send;
+    fn order(&mut self, id: OrderId) -> impl Future<Output = StoreResult<Option<Order>>> + Send;
+    /// Moves a pending order whose `expires_at` is after `now` to `PAID` with its amounts.
+    fn mark_paid(
+        &mut self,
+        id: OrderId,
+        discount_amount: i64,
+        paid_amount: i64,
+        user_coupon: Option<UserCouponId>,
+        now: Timestamp,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
+    /// Moves a pending order whose `expires_at` is after `now` to `CANCELLED`.
+    fn mark_cancelled(&mut self, id: OrderId, now: Timestamp) -> impl Future<Output = StoreResult<bool>> + Send;
+    /// Moves a paid order to `REFUNDED`.
+    fn mark_refunded(&mut self, id: OrderId, now: Timestamp) -> impl Future<Output = StoreResult<bool>> + Send;
+
+    /// Adds `quantity` (negative for a refund) to the product's sales in `hour`.
+    fn add_sales(&mut self, product: ProductId, hour: i64, quantity: i64) -> impl Future<Output = StoreResult<()>> + Send;
+    fn append_outbox(
+        &mut self,
+        event_id: &str,
+        event_type: &str,
+        order_id: OrderId,
+        payload: &str,
+        now: Timestamp,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+}

@@ -1,0 +1,60 @@
+//! Time as integer milliseconds since the Unix epoch: the same column type and the same
+//! comparisons on both engines.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(pub i64);
+
+impl Timestamp {
+    pub fn now() -> Self {
+        let millis = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        Self(millis)
+    }
+
+    pub fn millis(self) -> i64 {
+        self.0
+    }
+
+    pub fn plus_seconds(self, seconds: i64) -> Self {
+        Self(self.0.saturating_add(seconds.saturating_mul(1000)))
+    }
+
+    /// The start of the hour that holds this instant, in hours since the epoch.
+    pub fn hour(self) -> i64 {
+        self.0.div_euclid(3_600_000)
+    }
+}
+
+impl Timestamp {
+    /// RFC 3339 in UTC with millisecond precision, e.g. `2026-11-25T10:30:00.123Z`.
+    pub fn to_rfc3339(self) -> String {
+        let format = time::macros::format_description!(
+            "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+        );
+        time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.0) * 1_000_000)
+            .ok()
+            .and_then(|t| t.format(&format).ok())
+            .unwrap_or_else(|| "1970-01-01T00:00:00.000Z".to_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_rfc3339_utc() {
+        assert_eq!(Timestamp(0).to_rfc3339(), "1970-01-01T00:00:00.000Z");
+        assert_eq!(Timestamp(1_795_000_000_123).to_rfc3339(), "2026-11-18T08:26:40.123Z");
+    }
+
+    #[test]
+    fn hour_buckets() {
+        assert_eq!(Timestamp(3_599_999).hour(), 0);
+        assert_eq!(Timestamp(3_600_000).hour(), 1);
+    }
+}

@@ -160,6 +160,9 @@ pub trait Tx: Send {
 
     /// `None` when the email is taken.
     fn insert_user(&mut self, user: &NewUser, now: Timestamp) -> impl Future<Output = StoreResult<Option<UserId>>> + Send;
+    /// Creates the account as an admin, or makes the existing one with this email an admin with
+    /// this password.
+    fn upsert_admin(&mut self, user: &NewUser, now: Timestamp) -> impl Future<Output = StoreResult<UserId>> + Send;
     fn user_exists(&mut self, id: UserId) -> impl Future<Output = StoreResult<bool>> + Send;
 
     fn insert_product(&mut self, product: &NewProduct, now: Timestamp) -> impl Future<Output = StoreResult<Product>> + Send;

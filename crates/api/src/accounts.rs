@@ -1,0 +1,95 @@
+//! Sign-up and access tokens.
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::post;
+use ecommerce_domain::account::{NewUser, Role, check_password, parse_email, parse_user_name};
+use ecommerce_domain::store::{Store, Tx};
+use ecommerce_domain::{Error, Timestamp, usecase};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::AppState;
+use crate::auth::{TOKEN_TTL_SECONDS, hash_password, verify_password};
+use crate::error::Result;
+use crate::extract::Json;
+
+pub fn routes<S: Store>() -> Router<AppState<S>> {
+    Router::new().route("/api/v1/users", post(create_user::<S>)).route("/api/v1/auth/token", post(create_token::<S>))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct CreateUserRequest {
+    /// One `@`, a domain with a dot, no white space, at most 254 characters. Stored lower-cased.
+    #[schema(example = "kim@example.com")]
+    pub email: String,
+    /// 8 to 128 characters.
+    #[schema(example = "correct horse battery")]
+    pub password: String,
+    /// 1 to 50 characters after trimming.
+    #[schema(example = "Kim")]
+    pub name: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserResponse {
+    pub id: i64,
+    pub email: String,
+    pub name: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct TokenRequest {
+    pub email: String,
+    pub password: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TokenResponse {
+    pub access_token: String,
+    #[schema(example = "Bearer")]
+    pub token_type: &'static str,
+    /// Seconds until the token expires.
+    pub expires_in: i64,
+    pub user_id: i64,
+}
+
+#[utoipa::path(post, path = "/api/v1/users", tag = "accounts", request_body = CreateUserRequest,
+    responses(
+        (status = 201, description = "Account created", body = UserResponse),
+        (status = 400, description = "VALIDATION_FAILED", body = crate::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "EMAIL_TAKEN", body = crate::Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn create_user<S: Store>(
+    State(app): State<AppState<S>>,
+    Json(body): Json<CreateUserRequest>,
+) -> Result<(StatusCode, axum::Json<UserResponse>)> {
+    let email = parse_email(&body.email)?;
+    check_password(&body.password)?;
+    let name = parse_user_name(&body.name)?;
+    let password_hash = hash_password(body.password).await?;
+    let user = NewUser { email, password_hash, name, role: Role::User };
+    let mut tx = app.store.begin().await?;
+    let id = usecase::sign_up(&mut tx, &user, Timestamp::now()).await?;
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, axum::Json(UserResponse { id, email: user.email, name: user.name })))
+}
+
+#[utoipa::path(post, path = "/api/v1/auth/token", tag = "accounts", request_body = TokenRequest,
+    responses(
+        (status = 200, description = "Access token", body = TokenResponse),
+        (status = 400, description = "VALIDATION_FAILED", body = crate::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "INVALID_CREDENTIALS (same answer for a wrong email and a wrong password)", body = crate::Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn create_token<S: Store>(
+    State(app): State<AppState<S>>,
+    Json(body): Json<TokenRequest>,
+) -> Result<axum::Json<TokenResponse>> {
+    let credentials = app.store.credentials(&body.email.to_lowercase()).await?;
+    let stored_hash = credentials.as_ref().map(|c| c.password_hash.clone());
+    let valid = verify_password(body.password, stored_hash).await?;
+    let credentials = credentials.filter(|_| valid).ok_or(Error::InvalidCredentials)?;
+    let access_token = app.auth.issue(credentials.user_id, credentials.role, Timestamp::now().millis() / 1000)?;
+    Ok(axum::Json(TokenResponse { access_token, token_type: "Bearer", expires_in: TOKEN_TTL_SECONDS, user_id: credentials.user_id }))
+}

@@ -1,0 +1,288 @@
+//! Products (public reads, admin writes) and the best sellers of the last days.
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, patch, post};
+use ecommerce_domain::catalog::{NewProduct, Product, ProductPatch, ProductStatus, parse_restock_quantity};
+use ecommerce_domain::store::{Store, Tx};
+use ecommerce_domain::{Timestamp, check_range, usecase};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::AppState;
+use crate::error::{ApiError, Result};
+use crate::extract::{Admin, Json, Paging, PathParams, non_null, query_rejection};
+
+pub fn routes<S: Store>() -> Router<AppState<S>> {
+    Router::new()
+        .route("/api/v1/products", get(list_products::<S>))
+        .route("/api/v1/products/popular", get(popular_products::<S>))
+        .route("/api/v1/products/{product_id}", get(get_product::<S>))
+        .route("/api/v1/admin/products", post(create_product::<S>))
+        .route("/api/v1/admin/products/{product_id}", patch(patch_product::<S>))
+        .route("/api/v1/admin/products/{product_id}/restock", post(restock_product::<S>))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ProductStatusDto {
+    OnSale,
+    Stopped,
+}
+
+impl From<ProductStatus> for ProductStatusDto {
+    fn from(s: ProductStatus) -> Self {
+        match s {
+            ProductStatus::OnSale => Self::OnSale,
+            ProductStatus::Stopped => Self::Stopped,
+        }
+    }
+}
+
+impl From<ProductStatusDto> for ProductStatus {
+    fn from(s: ProductStatusDto) -> Self {
+        match s {
+            ProductStatusDto::OnSale => Self::OnSale,
+            ProductStatusDto::Stopped => Self::Stopped,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProductResponse {
+    pub id: i64,
+    pub name: String,
+    /// KRW.
+    pub price: i64,
+    /// Units left.
+    pub stock: i64,
+    pub status: ProductStatusDto,
+}
+
+impl From<Product> for ProductResponse {
+    fn from(p: Product) -> Self {
+        Self { id: p.id, name: p.name, price: p.price, stock: p.stock, status: p.status.into() }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProductPage {
+    pub items: Vec<ProductResponse>,
+    /// Pass as `after` for the next page; null on the last page.
+    pub next_after: Option<i64>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct CreateProductRequest {
+    /// 1 to 200 characters after trimming.
+    pub name: String,
+    /// 0 to 100,000,000 KRW.
+    pub price: i64,
+    /// 0 to 1,000,000.
+    pub stock: i64,
+}
+
+/// Any subset of the fields; `{}` changes nothing. `null` is not a value.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct PatchProductRequest {
+    #[serde(default, deserialize_with = "non_null")]
+    pub name: Option<String>,
+    #[serde(default, deserialize_with = "non_null")]
+    pub price: Option<i64>,
+    #[serde(default, deserialize_with = "non_null")]
+    pub status: Option<ProductStatusDto>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct RestockRequest {
+    /// 1 to 1,000,000; stock never exceeds 10,000,000.
+    pub quantity: i64,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct PageQuery {
+    /// 1 to 100, default 20.
+    pub limit: Option<i64>,
+    /// Keyset cursor: the `next_after` of the previous page.
+    pub after: Option<i64>,
+}
+
+const PROBLEM: &str = "application/problem+json";
+
+#[utoipa::path(get, path = "/api/v1/products", tag = "catalog", params(PageQuery),
+    responses(
+        (status = 200, description = "Products on sale, ascending by id", body = ProductPage),
+        (status = 400, description = "VALIDATION_FAILED", body = crate::Problem, content_type = PROBLEM),
+    ))]
+pub async fn list_products<S: Store>(State(app): State<AppState<S>>, Paging(page): Paging) -> Result<axum::Json<ProductPage>> {
+    let products = app.store.products_on_sale(page).await?;
+    let next_after = page.next_after(&products, |p| p.id);
+    Ok(axum::Json(ProductPage { items: products.into_iter().map(Into::into).collect(), next_after }))
+}
+
+#[utoipa::path(get, path = "/api/v1/products/{product_id}", tag = "catalog",
+    params(("product_id" = i64, Path, description = "Product id")),
+    responses(
+        (status = 200, description = "The product, whatever its status", body = ProductResponse),
+        (status = 400, description = "VALIDATION_FAILED", body = crate::Problem, content_type = PROBLEM),
+        (status = 404, description = "PRODUCT_NOT_FOUND", body = crate::Problem, content_type = PROBLEM),
+    ))]
+pub async fn get_product<S: Store>(State(app): State<AppState<S>>, params: PathParams) -> Result<axum::Json<ProductResponse>> {
+    let id = params.id("product_id")?;
+    let product = app.store.product(id).await?.ok_or(ecommerce_domain::Error::ProductNotFound)?;
+    Ok(axum::Json(product.into()))
+}
+
+#[utoipa::path(post, path = "/api/v1/admin/products", tag = "admin", request_body = CreateProductRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Product created, ON_SALE", body = ProductResponse),
+        (status = 400, description = "VALIDATION_FAILED", body = crate::Problem, content_type = PROBLEM),
+        (status = 401, description = "UNAUTHORIZED", body = crate::Problem, content_type = PROBLEM),
+        (status = 403, description = "FORBIDDEN (not an admin)", body = crate::Problem, content_type = PROBLEM),
+    ))]
+pub async fn create_product<S: Store>(
+    State(app): State<AppState<S>>,
+    _admin: Admin,
+    Json(body): Json<CreateProductRequest>,
+) -> Result<(StatusCode, axum::Json<ProductResponse>)> {
+    let product = NewProduct::parse(&body.name, body.price, body.stock)?;
+    let mut tx = app.store.begin().await?;
+    let created = usecase::create_product(&mut tx, &product, Timestamp::now()).await?;
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, axum::Json(created.into())))
+}
+
+#[utoipa::path(patch, path = "/api/v1/admin/products/{product_id}", tag = "admin", request_body = PatchProductRequest,
+    params(("product_id" = i64, Path, description = "Product id")), security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The product after the change", body = ProductResponse),
+        (status = 400, description = "VALIDATION_FAILED", body = crate::Problem, content_type = PROBLEM),
+        (status = 401, description = "UNAUTHORIZED", body = crate::Problem, content_type = PROBLEM),
+        (status = 403, description = "FORBIDDEN", body = crate::Problem, content_type = PROBLEM),
+        (status = 404, description = "PRODUCT_NOT_FOUND", body = crate::Problem, content_type = PROBLEM),
+    ))]
+pub async fn patch_product<S: Store>(
+    State(app): State<AppState<S>>,
+    _admin: Admin,
+    params: PathParams,
+    Json(body): Json<PatchProductRequest>,
+) -> Result<axum::Json<ProductResponse>> {
+    let id = params.id("product_id")?;
+    let patch = ProductPatch::parse(body.name.as_deref(), body.price, body.status.map(Into::into))?;
+    let mut tx = app.store.begin().await?;
+    let product = usecase::patch_product(&mut tx, id, &patch).await?;
+    tx.commit().await?;
+    Ok(axum::Json(product.into()))
+}
+
+#[utoipa::path(post, path = "/api/v1/admin/products/{product_id}/restock", tag = "admin", request_body = RestockRequest,
+    params(("product_id" = i64, Path, description = "Product id")), security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The product with its new stock", body = ProductResponse),
+        (status = 400, description = "VALIDATION_FAILED (also when stock would exceed 10,000,000)", body = crate::Problem, content_type = PROBLEM),
+        (status = 401, description = "UNAUTHORIZED", body = crate::Problem, content_type = PROBLEM),
+        (status = 403, description = "FORBIDDEN", body = crate::Problem, content_type = PROBLEM),
+        (status = 404, description = "PRODUCT_NOT_FOUND", body = crate::Problem, content_type = PROBLEM),
+    ))]
+pub async fn restock_product<S: Store>(
+    State(app): State<AppState<S>>,
+    _admin: Admin,
+    params: PathParams,
+    Json(body): Json<RestockRequest>,
+) -> Result<axum::Json<ProductResponse>> {
+    let id = params.id("product_id")?;
+    let quantity = parse_restock_quantity(body.quantity)?;
+    let mut tx = app.store.begin().await?;
+    let product = usecase::restock(&mut tx, id, quantity).await?;
+    tx.commit().await?;
+    Ok(axum::Json(product.into()))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Best sellers
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct PopularQuery {
+    /// 1 to 30, default 3.
+    pub days: Option<i64>,
+    /// 1 to 50, default 5.
+    pub limit: Option<i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PopularItem {
+    /// Position, from 1.
+    pub rank: i64,
+    pub product_id: i64,
+    pub name: String,
+    pub price: i64,
+    pub sold_quantity: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PopularResponse {
+    pub days: i64,
+    pub items: Vec<PopularItem>,
+}
+
+/// Per-instance cache of the serialized answer, by `(days, limit)`.
+#[derive(Default)]
+pub struct PopularCache {
+    entries: RwLock<HashMap<(i64, i64), (Instant, Bytes)>>,
+}
+
+impl PopularCache {
+    fn get(&self, key: (i64, i64), max_age: std::time::Duration) -> Option<Bytes> {
+        let entries = self.entries.read().ok()?;
+        entries.get(&key).filter(|(at, _)| at.elapsed() < max_age).map(|(_, bytes)| bytes.clone())
+    }
+
+    fn put(&self, key: (i64, i64), bytes: Bytes) {
+        if let Ok(mut entries) = self.entries.write() {
+            entries.insert(key, (Instant::now(), bytes));
+        }
+    }
+}
+
+#[utoipa::path(get, path = "/api/v1/products/popular", tag = "catalog", params(PopularQuery),
+    responses(
+        (status = 200, description = "Best sellers by quantity in paid orders of the last `days`×24 hours \
+            (refunds excluded); cached per instance for ECOMMERCE_POPULAR_CACHE_SECONDS", body = PopularResponse),
+        (status = 400, description = "VALIDATION_FAILED", body = crate::Problem, content_type = PROBLEM),
+    ))]
+pub async fn popular_products<S: Store>(
+    State(app): State<AppState<S>>,
+    query: std::result::Result<Query<PopularQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response> {
+    let Query(query) = query.map_err(query_rejection)?;
+    let days = check_range(query.days.unwrap_or(3), 1..=30, "days")?;
+    let limit = check_range(query.limit.unwrap_or(5), 1..=50, "limit")?;
+    let max_age = app.config.popular_cache;
+    let cached = if max_age.is_zero() { None } else { app.popular.get((days, limit), max_age) };
+    let bytes = match cached {
+        Some(bytes) => bytes,
+        None => {
+            let since = Timestamp::now().plus_seconds(-days * 24 * 3_600).hour();
+            let entries = app.store.popular(since, limit).await?;
+            let items = entries
+                .into_iter()
+                .zip(1..)
+                .map(|(e, rank)| PopularItem { rank, product_id: e.product_id, name: e.name, price: e.price, sold_quantity: e.sold_quantity })
+                .collect();
+            let bytes = Bytes::from(serde_json::to_vec(&PopularResponse { days, items }).map_err(ApiError::internal)?);
+            if !max_age.is_zero() {
+                app.popular.put((days, limit), bytes.clone());
+            }
+            bytes
+        }
+    };
+    Ok(([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], bytes).into_response())
+}

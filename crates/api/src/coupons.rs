@@ -1,0 +1,328 @@
+//! Coupons: admin creation, public reads, first-come-first-served issue, the user's coupons.
+//!
+//! A rush on one coupon must not queue every request on the database: the quantity is spread
+//! over shard rows (see the store), and once an instance sees a coupon sold out it answers
+//! `COUPON_SOLD_OUT` from memory with at most a read (to put `COUPON_ALREADY_ISSUED` first).
+//! Coupons are never put back into stock, so "sold out" never becomes false.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::RwLock;
+
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use ecommerce_domain::coupon::{Coupon, DiscountType, NewCoupon, UserCoupon, UserCouponStatus};
+use ecommerce_domain::store::{Store, Tx};
+use ecommerce_domain::{CouponId, Error, Timestamp, usecase};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::AppState;
+use crate::catalog::PageQuery;
+use crate::error::Result;
+use crate::extract::{Admin, Json, Paging, PathParams, UserScope, parse_id, query_rejection};
+
+const PROBLEM: &str = "application/problem+json";
+
+pub fn routes<S: Store>() -> Router<AppState<S>> {
+    Router::new()
+        .route("/api/v1/admin/coupons", post(create_coupon::<S>))
+        .route("/api/v1/coupons", get(list_coupons::<S>))
+        .route("/api/v1/coupons/{coupon_id}", get(get_coupon::<S>))
+        .route("/api/v1/users/{user_id}/coupons", post(issue_coupon::<S>).get(list_user_coupons::<S>))
+}
+
+/// Per-instance knowledge: coupon definitions (immutable once created) and sold-out coupons.
+#[derive(Default)]
+pub struct CouponCache {
+    definitions: RwLock<HashMap<CouponId, Coupon>>,
+    sold_out: RwLock<HashSet<CouponId>>,
+}
+
+impl CouponCache {
+    fn definition(&self, id: CouponId) -> Option<Coupon> {
+        self.definitions.read().ok()?.get(&id).cloned()
+    }
+
+    fn remember(&self, coupon: &Coupon) {
+        if let Ok(mut map) = self.definitions.write() {
+            map.insert(coupon.id, coupon.clone());
+        }
+    }
+
+    fn is_sold_out(&self, id: CouponId) -> bool {
+        self.sold_out.read().is_ok_and(|set| set.contains(&id))
+    }
+
+    fn mark_sold_out(&self, id: CouponId) {
+        if let Ok(mut set) = self.sold_out.write() {
+            set.insert(id);
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum DiscountTypeDto {
+    /// A fixed number of KRW off, at most the order total.
+    Fixed,
+    /// A percentage off, rounded down.
+    Rate,
+}
+
+impl From<DiscountType> for DiscountTypeDto {
+    fn from(t: DiscountType) -> Self {
+        match t {
+            DiscountType::Fixed => Self::Fixed,
+            DiscountType::Rate => Self::Rate,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum UserCouponStatusDto {
+    Available,
+    Used,
+    Expired,
+}
+
+impl From<UserCouponStatus> for UserCouponStatusDto {
+    fn from(s: UserCouponStatus) -> Self {
+        match s {
+            UserCouponStatus::Available => Self::Available,
+            UserCouponStatus::Used => Self::Used,
+            UserCouponStatus::Expired => Self::Expired,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct CreateCouponRequest {
+    /// 1 to 100 characters after trimming.
+    pub name: String,
+    pub discount_type: DiscountTypeDto,
+    /// FIXED: 1 to 10,000,000 KRW; RATE: 1 to 100 percent.
+    pub discount_value: i64,
+    /// 1 to 10,000,000.
+    pub total_quantity: i64,
+    /// 1 to 31,536,000, counted from each user's issue.
+    pub valid_for_seconds: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CouponResponse {
+    pub id: i64,
+    pub name: String,
+    pub discount_type: DiscountTypeDto,
+    pub discount_value: i64,
+    pub total_quantity: i64,
+    pub remaining_quantity: i64,
+    pub valid_for_seconds: i64,
+}
+
+impl From<Coupon> for CouponResponse {
+    fn from(c: Coupon) -> Self {
+        Self {
+            id: c.id,
+            name: c.name,
+            discount_type: c.discount.kind.into(),
+            discount_value: c.discount.value,
+            total_quantity: c.total_quantity,
+            remaining_quantity: c.remaining_quantity,
+            valid_for_seconds: c.valid_for_seconds,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CouponPage {
+    pub items: Vec<CouponResponse>,
+    pub next_after: Option<i64>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct IssueCouponRequest {
+    pub coupon_id: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserCouponResponse {
+    pub id: i64,
+    pub coupon_id: i64,
+    pub name: String,
+    pub discount_type: DiscountTypeDto,
+    pub discount_value: i64,
+    /// EXPIRED is computed on read: past `expires_at` and unused.
+    pub status: UserCouponStatusDto,
+    pub issued_at: String,
+    pub expires_at: String,
+    pub used_at: Option<String>,
+    pub order_id: Option<i64>,
+}
+
+impl UserCouponResponse {
+    pub fn new(c: UserCoupon, now: Timestamp) -> Self {
+        Self {
+            id: c.id,
+            coupon_id: c.coupon_id,
+            status: c.status(now).into(),
+            name: c.name,
+            discount_type: c.discount.kind.into(),
+            discount_value: c.discount.value,
+            issued_at: c.issued_at.to_rfc3339(),
+            expires_at: c.expires_at.to_rfc3339(),
+            used_at: c.used_at.map(Timestamp::to_rfc3339),
+            order_id: c.order_id,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserCouponPage {
+    pub items: Vec<UserCouponResponse>,
+    pub next_after: Option<i64>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct UserCouponQuery {
+    /// AVAILABLE, USED or EXPIRED; all when absent.
+    pub status: Option<UserCouponStatusDto>,
+}
+
+#[utoipa::path(post, path = "/api/v1/admin/coupons", tag = "admin", request_body = CreateCouponRequest, security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Coupon created", body = CouponResponse),
+        (status = 400, description = "VALIDATION_FAILED", body = crate::Problem, content_type = PROBLEM),
+        (status = 401, description = "UNAUTHORIZED", body = crate::Problem, content_type = PROBLEM),
+        (status = 403, description = "FORBIDDEN", body = crate::Problem, content_type = PROBLEM),
+    ))]
+pub async fn create_coupon<S: Store>(
+    State(app): State<AppState<S>>,
+    _admin: Admin,
+    Json(body): Json<CreateCouponRequest>,
+) -> Result<(StatusCode, axum::Json<CouponResponse>)> {
+    let kind = match body.discount_type {
+        DiscountTypeDto::Fixed => DiscountType::Fixed,
+        DiscountTypeDto::Rate => DiscountType::Rate,
+    };
+    let coupon = NewCoupon::parse(&body.name, kind, body.discount_value, body.total_quantity, body.valid_for_seconds)?;
+    let mut tx = app.store.begin().await?;
+    let created = tx.insert_coupon(&coupon, Timestamp::now()).await?;
+    tx.commit().await?;
+    app.coupons.remember(&created);
+    Ok((StatusCode::CREATED, axum::Json(created.into())))
+}
+
+#[utoipa::path(get, path = "/api/v1/coupons", tag = "coupons", params(PageQuery),
+    responses(
+        (status = 200, description = "Coupons with stock left, newest first", body = CouponPage),
+        (status = 400, description = "VALIDATION_FAILED", body = crate::Problem, content_type = PROBLEM),
+    ))]
+pub async fn list_coupons<S: Store>(State(app): State<AppState<S>>, Paging(page): Paging) -> Result<axum::Json<CouponPage>> {
+    let coupons = app.store.coupons_in_stock(page).await?;
+    let next_after = page.next_after(&coupons, |c| c.id);
+    Ok(axum::Json(CouponPage { items: coupons.into_iter().map(Into::into).collect(), next_after }))
+}
+
+#[utoipa::path(get, path = "/api/v1/coupons/{coupon_id}", tag = "coupons", params(("coupon_id" = i64, Path)),
+    responses(
+        (status = 200, description = "The coupon (also when sold out)", body = CouponResponse),
+        (status = 400, description = "VALIDATION_FAILED", body = crate::Problem, content_type = PROBLEM),
+        (status = 404, description = "COUPON_NOT_FOUND", body = crate::Problem, content_type = PROBLEM),
+    ))]
+pub async fn get_coupon<S: Store>(State(app): State<AppState<S>>, params: PathParams) -> Result<axum::Json<CouponResponse>> {
+    let id = params.id("coupon_id")?;
+    let coupon = app.store.coupon(id).await?.ok_or(Error::CouponNotFound)?;
+    Ok(axum::Json(coupon.into()))
+}
+
+#[utoipa::path(post, path = "/api/v1/users/{user_id}/coupons", tag = "coupons", request_body = IssueCouponRequest,
+    params(("user_id" = i64, Path)), security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Issued", body = UserCouponResponse),
+        (status = 400, description = "VALIDATION_FAILED", body = crate::Problem, content_type = PROBLEM),
+        (status = 401, description = "UNAUTHORIZED", body = crate::Problem, content_type = PROBLEM),
+        (status = 403, description = "FORBIDDEN", body = crate::Problem, content_type = PROBLEM),
+        (status = 404, description = "COUPON_NOT_FOUND, USER_NOT_FOUND", body = crate::Problem, content_type = PROBLEM),
+        (status = 409, description = "COUPON_ALREADY_ISSUED (checked first), COUPON_SOLD_OUT", body = crate::Problem, content_type = PROBLEM),
+    ))]
+pub async fn issue_coupon<S: Store>(
+    State(app): State<AppState<S>>,
+    scope: UserScope,
+    Json(body): Json<IssueCouponRequest>,
+) -> Result<(StatusCode, axum::Json<UserCouponResponse>)> {
+    let coupon_id = parse_id(&body.coupon_id.to_string(), "coupon_id")?;
+    let coupon = match app.coupons.definition(coupon_id) {
+        Some(coupon) => coupon,
+        None => {
+            let coupon = app.store.coupon(coupon_id).await?.ok_or(Error::CouponNotFound)?;
+            app.coupons.remember(&coupon);
+            coupon
+        }
+    };
+    if app.coupons.is_sold_out(coupon_id) {
+        scope.require_user(&app).await?;
+        return Err(if app.store.has_user_coupon(scope.user_id, coupon_id).await? {
+            Error::CouponAlreadyIssued
+        } else {
+            Error::CouponSoldOut
+        }
+        .into());
+    }
+    let now = Timestamp::now();
+    let first_shard = rand::random_range(0..coupon.total_quantity.clamp(1, 16));
+    let mut tx = app.store.begin().await?;
+    let issued = usecase::issue_coupon(&mut tx, scope.user_id, &coupon, now, first_shard).await;
+    let id = match issued {
+        Ok(id) => id,
+        Err(Error::CouponSoldOut) => {
+            app.coupons.mark_sold_out(coupon_id);
+            return Err(Error::CouponSoldOut.into());
+        }
+        Err(other) => return Err(other.into()),
+    };
+    tx.commit().await?;
+    metrics::counter!("coupons_issued_total").increment(1);
+    let user_coupon = UserCoupon {
+        id,
+        user_id: scope.user_id,
+        coupon_id,
+        name: coupon.name,
+        discount: coupon.discount,
+        issued_at: now,
+        expires_at: now.plus_seconds(coupon.valid_for_seconds),
+        used_at: None,
+        order_id: None,
+    };
+    Ok((StatusCode::CREATED, axum::Json(UserCouponResponse::new(user_coupon, now))))
+}
+
+#[utoipa::path(get, path = "/api/v1/users/{user_id}/coupons", tag = "coupons",
+    params(("user_id" = i64, Path), UserCouponQuery, PageQuery), security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The user's coupons, newest first", body = UserCouponPage),
+        (status = 400, description = "VALIDATION_FAILED", body = crate::Problem, content_type = PROBLEM),
+        (status = 401, description = "UNAUTHORIZED", body = crate::Problem, content_type = PROBLEM),
+        (status = 403, description = "FORBIDDEN", body = crate::Problem, content_type = PROBLEM),
+        (status = 404, description = "USER_NOT_FOUND", body = crate::Problem, content_type = PROBLEM),
+    ))]
+pub async fn list_user_coupons<S: Store>(
+    State(app): State<AppState<S>>,
+    scope: UserScope,
+    query: std::result::Result<Query<UserCouponQuery>, axum::extract::rejection::QueryRejection>,
+    Paging(page): Paging,
+) -> Result<axum::Json<UserCouponPage>> {
+    let Query(query) = query.map_err(query_rejection)?;
+    scope.require_user(&app).await?;
+    let status = query.status.map(|s| match s {
+        UserCouponStatusDto::Available => UserCouponStatus::Available,
+        UserCouponStatusDto::Used => UserCouponStatus::Used,
+        UserCouponStatusDto::Expired => UserCouponStatus::Expired,
+    });
+    let now = Timestamp::now();
+    let coupons = app.store.user_coupons(scope.user_id, status, now, page).await?;
+    let next_after = page.next_after(&coupons, |c| c.id);
+    Ok(axum::Json(UserCouponPage { items: coupons.into_iter().map(|c| UserCouponResponse::new(c, now)).collect(), next_after }))
+}

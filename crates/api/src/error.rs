@@ -1,0 +1,125 @@
+//! The one API error type: every failure leaves as `application/problem+json` (RFC 9457) with a
+//! stable `code`. Domain errors are translated here exactly once, by an exhaustive match; server
+//! faults are logged with their cause and answered without it.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use ecommerce_domain::Error;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+pub type Result<T, E = ApiError> = std::result::Result<T, E>;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub detail: String,
+}
+
+/// An RFC 9457 problem document.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Problem {
+    /// A URI naming the kind of problem.
+    #[schema(example = "urn:ecommerce:problem:OUT_OF_STOCK")]
+    pub r#type: String,
+    #[schema(example = "Conflict")]
+    pub title: String,
+    #[schema(example = 409)]
+    pub status: u16,
+    #[schema(example = "not enough stock for product 7")]
+    pub detail: String,
+    /// The stable, machine-readable error code.
+    #[schema(example = "OUT_OF_STOCK")]
+    pub code: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
+        Self { status, code, detail: detail.into() }
+    }
+
+    pub fn validation(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "VALIDATION_FAILED", detail)
+    }
+
+    pub fn unauthorized() -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", "a valid bearer token is required")
+    }
+
+    pub fn forbidden() -> Self {
+        Self::new(StatusCode::FORBIDDEN, "FORBIDDEN", "this resource belongs to another user")
+    }
+
+    /// A server fault: the cause goes to the log, the client sees only that it failed.
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "request failed");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", "the server failed to handle this request")
+    }
+
+    pub fn unavailable(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE", detail)
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(err: Error) -> Self {
+        use StatusCode as S;
+        let (status, code) = match &err {
+            Error::Validation(_) => (S::BAD_REQUEST, "VALIDATION_FAILED"),
+            Error::InvalidChargeAmount => (S::BAD_REQUEST, "INVALID_CHARGE_AMOUNT"),
+            Error::BalanceLimitExceeded => (S::BAD_REQUEST, "BALANCE_LIMIT_EXCEEDED"),
+            Error::CartEmpty => (S::BAD_REQUEST, "CART_EMPTY"),
+            Error::InvalidCredentials => (S::UNAUTHORIZED, "INVALID_CREDENTIALS"),
+            Error::Forbidden => (S::FORBIDDEN, "FORBIDDEN"),
+            Error::UserNotFound => (S::NOT_FOUND, "USER_NOT_FOUND"),
+            Error::ProductNotFound => (S::NOT_FOUND, "PRODUCT_NOT_FOUND"),
+            Error::CouponNotFound => (S::NOT_FOUND, "COUPON_NOT_FOUND"),
+            Error::OrderNotFound => (S::NOT_FOUND, "ORDER_NOT_FOUND"),
+            Error::EmailTaken => (S::CONFLICT, "EMAIL_TAKEN"),
+            Error::OutOfStock(_) => (S::CONFLICT, "OUT_OF_STOCK"),
+            Error::ProductNotOnSale(_) => (S::CONFLICT, "PRODUCT_NOT_ON_SALE"),
+            Error::InsufficientBalance => (S::CONFLICT, "INSUFFICIENT_BALANCE"),
+            Error::CouponAlreadyIssued => (S::CONFLICT, "COUPON_ALREADY_ISSUED"),
+            Error::CouponSoldOut => (S::CONFLICT, "COUPON_SOLD_OUT"),
+            Error::CouponAlreadyUsed => (S::CONFLICT, "COUPON_ALREADY_USED"),
+            Error::CouponExpired => (S::CONFLICT, "COUPON_EXPIRED"),
+            Error::OrderExpired => (S::CONFLICT, "ORDER_EXPIRED"),
+            Error::OrderNotPending => (S::CONFLICT, "ORDER_NOT_PENDING"),
+            Error::OrderNotPaid => (S::CONFLICT, "ORDER_NOT_PAID"),
+            Error::RequestInProgress => (S::CONFLICT, "REQUEST_IN_PROGRESS"),
+            Error::IdempotencyKeyReused => (S::UNPROCESSABLE_ENTITY, "IDEMPOTENCY_KEY_REUSED"),
+            Error::Store(cause) => return Self::internal(cause),
+        };
+        Self::new(status, code, err.to_string())
+    }
+}
+
+impl From<ecommerce_domain::StoreError> for ApiError {
+    fn from(err: ecommerce_domain::StoreError) -> Self {
+        Self::internal(err)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let problem = Problem {
+            r#type: format!("urn:ecommerce:problem:{}", self.code),
+            title: self.status.canonical_reason().unwrap_or("Error").to_owned(),
+            status: self.status.as_u16(),
+            detail: self.detail,
+            code: self.code.to_owned(),
+        };
+        let body = serde_json::to_vec(&problem).unwrap_or_default();
+        let mut response = (self.status, body).into_response();
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        response.extensions_mut().insert(ErrorCode(self.code));
+        response
+    }
+}
+
+/// The code of an error response, for metrics and logs.
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorCode(pub &'static str);

@@ -1,0 +1,309 @@
+//! Orders and their life: create (direct or from the cart), pay, cancel, refund, read.
+
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use ecommerce_domain::order::{LineRequest, Order, OrderStatus};
+use ecommerce_domain::store::{IdempotencyScope, Store, Tx};
+use ecommerce_domain::usecase::{self, Actor, OrderSource};
+use ecommerce_domain::{Error, Timestamp};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::AppState;
+use crate::catalog::PageQuery;
+use crate::error::{ApiError, Result};
+use crate::extract::{Auth, Json, OptionalJson, Paging, PathParams, UserScope, idempotency_key, non_null, query_rejection};
+use crate::idempotency::{claim, finish, request_hash};
+
+const PROBLEM: &str = "application/problem+json";
+
+pub fn routes<S: Store>() -> Router<AppState<S>> {
+    Router::new()
+        .route("/api/v1/users/{user_id}/orders", post(create_order::<S>).get(list_orders::<S>))
+        .route("/api/v1/orders/{order_id}", get(get_order::<S>))
+        .route("/api/v1/orders/{order_id}/payment", post(pay_order::<S>))
+        .route("/api/v1/orders/{order_id}/cancel", post(cancel_order::<S>))
+        .route("/api/v1/orders/{order_id}/refund", post(refund_order::<S>))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum OrderStatusDto {
+    PendingPayment,
+    Paid,
+    Refunded,
+    Cancelled,
+    Expired,
+}
+
+impl From<OrderStatus> for OrderStatusDto {
+    fn from(s: OrderStatus) -> Self {
+        match s {
+            OrderStatus::PendingPayment => Self::PendingPayment,
+            OrderStatus::Paid => Self::Paid,
+            OrderStatus::Refunded => Self::Refunded,
+            OrderStatus::Cancelled => Self::Cancelled,
+            OrderStatus::Expired => Self::Expired,
+        }
+    }
+}
+
+impl From<OrderStatusDto> for OrderStatus {
+    fn from(s: OrderStatusDto) -> Self {
+        match s {
+            OrderStatusDto::PendingPayment => Self::PendingPayment,
+            OrderStatusDto::Paid => Self::Paid,
+            OrderStatusDto::Refunded => Self::Refunded,
+            OrderStatusDto::Cancelled => Self::Cancelled,
+            OrderStatusDto::Expired => Self::Expired,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct OrderLineRequest {
+    pub product_id: i64,
+    /// 1 to 1000.
+    pub quantity: i64,
+}
+
+/// Exactly one of `items` (1 to 50 lines, each product at most once) and `"from_cart": true`.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct CreateOrderRequest {
+    #[serde(default, deserialize_with = "non_null")]
+    pub items: Option<Vec<OrderLineRequest>>,
+    #[serde(default, deserialize_with = "non_null")]
+    pub from_cart: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct PayOrderRequest {
+    /// The user coupon to apply; null or absent for none.
+    #[serde(default)]
+    pub user_coupon_id: Option<i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OrderItemResponse {
+    pub product_id: i64,
+    pub name: String,
+    /// Fixed when the order was made.
+    pub unit_price: i64,
+    pub quantity: i64,
+    pub amount: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OrderResponse {
+    pub id: i64,
+    pub user_id: i64,
+    /// A pending order past `expires_at` reads EXPIRED.
+    pub status: OrderStatusDto,
+    pub items: Vec<OrderItemResponse>,
+    pub total_amount: i64,
+    pub discount_amount: i64,
+    pub paid_amount: i64,
+    pub user_coupon_id: Option<i64>,
+    pub created_at: String,
+    pub expires_at: String,
+    pub paid_at: Option<String>,
+}
+
+impl OrderResponse {
+    pub fn new(order: Order, now: Timestamp) -> Self {
+        Self {
+            id: order.id,
+            user_id: order.user_id,
+            status: order.status(now).into(),
+            items: order
+                .lines
+                .into_iter()
+                .map(|l| OrderItemResponse { product_id: l.product_id, name: l.name, unit_price: l.unit_price, quantity: l.quantity, amount: l.amount })
+                .collect(),
+            total_amount: order.total_amount,
+            discount_amount: order.discount_amount,
+            paid_amount: order.paid_amount,
+            user_coupon_id: order.user_coupon_id,
+            created_at: order.created_at.to_rfc3339(),
+            expires_at: order.expires_at.to_rfc3339(),
+            paid_at: order.paid_at.map(Timestamp::to_rfc3339),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OrderPage {
+    pub items: Vec<OrderResponse>,
+    pub next_after: Option<i64>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct OrderQuery {
+    /// Filter by (computed) status.
+    pub status: Option<OrderStatusDto>,
+}
+
+#[utoipa::path(post, path = "/api/v1/users/{user_id}/orders", tag = "orders", request_body = CreateOrderRequest,
+    params(("user_id" = i64, Path)), security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Order saved PENDING_PAYMENT; stock checked, not reserved",
+            body = OrderResponse, headers(("Location" = String, description = "/api/v1/orders/{order_id}"))),
+        (status = 400, description = "VALIDATION_FAILED, CART_EMPTY", body = crate::Problem, content_type = PROBLEM),
+        (status = 401, description = "UNAUTHORIZED", body = crate::Problem, content_type = PROBLEM),
+        (status = 403, description = "FORBIDDEN", body = crate::Problem, content_type = PROBLEM),
+        (status = 404, description = "PRODUCT_NOT_FOUND, USER_NOT_FOUND", body = crate::Problem, content_type = PROBLEM),
+        (status = 409, description = "PRODUCT_NOT_ON_SALE, OUT_OF_STOCK", body = crate::Problem, content_type = PROBLEM),
+    ))]
+pub async fn create_order<S: Store>(
+    State(app): State<AppState<S>>,
+    scope: UserScope,
+    Json(body): Json<CreateOrderRequest>,
+) -> Result<Response> {
+    let source = match (body.items, body.from_cart) {
+        (Some(items), None | Some(false)) => {
+            OrderSource::Lines(items.into_iter().map(|l| LineRequest { product_id: l.product_id, quantity: l.quantity }).collect())
+        }
+        (None, Some(true)) => OrderSource::Cart,
+        _ => return Err(ApiError::validation("send exactly one of `items` and `\"from_cart\": true`")),
+    };
+    let now = Timestamp::now();
+    let mut tx = app.store.begin().await?;
+    let order = usecase::create_order(&mut tx, scope.user_id, &source, now, app.config.order_ttl_seconds).await?;
+    tx.commit().await?;
+    let location = format!("/api/v1/orders/{}", order.id);
+    let mut response = (StatusCode::CREATED, axum::Json(OrderResponse::new(order, now))).into_response();
+    if let Ok(value) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    Ok(response)
+}
+
+#[utoipa::path(get, path = "/api/v1/users/{user_id}/orders", tag = "orders",
+    params(("user_id" = i64, Path), OrderQuery, PageQuery), security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The user's orders, newest first", body = OrderPage),
+        (status = 400, description = "VALIDATION_FAILED", body = crate::Problem, content_type = PROBLEM),
+        (status = 401, description = "UNAUTHORIZED", body = crate::Problem, content_type = PROBLEM),
+        (status = 403, description = "FORBIDDEN", body = crate::Problem, content_type = PROBLEM),
+        (status = 404, description = "USER_NOT_FOUND", body = crate::Problem, content_type = PROBLEM),
+    ))]
+pub async fn list_orders<S: Store>(
+    State(app): State<AppState<S>>,
+    scope: UserScope,
+    query: std::result::Result<Query<OrderQuery>, axum::extract::rejection::QueryRejection>,
+    Paging(page): Paging,
+) -> Result<axum::Json<OrderPage>> {
+    let Query(query) = query.map_err(query_rejection)?;
+    scope.require_user(&app).await?;
+    let now = Timestamp::now();
+    let orders = app.store.orders(scope.user_id, query.status.map(Into::into), now, page).await?;
+    let next_after = page.next_after(&orders, |o| o.id);
+    Ok(axum::Json(OrderPage { items: orders.into_iter().map(|o| OrderResponse::new(o, now)).collect(), next_after }))
+}
+
+#[utoipa::path(get, path = "/api/v1/orders/{order_id}", tag = "orders", params(("order_id" = i64, Path)), security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The order (its owner or an admin)", body = OrderResponse),
+        (status = 400, description = "VALIDATION_FAILED", body = crate::Problem, content_type = PROBLEM),
+        (status = 401, description = "UNAUTHORIZED", body = crate::Problem, content_type = PROBLEM),
+        (status = 404, description = "ORDER_NOT_FOUND (also another user's)", body = crate::Problem, content_type = PROBLEM),
+    ))]
+pub async fn get_order<S: Store>(State(app): State<AppState<S>>, Auth(actor): Auth, params: PathParams) -> Result<axum::Json<OrderResponse>> {
+    let id = params.id("order_id")?;
+    let order = app.store.order(id).await?.filter(|o| actor.may_access(o.user_id)).ok_or(Error::OrderNotFound)?;
+    Ok(axum::Json(OrderResponse::new(order, Timestamp::now())))
+}
+
+#[utoipa::path(post, path = "/api/v1/orders/{order_id}/payment", tag = "orders", request_body(content = Option<PayOrderRequest>, description = "Optional; none, {} and {\"user_coupon_id\": null} mean no coupon"),
+    params(("order_id" = i64, Path),
+        ("Idempotency-Key" = Option<String>, Header, description = "Optional; same rules as balance charges")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Paid: stock taken, coupon used, balance debited, event recorded — all in one transaction", body = OrderResponse),
+        (status = 400, description = "VALIDATION_FAILED", body = crate::Problem, content_type = PROBLEM),
+        (status = 401, description = "UNAUTHORIZED", body = crate::Problem, content_type = PROBLEM),
+        (status = 404, description = "ORDER_NOT_FOUND, COUPON_NOT_FOUND", body = crate::Problem, content_type = PROBLEM),
+        (status = 409, description = "ORDER_NOT_PENDING, ORDER_EXPIRED, COUPON_ALREADY_USED, COUPON_EXPIRED, OUT_OF_STOCK, INSUFFICIENT_BALANCE, REQUEST_IN_PROGRESS (in this order)", body = crate::Problem, content_type = PROBLEM),
+        (status = 422, description = "IDEMPOTENCY_KEY_REUSED", body = crate::Problem, content_type = PROBLEM),
+    ))]
+pub async fn pay_order<S: Store>(
+    State(app): State<AppState<S>>,
+    Auth(actor): Auth,
+    params: PathParams,
+    headers: HeaderMap,
+    OptionalJson(body): OptionalJson<Value>,
+) -> Result<Response> {
+    let id = params.id("order_id")?;
+    let key = idempotency_key(&headers)?;
+    let request: PayOrderRequest = match &body {
+        Value::Null => PayOrderRequest::default(),
+        value => serde_json::from_value(value.clone()).map_err(|e| ApiError::validation(e.to_string()))?,
+    };
+    if let Some(coupon) = request.user_coupon_id
+        && coupon <= 0
+    {
+        return Err(ApiError::validation("user_coupon_id must be a positive 64-bit integer"));
+    }
+    let idempotency = key.map(|key| IdempotencyScope { user_id: actor.user_id, route: "order.payment", key });
+    let mut tx = app.store.begin().await?;
+    if let Some(scope) = &idempotency
+        && let Some(replay) = claim(&mut tx, scope, &request_hash(&[&id.to_string()], &body)).await?
+    {
+        return Ok(replay);
+    }
+    let now = Timestamp::now();
+    match usecase::pay(&mut tx, id, actor, request.user_coupon_id, now).await {
+        Ok(settled) => {
+            let response = finish(tx, idempotency.as_ref(), StatusCode::OK, &OrderResponse::new(settled.order, now)).await?;
+            metrics::counter!("orders_paid_total").increment(1);
+            Ok(response)
+        }
+        Err(err) => {
+            let err = ApiError::from(err);
+            metrics::counter!("payment_failures_total", "reason" => err.code).increment(1);
+            Err(err)
+        }
+    }
+}
+
+async fn settle<S: Store>(
+    app: &AppState<S>,
+    actor: Actor,
+    params: &PathParams,
+    run: impl AsyncFnOnce(&mut S::Tx, i64, Actor, Timestamp) -> std::result::Result<Order, Error>,
+) -> Result<axum::Json<OrderResponse>> {
+    let id = params.id("order_id")?;
+    let now = Timestamp::now();
+    let mut tx = app.store.begin().await?;
+    let order = run(&mut tx, id, actor, now).await?;
+    tx.commit().await?;
+    Ok(axum::Json(OrderResponse::new(order, now)))
+}
+
+#[utoipa::path(post, path = "/api/v1/orders/{order_id}/cancel", tag = "orders", params(("order_id" = i64, Path)), security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Cancelled", body = OrderResponse),
+        (status = 400, description = "VALIDATION_FAILED", body = crate::Problem, content_type = PROBLEM),
+        (status = 401, description = "UNAUTHORIZED", body = crate::Problem, content_type = PROBLEM),
+        (status = 404, description = "ORDER_NOT_FOUND", body = crate::Problem, content_type = PROBLEM),
+        (status = 409, description = "ORDER_NOT_PENDING, ORDER_EXPIRED", body = crate::Problem, content_type = PROBLEM),
+    ))]
+pub async fn cancel_order<S: Store>(State(app): State<AppState<S>>, Auth(actor): Auth, params: PathParams) -> Result<axum::Json<OrderResponse>> {
+    settle(&app, actor, &params, async |tx, id, actor, now| usecase::cancel(tx, id, actor, now).await).await
+}
+
+#[utoipa::path(post, path = "/api/v1/orders/{order_id}/refund", tag = "orders", params(("order_id" = i64, Path)), security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Refunded: balance and stock back, coupon available again unless expired, event recorded", body = OrderResponse),
+        (status = 400, description = "VALIDATION_FAILED, BALANCE_LIMIT_EXCEEDED (the refund would lift the balance over 10,000,000)", body = crate::Problem, content_type = PROBLEM),
+        (status = 401, description = "UNAUTHORIZED", body = crate::Problem, content_type = PROBLEM),
+        (status = 404, description = "ORDER_NOT_FOUND", body = crate::Problem, content_type = PROBLEM),
+        (status = 409, description = "ORDER_NOT_PAID", body = crate::Problem, content_type = PROBLEM),
+    ))]
+pub async fn refund_order<S: Store>(State(app): State<AppState<S>>, Auth(actor): Auth, params: PathParams) -> Result<axum::Json<OrderResponse>> {
+    settle(&app, actor, &params, async |tx, id, actor, now| usecase::refund(tx, id, actor, now).await.map(|s| s.order)).await
+}

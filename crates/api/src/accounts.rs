@@ -16,7 +16,9 @@ use crate::error::Result;
 use crate::extract::Json;
 
 pub fn routes<S: Store>() -> Router<AppState<S>> {
-    Router::new().route("/api/v1/users", post(create_user::<S>)).route("/api/v1/auth/token", post(create_token::<S>))
+    Router::new()
+        .route("/api/v1/users", post(create_user::<S>))
+        .route("/api/v1/auth/token", post(create_token::<S>))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -69,11 +71,23 @@ pub async fn create_user<S: Store>(
     check_password(&body.password)?;
     let name = parse_user_name(&body.name)?;
     let password_hash = hash_password(body.password).await?;
-    let user = NewUser { email, password_hash, name, role: Role::User };
+    let user = NewUser {
+        email,
+        password_hash,
+        name,
+        role: Role::User,
+    };
     let mut tx = app.store.begin().await?;
     let id = usecase::sign_up(&mut tx, &user, Timestamp::now()).await?;
     tx.commit().await?;
-    Ok((StatusCode::CREATED, axum::Json(UserResponse { id, email: user.email, name: user.name })))
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(UserResponse {
+            id,
+            email: user.email,
+            name: user.name,
+        }),
+    ))
 }
 
 #[utoipa::path(post, path = "/api/v1/auth/token", tag = "accounts", request_body = TokenRequest,
@@ -90,6 +104,13 @@ pub async fn create_token<S: Store>(
     let stored_hash = credentials.as_ref().map(|c| c.password_hash.clone());
     let valid = verify_password(body.password, stored_hash).await?;
     let credentials = credentials.filter(|_| valid).ok_or(Error::InvalidCredentials)?;
-    let access_token = app.auth.issue(credentials.user_id, credentials.role, Timestamp::now().millis() / 1000)?;
-    Ok(axum::Json(TokenResponse { access_token, token_type: "Bearer", expires_in: TOKEN_TTL_SECONDS, user_id: credentials.user_id }))
+    let access_token = app
+        .auth
+        .issue(credentials.user_id, credentials.role, Timestamp::now().millis() / 1000)?;
+    Ok(axum::Json(TokenResponse {
+        access_token,
+        token_type: "Bearer",
+        expires_in: TOKEN_TTL_SECONDS,
+        user_id: credentials.user_id,
+    }))
 }

@@ -32,11 +32,20 @@ impl TokenKeys {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = 5;
         validation.set_required_spec_claims(&["exp", "sub"]);
-        Self { encoding: EncodingKey::from_secret(secret), decoding: DecodingKey::from_secret(secret), validation }
+        Self {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+            validation,
+        }
     }
 
     pub fn issue(&self, user: UserId, role: Role, now_seconds: i64) -> Result<String, ApiError> {
-        let claims = Claims { sub: user.to_string(), role: role.as_str().to_owned(), iat: now_seconds, exp: now_seconds + TOKEN_TTL_SECONDS };
+        let claims = Claims {
+            sub: user.to_string(),
+            role: role.as_str().to_owned(),
+            iat: now_seconds,
+            exp: now_seconds + TOKEN_TTL_SECONDS,
+        };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).map_err(ApiError::internal)
     }
 
@@ -44,7 +53,10 @@ impl TokenKeys {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).ok()?;
         let user_id = data.claims.sub.parse::<i64>().ok().filter(|id| *id > 0)?;
         let role = Role::parse(&data.claims.role)?;
-        Some(Actor { user_id, is_admin: role == Role::Admin })
+        Some(Actor {
+            user_id,
+            is_admin: role == Role::Admin,
+        })
     }
 }
 

@@ -17,8 +17,14 @@ const PROBLEM: &str = "application/problem+json";
 
 pub fn routes<S: Store>() -> Router<AppState<S>> {
     Router::new()
-        .route("/api/v1/users/{user_id}/cart", get(get_cart::<S>).delete(clear_cart::<S>))
-        .route("/api/v1/users/{user_id}/cart/items/{product_id}", put(put_cart_item::<S>).merge(delete(remove_cart_item::<S>)))
+        .route(
+            "/api/v1/users/{user_id}/cart",
+            get(get_cart::<S>).delete(clear_cart::<S>),
+        )
+        .route(
+            "/api/v1/users/{user_id}/cart/items/{product_id}",
+            put(put_cart_item::<S>).merge(delete(remove_cart_item::<S>)),
+        )
 }
 
 #[derive(Debug, Serialize, ToSchema)]

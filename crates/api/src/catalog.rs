@@ -27,7 +27,10 @@ pub fn routes<S: Store>() -> Router<AppState<S>> {
         .route("/api/v1/products/{product_id}", get(get_product::<S>))
         .route("/api/v1/admin/products", post(create_product::<S>))
         .route("/api/v1/admin/products/{product_id}", patch(patch_product::<S>))
-        .route("/api/v1/admin/products/{product_id}/restock", post(restock_product::<S>))
+        .route(
+            "/api/v1/admin/products/{product_id}/restock",
+            post(restock_product::<S>),
+        )
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -68,7 +71,13 @@ pub struct ProductResponse {
 
 impl From<Product> for ProductResponse {
     fn from(p: Product) -> Self {
-        Self { id: p.id, name: p.name, price: p.price, stock: p.stock, status: p.status.into() }
+        Self {
+            id: p.id,
+            name: p.name,
+            price: p.price,
+            stock: p.stock,
+            status: p.status.into(),
+        }
     }
 }
 
@@ -121,10 +130,16 @@ const PROBLEM: &str = "application/problem+json";
         (status = 200, description = "Products on sale, ascending by id", body = ProductPage),
         (status = 400, description = "VALIDATION_FAILED", body = crate::Problem, content_type = PROBLEM),
     ))]
-pub async fn list_products<S: Store>(State(app): State<AppState<S>>, Paging(page): Paging) -> Result<axum::Json<ProductPage>> {
+pub async fn list_products<S: Store>(
+    State(app): State<AppState<S>>,
+    Paging(page): Paging,
+) -> Result<axum::Json<ProductPage>> {
     let products = app.store.products_on_sale(page).await?;
     let next_after = page.next_after(&products, |p| p.id);
-    Ok(axum::Json(ProductPage { items: products.into_iter().map(Into::into).collect(), next_after }))
+    Ok(axum::Json(ProductPage {
+        items: products.into_iter().map(Into::into).collect(),
+        next_after,
+    }))
 }
 
 #[utoipa::path(get, path = "/api/v1/products/{product_id}", tag = "catalog",
@@ -134,9 +149,16 @@ pub async fn list_products<S: Store>(State(app): State<AppState<S>>, Paging(page
         (status = 400, description = "VALIDATION_FAILED", body = crate::Problem, content_type = PROBLEM),
         (status = 404, description = "PRODUCT_NOT_FOUND", body = crate::Problem, content_type = PROBLEM),
     ))]
-pub async fn get_product<S: Store>(State(app): State<AppState<S>>, params: PathParams) -> Result<axum::Json<ProductResponse>> {
+pub async fn get_product<S: Store>(
+    State(app): State<AppState<S>>,
+    params: PathParams,
+) -> Result<axum::Json<ProductResponse>> {
     let id = params.id("product_id")?;
-    let product = app.store.product(id).await?.ok_or(ecommerce_domain::Error::ProductNotFound)?;
+    let product = app
+        .store
+        .product(id)
+        .await?
+        .ok_or(ecommerce_domain::Error::ProductNotFound)?;
     Ok(axum::Json(product.into()))
 }
 
@@ -242,7 +264,10 @@ pub struct PopularCache {
 impl PopularCache {
     fn get(&self, key: (i64, i64), max_age: std::time::Duration) -> Option<Bytes> {
         let entries = self.entries.read().ok()?;
-        entries.get(&key).filter(|(at, _)| at.elapsed() < max_age).map(|(_, bytes)| bytes.clone())
+        entries
+            .get(&key)
+            .filter(|(at, _)| at.elapsed() < max_age)
+            .map(|(_, bytes)| bytes.clone())
     }
 
     fn put(&self, key: (i64, i64), bytes: Bytes) {
@@ -266,7 +291,11 @@ pub async fn popular_products<S: Store>(
     let days = check_range(query.days.unwrap_or(3), 1..=30, "days")?;
     let limit = check_range(query.limit.unwrap_or(5), 1..=50, "limit")?;
     let max_age = app.config.popular_cache;
-    let cached = if max_age.is_zero() { None } else { app.popular.get((days, limit), max_age) };
+    let cached = if max_age.is_zero() {
+        None
+    } else {
+        app.popular.get((days, limit), max_age)
+    };
     let bytes = match cached {
         Some(bytes) => bytes,
         None => {
@@ -275,7 +304,13 @@ pub async fn popular_products<S: Store>(
             let items = entries
                 .into_iter()
                 .zip(1..)
-                .map(|(e, rank)| PopularItem { rank, product_id: e.product_id, name: e.name, price: e.price, sold_quantity: e.sold_quantity })
+                .map(|(e, rank)| PopularItem {
+                    rank,
+                    product_id: e.product_id,
+                    name: e.name,
+                    price: e.price,
+                    sold_quantity: e.sold_quantity,
+                })
                 .collect();
             let bytes = Bytes::from(serde_json::to_vec(&PopularResponse { days, items }).map_err(ApiError::internal)?);
             if !max_age.is_zero() {
@@ -284,5 +319,9 @@ pub async fn popular_products<S: Store>(
             bytes
         }
     };
-    Ok(([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], bytes).into_response())
+    Ok((
+        [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        bytes,
+    )
+        .into_response())
 }

@@ -30,7 +30,10 @@ pub fn routes<S: Store>() -> Router<AppState<S>> {
         .route("/api/v1/admin/coupons", post(create_coupon::<S>))
         .route("/api/v1/coupons", get(list_coupons::<S>))
         .route("/api/v1/coupons/{coupon_id}", get(get_coupon::<S>))
-        .route("/api/v1/users/{user_id}/coupons", post(issue_coupon::<S>).get(list_user_coupons::<S>))
+        .route(
+            "/api/v1/users/{user_id}/coupons",
+            post(issue_coupon::<S>).get(list_user_coupons::<S>),
+        )
 }
 
 /// Per-instance knowledge: coupon definitions (immutable once created) and sold-out coupons.
@@ -207,7 +210,13 @@ pub async fn create_coupon<S: Store>(
         DiscountTypeDto::Fixed => DiscountType::Fixed,
         DiscountTypeDto::Rate => DiscountType::Rate,
     };
-    let coupon = NewCoupon::parse(&body.name, kind, body.discount_value, body.total_quantity, body.valid_for_seconds)?;
+    let coupon = NewCoupon::parse(
+        &body.name,
+        kind,
+        body.discount_value,
+        body.total_quantity,
+        body.valid_for_seconds,
+    )?;
     let mut tx = app.store.begin().await?;
     let created = tx.insert_coupon(&coupon, Timestamp::now()).await?;
     tx.commit().await?;
@@ -220,10 +229,16 @@ pub async fn create_coupon<S: Store>(
         (status = 200, description = "Coupons with stock left, newest first", body = CouponPage),
         (status = 400, description = "VALIDATION_FAILED", body = crate::Problem, content_type = PROBLEM),
     ))]
-pub async fn list_coupons<S: Store>(State(app): State<AppState<S>>, Paging(page): Paging) -> Result<axum::Json<CouponPage>> {
+pub async fn list_coupons<S: Store>(
+    State(app): State<AppState<S>>,
+    Paging(page): Paging,
+) -> Result<axum::Json<CouponPage>> {
     let coupons = app.store.coupons_in_stock(page).await?;
     let next_after = page.next_after(&coupons, |c| c.id);
-    Ok(axum::Json(CouponPage { items: coupons.into_iter().map(Into::into).collect(), next_after }))
+    Ok(axum::Json(CouponPage {
+        items: coupons.into_iter().map(Into::into).collect(),
+        next_after,
+    }))
 }
 
 #[utoipa::path(get, path = "/api/v1/coupons/{coupon_id}", tag = "coupons", params(("coupon_id" = i64, Path)),
@@ -232,7 +247,10 @@ pub async fn list_coupons<S: Store>(State(app): State<AppState<S>>, Paging(page)
         (status = 400, description = "VALIDATION_FAILED", body = crate::Problem, content_type = PROBLEM),
         (status = 404, description = "COUPON_NOT_FOUND", body = crate::Problem, content_type = PROBLEM),
     ))]
-pub async fn get_coupon<S: Store>(State(app): State<AppState<S>>, params: PathParams) -> Result<axum::Json<CouponResponse>> {
+pub async fn get_coupon<S: Store>(
+    State(app): State<AppState<S>>,
+    params: PathParams,
+) -> Result<axum::Json<CouponResponse>> {
     let id = params.id("coupon_id")?;
     let coupon = app.store.coupon(id).await?.ok_or(Error::CouponNotFound)?;
     Ok(axum::Json(coupon.into()))
@@ -296,7 +314,10 @@ pub async fn issue_coupon<S: Store>(
         used_at: None,
         order_id: None,
     };
-    Ok((StatusCode::CREATED, axum::Json(UserCouponResponse::new(user_coupon, now))))
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(UserCouponResponse::new(user_coupon, now)),
+    ))
 }
 
 #[utoipa::path(get, path = "/api/v1/users/{user_id}/coupons", tag = "coupons",
@@ -324,5 +345,8 @@ pub async fn list_user_coupons<S: Store>(
     let now = Timestamp::now();
     let coupons = app.store.user_coupons(scope.user_id, status, now, page).await?;
     let next_after = page.next_after(&coupons, |c| c.id);
-    Ok(axum::Json(UserCouponPage { items: coupons.into_iter().map(|c| UserCouponResponse::new(c, now)).collect(), next_after }))
+    Ok(axum::Json(UserCouponPage {
+        items: coupons.into_iter().map(|c| UserCouponResponse::new(c, now)).collect(),
+        next_after,
+    }))
 }

@@ -37,9 +37,11 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
             "UNSUPPORTED_MEDIA_TYPE",
             "send the body as JSON with Content-Type: application/json",
         ),
-        JsonRejection::BytesRejection(r) if r.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE", "the request body is larger than 64 KiB")
-        }
+        JsonRejection::BytesRejection(r) if r.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "PAYLOAD_TOO_LARGE",
+            "the request body is larger than 64 KiB",
+        ),
         JsonRejection::JsonDataError(e) => ApiError::validation(e.body_text()),
         JsonRejection::JsonSyntaxError(e) => ApiError::validation(e.body_text()),
         other => ApiError::validation(other.body_text()),
@@ -57,7 +59,9 @@ impl<T: DeserializeOwned + Default, St: Send + Sync> FromRequest<St> for Optiona
             .headers()
             .get(header::CONTENT_LENGTH)
             .is_some_and(|v| v.as_bytes() == b"0");
-        let no_body = empty_length || (req.headers().get(header::CONTENT_LENGTH).is_none() && req.headers().get(header::TRANSFER_ENCODING).is_none());
+        let no_body = empty_length
+            || (req.headers().get(header::CONTENT_LENGTH).is_none()
+                && req.headers().get(header::TRANSFER_ENCODING).is_none());
         if no_body {
             return Ok(OptionalJson(T::default()));
         }
@@ -70,7 +74,9 @@ impl<T: DeserializeOwned + Default, St: Send + Sync> FromRequest<St> for Optiona
 pub fn parse_id(raw: &str, name: &str) -> Result<i64> {
     match raw.parse::<i64>() {
         Ok(id) if id > 0 => Ok(id),
-        _ => Err(ApiError::validation(format!("{name} must be a positive 64-bit integer"))),
+        _ => Err(ApiError::validation(format!(
+            "{name} must be a positive 64-bit integer"
+        ))),
     }
 }
 
@@ -122,7 +128,11 @@ impl<S: Store> FromRequestParts<AppState<S>> for Admin {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState<S>) -> Result<Self> {
         let Auth(actor) = Auth::from_request_parts(parts, state).await?;
-        if actor.is_admin { Ok(Admin(actor)) } else { Err(ApiError::forbidden()) }
+        if actor.is_admin {
+            Ok(Admin(actor))
+        } else {
+            Err(ApiError::forbidden())
+        }
     }
 }
 
@@ -179,7 +189,9 @@ impl<St: Send + Sync> FromRequestParts<St> for Paging {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &St) -> Result<Self> {
-        let Query(raw) = Query::<RawPage>::from_request_parts(parts, state).await.map_err(query_rejection)?;
+        let Query(raw) = Query::<RawPage>::from_request_parts(parts, state)
+            .await
+            .map_err(query_rejection)?;
         Ok(Paging(Page::new(raw.after, raw.limit)?))
     }
 }
@@ -190,10 +202,14 @@ pub fn query_rejection(rejection: QueryRejection) -> ApiError {
 
 /// Reads `Idempotency-Key`: 1..=255 visible ASCII characters. `Ok(None)` when absent.
 pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>> {
-    let Some(value) = headers.get("idempotency-key") else { return Ok(None) };
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
     let bytes = value.as_bytes();
     if bytes.is_empty() || bytes.len() > 255 || !bytes.iter().all(|b| (0x21..=0x7e).contains(b)) {
-        return Err(ApiError::validation("Idempotency-Key must be 1 to 255 visible ASCII characters"));
+        return Err(ApiError::validation(
+            "Idempotency-Key must be 1 to 255 visible ASCII characters",
+        ));
     }
     Ok(Some(String::from_utf8_lossy(bytes).into_owned()))
 }

@@ -80,7 +80,9 @@ pub async fn finish<T: Serialize>(
 fn stored_response(status: u16, body: String) -> Response {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
     let mut response = (status, Body::from(body)).into_response();
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
 }
 
@@ -96,6 +98,9 @@ mod tests {
         let c = request_hash(&["charge"], &json!({"amount": 1001, "x": [1, {"a": 1, "b": 2}]}));
         assert_eq!(a, b);
         assert_ne!(a, c);
-        assert_ne!(a, request_hash(&["payment", "7"], &json!({"amount": 1000, "x": [1, {"b": 2, "a": 1}]})));
+        assert_ne!(
+            a,
+            request_hash(&["payment", "7"], &json!({"amount": 1000, "x": [1, {"b": 2, "a": 1}]}))
+        );
     }
 }

@@ -15,12 +15,16 @@ use crate::error::ApiError;
 use crate::{AppState, accounts, cart, catalog, coupons, orders, wallet};
 
 pub fn routes<S: Store>() -> Router<AppState<S>> {
-    Router::new().route("/health", get(health::<S>)).route("/metrics", get(metrics_text::<S>))
+    Router::new()
+        .route("/health", get(health::<S>))
+        .route("/metrics", get(metrics_text::<S>))
 }
 
 /// Swagger UI at `/swagger-ui/`, reading `/api-docs/openapi.json`; both served from the binary.
 pub fn swagger_ui() -> Router {
-    SwaggerUi::new("/swagger-ui").url("/api-docs/openapi.json", ApiDoc::openapi()).into()
+    SwaggerUi::new("/swagger-ui")
+        .url("/api-docs/openapi.json", ApiDoc::openapi())
+        .into()
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -50,9 +54,10 @@ pub async fn metrics_text<S: Store>(State(app): State<AppState<S>>) -> Response 
     match &app.metrics {
         Some(handle) => {
             let mut response = handle.render().into_response();
-            response
-                .headers_mut()
-                .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
             response
         }
         None => (StatusCode::NOT_FOUND, "metrics are not enabled").into_response(),
@@ -66,7 +71,12 @@ impl Modify for BearerAuth {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "bearer",
-            SecurityScheme::Http(Http::builder().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+            SecurityScheme::Http(
+                Http::builder()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
         );
     }
 }

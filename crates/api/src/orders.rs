@@ -16,14 +16,19 @@ use utoipa::{IntoParams, ToSchema};
 use crate::AppState;
 use crate::catalog::PageQuery;
 use crate::error::{ApiError, Result};
-use crate::extract::{Auth, Json, OptionalJson, Paging, PathParams, UserScope, idempotency_key, non_null, query_rejection};
+use crate::extract::{
+    Auth, Json, OptionalJson, Paging, PathParams, UserScope, idempotency_key, non_null, query_rejection,
+};
 use crate::idempotency::{claim, finish, request_hash};
 
 const PROBLEM: &str = "application/problem+json";
 
 pub fn routes<S: Store>() -> Router<AppState<S>> {
     Router::new()
-        .route("/api/v1/users/{user_id}/orders", post(create_order::<S>).get(list_orders::<S>))
+        .route(
+            "/api/v1/users/{user_id}/orders",
+            post(create_order::<S>).get(list_orders::<S>),
+        )
         .route("/api/v1/orders/{order_id}", get(get_order::<S>))
         .route("/api/v1/orders/{order_id}/payment", post(pay_order::<S>))
         .route("/api/v1/orders/{order_id}/cancel", post(cancel_order::<S>))
@@ -122,7 +127,13 @@ impl OrderResponse {
             items: order
                 .lines
                 .into_iter()
-                .map(|l| OrderItemResponse { product_id: l.product_id, name: l.name, unit_price: l.unit_price, quantity: l.quantity, amount: l.amount })
+                .map(|l| OrderItemResponse {
+                    product_id: l.product_id,
+                    name: l.name,
+                    unit_price: l.unit_price,
+                    quantity: l.quantity,
+                    amount: l.amount,
+                })
                 .collect(),
             total_amount: order.total_amount,
             discount_amount: order.discount_amount,
@@ -164,11 +175,21 @@ pub async fn create_order<S: Store>(
     Json(body): Json<CreateOrderRequest>,
 ) -> Result<Response> {
     let source = match (body.items, body.from_cart) {
-        (Some(items), None | Some(false)) => {
-            OrderSource::Lines(items.into_iter().map(|l| LineRequest { product_id: l.product_id, quantity: l.quantity }).collect())
-        }
+        (Some(items), None | Some(false)) => OrderSource::Lines(
+            items
+                .into_iter()
+                .map(|l| LineRequest {
+                    product_id: l.product_id,
+                    quantity: l.quantity,
+                })
+                .collect(),
+        ),
         (None, Some(true)) => OrderSource::Cart,
-        _ => return Err(ApiError::validation("send exactly one of `items` and `\"from_cart\": true`")),
+        _ => {
+            return Err(ApiError::validation(
+                "send exactly one of `items` and `\"from_cart\": true`",
+            ));
+        }
     };
     let now = Timestamp::now();
     let mut tx = app.store.begin().await?;
@@ -200,9 +221,15 @@ pub async fn list_orders<S: Store>(
     let Query(query) = query.map_err(query_rejection)?;
     scope.require_user(&app).await?;
     let now = Timestamp::now();
-    let orders = app.store.orders(scope.user_id, query.status.map(Into::into), now, page).await?;
+    let orders = app
+        .store
+        .orders(scope.user_id, query.status.map(Into::into), now, page)
+        .await?;
     let next_after = page.next_after(&orders, |o| o.id);
-    Ok(axum::Json(OrderPage { items: orders.into_iter().map(|o| OrderResponse::new(o, now)).collect(), next_after }))
+    Ok(axum::Json(OrderPage {
+        items: orders.into_iter().map(|o| OrderResponse::new(o, now)).collect(),
+        next_after,
+    }))
 }
 
 #[utoipa::path(get, path = "/api/v1/orders/{order_id}", tag = "orders", params(("order_id" = i64, Path)), security(("bearer" = [])),
@@ -212,9 +239,18 @@ pub async fn list_orders<S: Store>(
         (status = 401, description = "UNAUTHORIZED", body = crate::Problem, content_type = PROBLEM),
         (status = 404, description = "ORDER_NOT_FOUND (also another user's)", body = crate::Problem, content_type = PROBLEM),
     ))]
-pub async fn get_order<S: Store>(State(app): State<AppState<S>>, Auth(actor): Auth, params: PathParams) -> Result<axum::Json<OrderResponse>> {
+pub async fn get_order<S: Store>(
+    State(app): State<AppState<S>>,
+    Auth(actor): Auth,
+    params: PathParams,
+) -> Result<axum::Json<OrderResponse>> {
     let id = params.id("order_id")?;
-    let order = app.store.order(id).await?.filter(|o| actor.may_access(o.user_id)).ok_or(Error::OrderNotFound)?;
+    let order = app
+        .store
+        .order(id)
+        .await?
+        .filter(|o| actor.may_access(o.user_id))
+        .ok_or(Error::OrderNotFound)?;
     Ok(axum::Json(OrderResponse::new(order, Timestamp::now())))
 }
 
@@ -248,7 +284,11 @@ pub async fn pay_order<S: Store>(
     {
         return Err(ApiError::validation("user_coupon_id must be a positive 64-bit integer"));
     }
-    let idempotency = key.map(|key| IdempotencyScope { user_id: actor.user_id, route: "order.payment", key });
+    let idempotency = key.map(|key| IdempotencyScope {
+        user_id: actor.user_id,
+        route: "order.payment",
+        key,
+    });
     let mut tx = app.store.begin().await?;
     if let Some(scope) = &idempotency
         && let Some(replay) = claim(&mut tx, scope, &request_hash(&[&id.to_string()], &body)).await?
@@ -258,7 +298,13 @@ pub async fn pay_order<S: Store>(
     let now = Timestamp::now();
     match usecase::pay(&mut tx, id, actor, request.user_coupon_id, now).await {
         Ok(settled) => {
-            let response = finish(tx, idempotency.as_ref(), StatusCode::OK, &OrderResponse::new(settled.order, now)).await?;
+            let response = finish(
+                tx,
+                idempotency.as_ref(),
+                StatusCode::OK,
+                &OrderResponse::new(settled.order, now),
+            )
+            .await?;
             metrics::counter!("orders_paid_total").increment(1);
             Ok(response)
         }
@@ -292,8 +338,15 @@ async fn settle<S: Store>(
         (status = 404, description = "ORDER_NOT_FOUND", body = crate::Problem, content_type = PROBLEM),
         (status = 409, description = "ORDER_NOT_PENDING, ORDER_EXPIRED", body = crate::Problem, content_type = PROBLEM),
     ))]
-pub async fn cancel_order<S: Store>(State(app): State<AppState<S>>, Auth(actor): Auth, params: PathParams) -> Result<axum::Json<OrderResponse>> {
-    settle(&app, actor, &params, async |tx, id, actor, now| usecase::cancel(tx, id, actor, now).await).await
+pub async fn cancel_order<S: Store>(
+    State(app): State<AppState<S>>,
+    Auth(actor): Auth,
+    params: PathParams,
+) -> Result<axum::Json<OrderResponse>> {
+    settle(&app, actor, &params, async |tx, id, actor, now| {
+        usecase::cancel(tx, id, actor, now).await
+    })
+    .await
 }
 
 #[utoipa::path(post, path = "/api/v1/orders/{order_id}/refund", tag = "orders", params(("order_id" = i64, Path)), security(("bearer" = [])),
@@ -304,6 +357,13 @@ pub async fn cancel_order<S: Store>(State(app): State<AppState<S>>, Auth(actor):
         (status = 404, description = "ORDER_NOT_FOUND", body = crate::Problem, content_type = PROBLEM),
         (status = 409, description = "ORDER_NOT_PAID", body = crate::Problem, content_type = PROBLEM),
     ))]
-pub async fn refund_order<S: Store>(State(app): State<AppState<S>>, Auth(actor): Auth, params: PathParams) -> Result<axum::Json<OrderResponse>> {
-    settle(&app, actor, &params, async |tx, id, actor, now| usecase::refund(tx, id, actor, now).await.map(|s| s.order)).await
+pub async fn refund_order<S: Store>(
+    State(app): State<AppState<S>>,
+    Auth(actor): Auth,
+    params: PathParams,
+) -> Result<axum::Json<OrderResponse>> {
+    settle(&app, actor, &params, async |tx, id, actor, now| {
+        usecase::refund(tx, id, actor, now).await.map(|s| s.order)
+    })
+    .await
 }

@@ -74,7 +74,14 @@ impl From<BalanceEntry> for BalanceEntryResponse {
             EntryKind::Payment => EntryKindDto::Payment,
             EntryKind::Refund => EntryKindDto::Refund,
         };
-        Self { id: e.id, r#type: kind, amount: e.amount, balance_after: e.balance_after, order_id: e.order_id, created_at: e.created_at.to_rfc3339() }
+        Self {
+            id: e.id,
+            r#type: kind,
+            amount: e.amount,
+            balance_after: e.balance_after,
+            order_id: e.order_id,
+            created_at: e.created_at.to_rfc3339(),
+        }
     }
 }
 
@@ -93,9 +100,15 @@ pub struct BalanceHistoryPage {
         (status = 403, description = "FORBIDDEN", body = crate::Problem, content_type = PROBLEM),
         (status = 404, description = "USER_NOT_FOUND", body = crate::Problem, content_type = PROBLEM),
     ))]
-pub async fn get_balance<S: Store>(State(app): State<AppState<S>>, scope: UserScope) -> Result<axum::Json<BalanceResponse>> {
+pub async fn get_balance<S: Store>(
+    State(app): State<AppState<S>>,
+    scope: UserScope,
+) -> Result<axum::Json<BalanceResponse>> {
     let balance = app.store.balance(scope.user_id).await?.ok_or(Error::UserNotFound)?;
-    Ok(axum::Json(BalanceResponse { user_id: scope.user_id, balance }))
+    Ok(axum::Json(BalanceResponse {
+        user_id: scope.user_id,
+        balance,
+    }))
 }
 
 #[utoipa::path(post, path = "/api/v1/users/{user_id}/balance/charges", tag = "balance", request_body = ChargeRequest,
@@ -118,17 +131,30 @@ pub async fn charge_balance<S: Store>(
     body: std::result::Result<Json<Value>, ApiError>,
 ) -> Result<Response> {
     let key = idempotency_key(&headers)?.ok_or_else(|| {
-        ApiError::new(StatusCode::BAD_REQUEST, "IDEMPOTENCY_KEY_MISSING", "send an Idempotency-Key header")
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "IDEMPOTENCY_KEY_MISSING",
+            "send an Idempotency-Key header",
+        )
     })?;
     let Json(value) = body?;
-    let request: ChargeRequest = serde_json::from_value(value.clone()).map_err(|e| ApiError::validation(e.to_string()))?;
-    let idempotency = IdempotencyScope { user_id: scope.user_id, route: "balance.charge", key };
+    let request: ChargeRequest =
+        serde_json::from_value(value.clone()).map_err(|e| ApiError::validation(e.to_string()))?;
+    let idempotency = IdempotencyScope {
+        user_id: scope.user_id,
+        route: "balance.charge",
+        key,
+    };
     let mut tx = app.store.begin().await?;
     if let Some(replay) = claim(&mut tx, &idempotency, &request_hash(&[], &value)).await? {
         return Ok(replay);
     }
     let receipt = usecase::charge(&mut tx, scope.user_id, request.amount, Timestamp::now()).await?;
-    let body = ChargeResponse { user_id: scope.user_id, charged_amount: receipt.charged_amount, balance: receipt.balance };
+    let body = ChargeResponse {
+        user_id: scope.user_id,
+        charged_amount: receipt.charged_amount,
+        balance: receipt.balance,
+    };
     finish(tx, Some(&idempotency), StatusCode::OK, &body).await
 }
 
@@ -149,5 +175,8 @@ pub async fn balance_history<S: Store>(
     scope.require_user(&app).await?;
     let entries = app.store.balance_history(scope.user_id, page).await?;
     let next_after = page.next_after(&entries, |e| e.id);
-    Ok(axum::Json(BalanceHistoryPage { items: entries.into_iter().map(Into::into).collect(), next_after }))
+    Ok(axum::Json(BalanceHistoryPage {
+        items: entries.into_iter().map(Into::into).collect(),
+        next_after,
+    }))
 }

@@ -95,8 +95,17 @@ mod tests {
     #[test]
     fn rejects_malformed_emails() {
         for bad in [
-            "", "plain", "@example.com", "a@b", "a@@b.com", "a@b@c.com", "a b@c.com", "a@b.com ",
-            "a@.com", "a@b.", "a@b..com",
+            "",
+            "plain",
+            "@example.com",
+            "a@b",
+            "a@@b.com",
+            "a@b@c.com",
+            "a b@c.com",
+            "a@b.com ",
+            "a@.com",
+            "a@b.",
+            "a@b..com",
         ] {
             assert!(parse_email(bad).is_err(), "{bad:?} should be rejected");
         }

@@ -162,11 +162,17 @@ mod tests {
     use proptest::prelude::*;
 
     fn fixed(value: i64) -> Discount {
-        Discount { kind: DiscountType::Fixed, value }
+        Discount {
+            kind: DiscountType::Fixed,
+            value,
+        }
     }
 
     fn rate(value: i64) -> Discount {
-        Discount { kind: DiscountType::Rate, value }
+        Discount {
+            kind: DiscountType::Rate,
+            value,
+        }
     }
 
     #[test]

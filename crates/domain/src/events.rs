@@ -25,8 +25,13 @@ fn items(order: &Order) -> Value {
 
 fn envelope(event_type: &'static str, occurred_at: Timestamp, data: Value) -> Event {
     let id = uuid::Uuid::new_v4().to_string();
-    let payload = json!({"id": id, "type": event_type, "occurred_at": occurred_at.to_rfc3339(), "data": data}).to_string();
-    Event { id, event_type, payload }
+    let payload =
+        json!({"id": id, "type": event_type, "occurred_at": occurred_at.to_rfc3339(), "data": data}).to_string();
+    Event {
+        id,
+        event_type,
+        payload,
+    }
 }
 
 /// `order.paid` for an order just paid at `paid_at`.

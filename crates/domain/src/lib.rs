@@ -44,11 +44,7 @@ pub fn parse_name(raw: &str, max: usize, what: &str) -> Result<String, Error> {
 }
 
 /// Checks that `value` lies in `range`; `what` names the field in errors.
-pub fn check_range(
-    value: i64,
-    range: std::ops::RangeInclusive<i64>,
-    what: &str,
-) -> Result<i64, Error> {
+pub fn check_range(value: i64, range: std::ops::RangeInclusive<i64>, what: &str) -> Result<i64, Error> {
     if range.contains(&value) {
         Ok(value)
     } else {

@@ -104,14 +104,19 @@ pub const MAX_LINE_QUANTITY: i64 = 1_000;
 /// Checks a direct order: 1..=50 lines, quantity 1..=1000, each product at most once.
 pub fn check_direct_lines(lines: &[LineRequest]) -> Result<(), Error> {
     if lines.is_empty() || lines.len() > MAX_ORDER_LINES {
-        return Err(Error::validation(format!("items must have 1 to {MAX_ORDER_LINES} lines")));
+        return Err(Error::validation(format!(
+            "items must have 1 to {MAX_ORDER_LINES} lines"
+        )));
     }
     let mut seen = HashSet::with_capacity(lines.len());
     for line in lines {
         check_range(line.product_id, 1..=i64::MAX, "product_id")?;
         check_range(line.quantity, 1..=MAX_LINE_QUANTITY, "quantity")?;
         if !seen.insert(line.product_id) {
-            return Err(Error::validation(format!("product {} appears more than once", line.product_id)));
+            return Err(Error::validation(format!(
+                "product {} appears more than once",
+                line.product_id
+            )));
         }
     }
     Ok(())
@@ -159,7 +164,13 @@ pub struct NewOrder {
 impl NewOrder {
     pub fn new(user_id: UserId, lines: Vec<OrderLine>, now: Timestamp, ttl_seconds: i64) -> Self {
         let total_amount = lines.iter().map(|l| l.amount).sum();
-        Self { user_id, lines, total_amount, created_at: now, expires_at: now.plus_seconds(ttl_seconds) }
+        Self {
+            user_id,
+            lines,
+            total_amount,
+            created_at: now,
+            expires_at: now.plus_seconds(ttl_seconds),
+        }
     }
 }
 
@@ -168,7 +179,13 @@ mod tests {
     use super::*;
 
     fn product(id: i64, stock: i64, status: ProductStatus) -> Option<Product> {
-        Some(Product { id, name: format!("p{id}"), price: 1_000 * id, stock, status })
+        Some(Product {
+            id,
+            name: format!("p{id}"),
+            price: 1_000 * id,
+            stock,
+            status,
+        })
     }
 
     fn line(product_id: i64, quantity: i64) -> LineRequest {
@@ -211,16 +228,28 @@ mod tests {
     #[test]
     fn not_on_sale_wins_over_out_of_stock() {
         let lines = [line(1, 5), line(2, 1)];
-        let products = [product(1, 0, ProductStatus::OnSale), product(2, 9, ProductStatus::Stopped)];
-        assert!(matches!(price_lines(&lines, &products), Err(Error::ProductNotOnSale(2))));
+        let products = [
+            product(1, 0, ProductStatus::OnSale),
+            product(2, 9, ProductStatus::Stopped),
+        ];
+        assert!(matches!(
+            price_lines(&lines, &products),
+            Err(Error::ProductNotOnSale(2))
+        ));
     }
 
     #[test]
     fn lines_are_priced_in_request_order() {
         let lines = [line(2, 3), line(1, 1)];
-        let products = [product(2, 3, ProductStatus::OnSale), product(1, 1, ProductStatus::OnSale)];
+        let products = [
+            product(2, 3, ProductStatus::OnSale),
+            product(1, 1, ProductStatus::OnSale),
+        ];
         let priced = price_lines(&lines, &products).unwrap();
-        assert_eq!(priced.iter().map(|l| (l.product_id, l.amount)).collect::<Vec<_>>(), vec![(2, 6_000), (1, 1_000)]);
+        assert_eq!(
+            priced.iter().map(|l| (l.product_id, l.amount)).collect::<Vec<_>>(),
+            vec![(2, 6_000), (1, 1_000)]
+        );
         let order = NewOrder::new(7, priced, Timestamp(1_000), 900);
         assert_eq!(order.total_amount, 7_000);
         assert_eq!(order.expires_at, Timestamp(901_000));
@@ -231,7 +260,10 @@ mod tests {
         let order = pending(1_000);
         assert_eq!(order.status(Timestamp(999)), OrderStatus::PendingPayment);
         assert_eq!(order.status(Timestamp(1_000)), OrderStatus::Expired);
-        assert!(matches!(order.check_pending(Timestamp(1_000)), Err(Error::OrderExpired)));
+        assert!(matches!(
+            order.check_pending(Timestamp(1_000)),
+            Err(Error::OrderExpired)
+        ));
         assert!(matches!(order.check_refundable(), Err(Error::OrderNotPaid)));
     }
 

@@ -159,24 +159,46 @@ pub trait Tx: Send {
     ) -> impl Future<Output = StoreResult<()>> + Send;
 
     /// `None` when the email is taken.
-    fn insert_user(&mut self, user: &NewUser, now: Timestamp) -> impl Future<Output = StoreResult<Option<UserId>>> + Send;
+    fn insert_user(
+        &mut self,
+        user: &NewUser,
+        now: Timestamp,
+    ) -> impl Future<Output = StoreResult<Option<UserId>>> + Send;
     /// Creates the account as an admin, or makes the existing one with this email an admin with
     /// this password.
     fn upsert_admin(&mut self, user: &NewUser, now: Timestamp) -> impl Future<Output = StoreResult<UserId>> + Send;
     fn user_exists(&mut self, id: UserId) -> impl Future<Output = StoreResult<bool>> + Send;
 
-    fn insert_product(&mut self, product: &NewProduct, now: Timestamp) -> impl Future<Output = StoreResult<Product>> + Send;
+    fn insert_product(
+        &mut self,
+        product: &NewProduct,
+        now: Timestamp,
+    ) -> impl Future<Output = StoreResult<Product>> + Send;
     /// `None` when the product does not exist.
-    fn update_product(&mut self, id: ProductId, patch: &ProductPatch) -> impl Future<Output = StoreResult<Option<Product>>> + Send;
+    fn update_product(
+        &mut self,
+        id: ProductId,
+        patch: &ProductPatch,
+    ) -> impl Future<Output = StoreResult<Option<Product>>> + Send;
     /// Adds stock while the result stays `<= max_stock`; `None` when the guard failed.
-    fn add_stock(&mut self, id: ProductId, quantity: i64, max_stock: i64) -> impl Future<Output = StoreResult<Option<Product>>> + Send;
+    fn add_stock(
+        &mut self,
+        id: ProductId,
+        quantity: i64,
+        max_stock: i64,
+    ) -> impl Future<Output = StoreResult<Option<Product>>> + Send;
     fn product(&mut self, id: ProductId) -> impl Future<Output = StoreResult<Option<Product>>> + Send;
     /// Takes `quantity` while stock covers it; `false` when it does not.
     fn take_stock(&mut self, id: ProductId, quantity: i64) -> impl Future<Output = StoreResult<bool>> + Send;
 
     /// Adds `amount` while the balance stays `<= max_balance`; the new balance, `None` when the
     /// guard failed.
-    fn credit_balance(&mut self, user: UserId, amount: i64, max_balance: i64) -> impl Future<Output = StoreResult<Option<i64>>> + Send;
+    fn credit_balance(
+        &mut self,
+        user: UserId,
+        amount: i64,
+        max_balance: i64,
+    ) -> impl Future<Output = StoreResult<Option<i64>>> + Send;
     /// Takes `amount` while the balance covers it; the new balance, `None` when it does not.
     fn debit_balance(&mut self, user: UserId, amount: i64) -> impl Future<Output = StoreResult<Option<i64>>> + Send;
     fn append_balance_entry(
@@ -191,12 +213,22 @@ pub trait Tx: Send {
 
     fn cart(&mut self, user: UserId) -> impl Future<Output = StoreResult<Vec<CartItem>>> + Send;
     /// Sets the quantity; a new item goes to the end of the cart.
-    fn put_cart_item(&mut self, user: UserId, product: ProductId, quantity: i64) -> impl Future<Output = StoreResult<()>> + Send;
-    fn remove_cart_items(&mut self, user: UserId, products: &[ProductId]) -> impl Future<Output = StoreResult<()>> + Send;
+    fn put_cart_item(
+        &mut self,
+        user: UserId,
+        product: ProductId,
+        quantity: i64,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    fn remove_cart_items(
+        &mut self,
+        user: UserId,
+        products: &[ProductId],
+    ) -> impl Future<Output = StoreResult<()>> + Send;
     fn clear_cart(&mut self, user: UserId) -> impl Future<Output = StoreResult<()>> + Send;
 
     /// Stores the coupon with its quantity spread over `NewCoupon::shard_quantities`.
-    fn insert_coupon(&mut self, coupon: &NewCoupon, now: Timestamp) -> impl Future<Output = StoreResult<Coupon>> + Send;
+    fn insert_coupon(&mut self, coupon: &NewCoupon, now: Timestamp)
+    -> impl Future<Output = StoreResult<Coupon>> + Send;
     /// `None` when the user already holds this coupon.
     fn insert_user_coupon(
         &mut self,
@@ -210,7 +242,12 @@ pub trait Tx: Send {
     fn take_coupon(&mut self, coupon: CouponId, first_shard: i64) -> impl Future<Output = StoreResult<bool>> + Send;
     fn user_coupon(&mut self, id: UserCouponId) -> impl Future<Output = StoreResult<Option<UserCoupon>>> + Send;
     /// Marks the coupon used by `order` while it is unused and unexpired at `now`.
-    fn use_coupon(&mut self, id: UserCouponId, order: OrderId, now: Timestamp) -> impl Future<Output = StoreResult<bool>> + Send;
+    fn use_coupon(
+        &mut self,
+        id: UserCouponId,
+        order: OrderId,
+        now: Timestamp,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
     /// Makes a used coupon unused again.
     fn release_coupon(&mut self, id: UserCouponId) -> impl Future<Output = StoreResult<()>> + Send;
 
@@ -231,7 +268,12 @@ pub trait Tx: Send {
     fn mark_refunded(&mut self, id: OrderId, now: Timestamp) -> impl Future<Output = StoreResult<bool>> + Send;
 
     /// Adds `quantity` (negative for a refund) to the product's sales in `hour`.
-    fn add_sales(&mut self, product: ProductId, hour: i64, quantity: i64) -> impl Future<Output = StoreResult<()>> + Send;
+    fn add_sales(
+        &mut self,
+        product: ProductId,
+        hour: i64,
+        quantity: i64,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
     fn append_outbox(
         &mut self,
         event_id: &str,

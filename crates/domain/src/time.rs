@@ -32,9 +32,8 @@ impl Timestamp {
 impl Timestamp {
     /// RFC 3339 in UTC with millisecond precision, e.g. `2026-11-25T10:30:00.123Z`.
     pub fn to_rfc3339(self) -> String {
-        let format = time::macros::format_description!(
-            "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
-        );
+        let format =
+            time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
         time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.0) * 1_000_000)
             .ok()
             .and_then(|t| t.format(&format).ok())

@@ -3,7 +3,7 @@
 //! every write made so far. That is what makes "nothing half-done" hold.
 
 use crate::account::NewUser;
-use crate::catalog::{NewProduct, Product, ProductPatch, ProductStatus, MAX_STOCK};
+use crate::catalog::{MAX_STOCK, NewProduct, Product, ProductPatch, ProductStatus};
 use crate::coupon::Coupon;
 use crate::events::{self, Event};
 use crate::order::{LineRequest, NewOrder, Order, OrderStatus, check_direct_lines, price_lines};
@@ -45,15 +45,26 @@ pub async fn restock(tx: &mut impl Tx, id: ProductId, quantity: i64) -> Result<P
 }
 
 async fn require_user(tx: &mut impl Tx, user: UserId) -> Result<(), Error> {
-    if tx.user_exists(user).await? { Ok(()) } else { Err(Error::UserNotFound) }
+    if tx.user_exists(user).await? {
+        Ok(())
+    } else {
+        Err(Error::UserNotFound)
+    }
 }
 
 pub async fn charge(tx: &mut impl Tx, user: UserId, amount: i64, now: Timestamp) -> Result<ChargeReceipt, Error> {
     check_charge_amount(amount)?;
     require_user(tx, user).await?;
-    let balance = tx.credit_balance(user, amount, MAX_BALANCE).await?.ok_or(Error::BalanceLimitExceeded)?;
-    tx.append_balance_entry(user, EntryKind::Charge, amount, balance, None, now).await?;
-    Ok(ChargeReceipt { charged_amount: amount, balance })
+    let balance = tx
+        .credit_balance(user, amount, MAX_BALANCE)
+        .await?
+        .ok_or(Error::BalanceLimitExceeded)?;
+    tx.append_balance_entry(user, EntryKind::Charge, amount, balance, None, now)
+        .await?;
+    Ok(ChargeReceipt {
+        charged_amount: amount,
+        balance,
+    })
 }
 
 pub async fn put_cart_item(tx: &mut impl Tx, user: UserId, product: ProductId, quantity: i64) -> Result<(), Error> {
@@ -93,7 +104,12 @@ pub async fn create_order(
             if cart.is_empty() {
                 return Err(Error::CartEmpty);
             }
-            cart.iter().map(|i| LineRequest { product_id: i.product.id, quantity: i.quantity }).collect()
+            cart.iter()
+                .map(|i| LineRequest {
+                    product_id: i.product.id,
+                    quantity: i.quantity,
+                })
+                .collect()
         }
     };
     let mut products = Vec::with_capacity(requested.len());
@@ -127,7 +143,10 @@ pub async fn issue_coupon(
 ) -> Result<UserCouponId, Error> {
     require_user(tx, user).await?;
     let expires_at = now.plus_seconds(coupon.valid_for_seconds);
-    let id = tx.insert_user_coupon(user, coupon.id, now, expires_at).await?.ok_or(Error::CouponAlreadyIssued)?;
+    let id = tx
+        .insert_user_coupon(user, coupon.id, now, expires_at)
+        .await?
+        .ok_or(Error::CouponAlreadyIssued)?;
     if !tx.take_coupon(coupon.id, first_shard).await? {
         return Err(Error::CouponSoldOut);
     }
@@ -135,7 +154,10 @@ pub async fn issue_coupon(
 }
 
 async fn visible_order(tx: &mut impl Tx, id: OrderId, actor: Actor) -> Result<Order, Error> {
-    tx.order(id).await?.filter(|o| actor.may_access(o.user_id)).ok_or(Error::OrderNotFound)
+    tx.order(id)
+        .await?
+        .filter(|o| actor.may_access(o.user_id))
+        .ok_or(Error::OrderNotFound)
 }
 
 /// Lines in product-id order: every multi-row write takes product rows in this order.
@@ -165,7 +187,11 @@ pub async fn pay(
     let discount = match user_coupon {
         None => 0,
         Some(coupon_id) => {
-            let coupon = tx.user_coupon(coupon_id).await?.filter(|c| c.user_id == order.user_id).ok_or(Error::CouponNotFound)?;
+            let coupon = tx
+                .user_coupon(coupon_id)
+                .await?
+                .filter(|c| c.user_id == order.user_id)
+                .ok_or(Error::CouponNotFound)?;
             coupon.check_usable(now)?;
             coupon.discount.amount_off(order.total_amount)
         }
@@ -190,8 +216,12 @@ pub async fn pay(
             return Err(Error::OutOfStock(product));
         }
     }
-    let balance = tx.debit_balance(order.user_id, paid).await?.ok_or(Error::InsufficientBalance)?;
-    tx.append_balance_entry(order.user_id, EntryKind::Payment, -paid, balance, Some(id), now).await?;
+    let balance = tx
+        .debit_balance(order.user_id, paid)
+        .await?
+        .ok_or(Error::InsufficientBalance)?;
+    tx.append_balance_entry(order.user_id, EntryKind::Payment, -paid, balance, Some(id), now)
+        .await?;
     let products: Vec<ProductId> = lines.iter().map(|(p, _)| *p).collect();
     tx.remove_cart_items(order.user_id, &products).await?;
     for &(product, quantity) in &lines {
@@ -203,7 +233,8 @@ pub async fn pay(
     order.user_coupon_id = user_coupon;
     order.paid_at = Some(now);
     let event = events::order_paid(&order, now);
-    tx.append_outbox(&event.id, event.event_type, id, &event.payload, now).await?;
+    tx.append_outbox(&event.id, event.event_type, id, &event.payload, now)
+        .await?;
     Ok(Settled { order, event })
 }
 
@@ -237,13 +268,22 @@ pub async fn refund(tx: &mut impl Tx, id: OrderId, actor: Actor, now: Timestamp)
         .credit_balance(order.user_id, order.paid_amount, MAX_BALANCE)
         .await?
         .ok_or(Error::BalanceLimitExceeded)?;
-    tx.append_balance_entry(order.user_id, EntryKind::Refund, order.paid_amount, balance, Some(id), now).await?;
+    tx.append_balance_entry(
+        order.user_id,
+        EntryKind::Refund,
+        order.paid_amount,
+        balance,
+        Some(id),
+        now,
+    )
+    .await?;
     let paid_hour = order.paid_at.unwrap_or(now).hour();
     for &(product, quantity) in &lines {
         tx.add_sales(product, paid_hour, -quantity).await?;
     }
     order.stored_status = OrderStatus::Refunded;
     let event = events::order_refunded(&order, now);
-    tx.append_outbox(&event.id, event.event_type, id, &event.payload, now).await?;
+    tx.append_outbox(&event.id, event.event_type, id, &event.payload, now)
+        .await?;
     Ok(Settled { order, event })
 }

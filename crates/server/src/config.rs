@@ -25,7 +25,10 @@ fn var(name: &str) -> Option<String> {
 fn number<T: std::str::FromStr>(name: &str, default: T) -> Result<T, String> {
     match var(name) {
         None => Ok(default),
-        Some(raw) => raw.trim().parse().map_err(|_| format!("{name} must be a whole number, got {raw:?}")),
+        Some(raw) => raw
+            .trim()
+            .parse()
+            .map_err(|_| format!("{name} must be a whole number, got {raw:?}")),
     }
 }
 

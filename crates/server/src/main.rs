@@ -8,9 +8,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use ecommerce_api::{ApiConfig, AppState};
+use ecommerce_domain::Timestamp;
 use ecommerce_domain::account::{NewUser, Role, check_password, parse_email};
 use ecommerce_domain::store::{Store, Tx};
-use ecommerce_domain::Timestamp;
 use ecommerce_store::{Engine, PgStore, PoolOptions, SqliteStore};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
@@ -50,17 +50,26 @@ async fn main() -> ExitCode {
 async fn serve() -> Result<(), String> {
     let config = Config::from_env()?;
     let metrics = install_metrics()?;
-    let pool = PoolOptions { max_connections: config.db_max_connections };
+    let pool = PoolOptions {
+        max_connections: config.db_max_connections,
+    };
     match Engine::from_url(&config.database_url) {
         Some(Engine::Postgres) => {
-            let store = PgStore::connect(&config.database_url, pool).await.map_err(|e| format!("database: {e}"))?;
+            let store = PgStore::connect(&config.database_url, pool)
+                .await
+                .map_err(|e| format!("database: {e}"))?;
             launch(store, config, metrics).await
         }
         Some(Engine::Sqlite) => {
-            let store = SqliteStore::connect(&config.database_url, pool).await.map_err(|e| format!("database: {e}"))?;
+            let store = SqliteStore::connect(&config.database_url, pool)
+                .await
+                .map_err(|e| format!("database: {e}"))?;
             launch(store, config, metrics).await
         }
-        None => Err(format!("DATABASE_URL must start with sqlite:// or postgres://, got {:?}", config.database_url)),
+        None => Err(format!(
+            "DATABASE_URL must start with sqlite:// or postgres://, got {:?}",
+            config.database_url
+        )),
     }
 }
 
@@ -68,7 +77,9 @@ fn install_metrics() -> Result<PrometheusHandle, String> {
     PrometheusBuilder::new()
         .set_buckets_for_metric(
             Matcher::Full("http_request_duration_seconds".into()),
-            &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5],
+            &[
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+            ],
         )
         .map_err(|e| e.to_string())?
         .install_recorder()
@@ -81,7 +92,10 @@ async fn launch<S: Store>(store: S, config: Config, metrics: PrometheusHandle) -
         None => {
             // Generated once; every instance on this database reads the same one.
             let candidate: String = (0..48).map(|_| format!("{:02x}", rand::random::<u8>())).collect();
-            store.setting_or_insert("jwt_secret", &candidate).await.map_err(|e| format!("database: {e}"))?
+            store
+                .setting_or_insert("jwt_secret", &candidate)
+                .await
+                .map_err(|e| format!("database: {e}"))?
         }
     };
     ensure_admin(&store, &config).await?;
@@ -94,7 +108,9 @@ async fn launch<S: Store>(store: S, config: Config, metrics: PrometheusHandle) -
     let state = AppState::new(store.clone(), secret.as_bytes(), api, Some(metrics));
     let app = ecommerce_api::router(state);
 
-    let listener = TcpListener::bind(&config.addr).await.map_err(|e| format!("cannot listen on {}: {e}", config.addr))?;
+    let listener = TcpListener::bind(&config.addr)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", config.addr))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
 
     let (stop, stopped) = watch::channel(false);
@@ -144,13 +160,22 @@ async fn ensure_admin<S: Store>(store: &S, config: &Config) -> Result<(), String
     };
     let email = parse_email(&email).map_err(|e| format!("ECOMMERCE_ADMIN_EMAIL: {e}"))?;
     check_password(&password).map_err(|e| format!("ECOMMERCE_ADMIN_PASSWORD: {e}"))?;
-    let password_hash = ecommerce_api::auth::hash_password(password.clone()).await.map_err(|e| e.detail)?;
-    let admin = NewUser { email: email.clone(), password_hash, name: "Admin".into(), role: Role::Admin };
+    let password_hash = ecommerce_api::auth::hash_password(password.clone())
+        .await
+        .map_err(|e| e.detail)?;
+    let admin = NewUser {
+        email: email.clone(),
+        password_hash,
+        name: "Admin".into(),
+        role: Role::Admin,
+    };
     let mut tx = store.begin().await.map_err(db)?;
     tx.upsert_admin(&admin, Timestamp::now()).await.map_err(db)?;
     tx.commit().await.map_err(db)?;
     if generated {
-        eprintln!("ecommerce: created admin account {email} with password {password} (shown once; set ECOMMERCE_ADMIN_EMAIL/ECOMMERCE_ADMIN_PASSWORD to choose your own)");
+        eprintln!(
+            "ecommerce: created admin account {email} with password {password} (shown once; set ECOMMERCE_ADMIN_EMAIL/ECOMMERCE_ADMIN_PASSWORD to choose your own)"
+        );
     }
     Ok(())
 }

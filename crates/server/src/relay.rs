@@ -43,7 +43,10 @@ impl Sink {
             duplicate_window: Duration::from_secs(300),
             ..Default::default()
         };
-        js.get_or_create_stream(config).await.map(drop).map_err(|e| e.to_string())
+        js.get_or_create_stream(config)
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string())
     }
 
     /// Publishes one event and waits for the sink to have it.
@@ -79,7 +82,10 @@ impl Sink {
 pub async fn relay_once<S: Store>(store: &S, sink: &Sink) -> Result<usize, String> {
     let now = Timestamp::now();
     let lease_until = Timestamp(now.millis() + LEASE.as_millis() as i64);
-    let events = store.lease_outbox(now, lease_until, BATCH).await.map_err(|e| e.to_string())?;
+    let events = store
+        .lease_outbox(now, lease_until, BATCH)
+        .await
+        .map_err(|e| e.to_string())?;
     let mut sent = Vec::with_capacity(events.len());
     let mut failure = None;
     for event in &events {
@@ -92,7 +98,10 @@ pub async fn relay_once<S: Store>(store: &S, sink: &Sink) -> Result<usize, Strin
             }
         }
     }
-    store.mark_outbox_sent(&sent, Timestamp::now()).await.map_err(|e| e.to_string())?;
+    store
+        .mark_outbox_sent(&sent, Timestamp::now())
+        .await
+        .map_err(|e| e.to_string())?;
     metrics::counter!("outbox_events_sent_total").increment(sent.len() as u64);
     match failure {
         Some(err) => {
@@ -134,7 +143,9 @@ pub async fn run<S: Store>(store: S, sink: Sink, idle: Duration, mut shutdown: w
             last_gauge = std::time::Instant::now();
             if let Ok(backlog) = store.outbox_backlog().await {
                 metrics::gauge!("outbox_backlog").set(backlog.unsent as f64);
-                let age = backlog.oldest_created_at.map_or(0, |t| (Timestamp::now().millis() - t.millis()).max(0));
+                let age = backlog
+                    .oldest_created_at
+                    .map_or(0, |t| (Timestamp::now().millis() - t.millis()).max(0));
                 metrics::gauge!("outbox_oldest_unsent_age_seconds").set(age as f64 / 1000.0);
             }
         }
@@ -161,9 +172,14 @@ pub async fn sleep_or_shutdown(pause: Duration, shutdown: &mut watch::Receiver<b
 /// `ecommerce events tail`: prints every event on the stream as one JSON line, from the start.
 pub async fn tail(url: &str) -> Result<(), String> {
     use futures_util::StreamExt;
-    let client = async_nats::connect(url).await.map_err(|e| format!("cannot reach NATS at {url}: {e}"))?;
+    let client = async_nats::connect(url)
+        .await
+        .map_err(|e| format!("cannot reach NATS at {url}: {e}"))?;
     let js = async_nats::jetstream::new(client);
-    let stream = js.get_stream(STREAM).await.map_err(|e| format!("no stream {STREAM}: {e}"))?;
+    let stream = js
+        .get_stream(STREAM)
+        .await
+        .map_err(|e| format!("no stream {STREAM}: {e}"))?;
     let consumer = stream
         .create_consumer(async_nats::jetstream::consumer::pull::Config {
             deliver_policy: async_nats::jetstream::consumer::DeliverPolicy::All,

@@ -34,7 +34,13 @@ type ProductRow = (i64, String, i64, i64, String);
 fn product_from(row: ProductRow) -> StoreResult<Product> {
     let (id, name, price, stock, status) = row;
     let status = ProductStatus::parse(&status).ok_or_else(|| corrupt("product status", &status))?;
-    Ok(Product { id, name, price, stock, status })
+    Ok(Product {
+        id,
+        name,
+        price,
+        stock,
+        status,
+    })
 }
 
 fn discount_from(kind: &str, value: i64) -> StoreResult<Discount> {
@@ -46,7 +52,14 @@ type CouponRow = (i64, String, String, i64, i64, i64, i64);
 
 fn coupon_from(row: CouponRow) -> StoreResult<Coupon> {
     let (id, name, kind, value, total_quantity, valid_for_seconds, remaining_quantity) = row;
-    Ok(Coupon { id, name, discount: discount_from(&kind, value)?, total_quantity, remaining_quantity, valid_for_seconds })
+    Ok(Coupon {
+        id,
+        name,
+        discount: discount_from(&kind, value)?,
+        total_quantity,
+        remaining_quantity,
+        valid_for_seconds,
+    })
 }
 
 type UserCouponRow = (i64, i64, i64, String, String, i64, i64, i64, Option<i64>, Option<i64>);
@@ -70,7 +83,18 @@ type OrderRow = (i64, i64, String, i64, i64, i64, Option<i64>, i64, i64, Option<
 type LineRow = (i64, String, i64, i64, i64);
 
 fn order_from(row: OrderRow, lines: Vec<OrderLine>) -> StoreResult<Order> {
-    let (id, user_id, status, total_amount, discount_amount, paid_amount, user_coupon_id, created_at, expires_at, paid_at) = row;
+    let (
+        id,
+        user_id,
+        status,
+        total_amount,
+        discount_amount,
+        paid_amount,
+        user_coupon_id,
+        created_at,
+        expires_at,
+        paid_at,
+    ) = row;
     Ok(Order {
         id,
         user_id,
@@ -87,9 +111,14 @@ fn order_from(row: OrderRow, lines: Vec<OrderLine>) -> StoreResult<Order> {
 }
 
 fn line_from((product_id, name, unit_price, quantity, amount): LineRow) -> OrderLine {
-    OrderLine { product_id, name, unit_price, quantity, amount }
+    OrderLine {
+        product_id,
+        name,
+        unit_price,
+        quantity,
+        amount,
+    }
 }
-
 
 // ---------------------------------------------------------------------------------------------
 // Reads used both outside and inside a transaction
@@ -135,7 +164,10 @@ async fn fetch_cart(conn: &mut Conn, user: UserId) -> StoreResult<Vec<CartItem>>
     .map_err(store_err)?;
     rows.into_iter()
         .map(|(id, name, price, stock, status, quantity)| {
-            Ok(CartItem { product: product_from((id, name, price, stock, status))?, quantity })
+            Ok(CartItem {
+                product: product_from((id, name, price, stock, status))?,
+                quantity,
+            })
         })
         .collect()
 }
@@ -152,7 +184,6 @@ async fn fetch_user_coupon(conn: &mut Conn, id: UserCouponId) -> StoreResult<Opt
         .map(user_coupon_from)
         .transpose()
 }
-
 
 async fn fetch_coupon(conn: &mut Conn, id: CouponId) -> StoreResult<Option<Coupon>> {
     const SQL: &str = "select c.id, c.name, c.discount_type, c.discount_value, c.total_quantity, c.valid_for_seconds, \
@@ -177,7 +208,9 @@ impl Store for EngineStore {
     type Tx = EngineTx;
 
     async fn begin(&self) -> StoreResult<EngineTx> {
-        Ok(EngineTx { tx: self.begin_write().await.map_err(store_err)? })
+        Ok(EngineTx {
+            tx: self.begin_write().await.map_err(store_err)?,
+        })
     }
 
     async fn ping(&self) -> StoreResult<()> {
@@ -206,24 +239,31 @@ impl Store for EngineStore {
     }
 
     async fn credentials(&self, email: &str) -> StoreResult<Option<Credentials>> {
-        let row = sqlx::query_as::<Db, (i64, String, String)>("select id, password_hash, role from account where email = $1")
-            .bind(email)
-            .fetch_optional(self.reader())
-            .await
-            .map_err(store_err)?;
+        let row =
+            sqlx::query_as::<Db, (i64, String, String)>("select id, password_hash, role from account where email = $1")
+                .bind(email)
+                .fetch_optional(self.reader())
+                .await
+                .map_err(store_err)?;
         row.map(|(user_id, password_hash, role)| {
             let role = Role::parse(&role).ok_or_else(|| corrupt("role", &role))?;
-            Ok(Credentials { user_id, password_hash, role })
+            Ok(Credentials {
+                user_id,
+                password_hash,
+                role,
+            })
         })
         .transpose()
     }
 
     async fn user(&self, id: UserId) -> StoreResult<Option<User>> {
-        let row = sqlx::query_as::<Db, (i64, String, String, String)>("select id, email, name, role from account where id = $1")
-            .bind(id)
-            .fetch_optional(self.reader())
-            .await
-            .map_err(store_err)?;
+        let row = sqlx::query_as::<Db, (i64, String, String, String)>(
+            "select id, email, name, role from account where id = $1",
+        )
+        .bind(id)
+        .fetch_optional(self.reader())
+        .await
+        .map_err(store_err)?;
         row.map(|(id, email, name, role)| {
             let role = Role::parse(&role).ok_or_else(|| corrupt("role", &role))?;
             Ok(User { id, email, name, role })
@@ -277,7 +317,14 @@ impl Store for EngineStore {
         rows.into_iter()
             .map(|(id, kind, amount, balance_after, order_id, created_at)| {
                 let kind = EntryKind::parse(&kind).ok_or_else(|| corrupt("balance entry kind", &kind))?;
-                Ok(BalanceEntry { id, kind, amount, balance_after, order_id, created_at: Timestamp(created_at) })
+                Ok(BalanceEntry {
+                    id,
+                    kind,
+                    amount,
+                    balance_after,
+                    order_id,
+                    created_at: Timestamp(created_at),
+                })
             })
             .collect()
     }
@@ -343,7 +390,13 @@ impl Store for EngineStore {
         fetch_order(&mut *self.conn().await?, id).await
     }
 
-    async fn orders(&self, user: UserId, status: Option<OrderStatus>, now: Timestamp, page: Page) -> StoreResult<Vec<Order>> {
+    async fn orders(
+        &self,
+        user: UserId,
+        status: Option<OrderStatus>,
+        now: Timestamp,
+        page: Page,
+    ) -> StoreResult<Vec<Order>> {
         const SQL: &str = "select o.id, o.user_id, o.status, o.total_amount, o.discount_amount, o.paid_amount, \
              o.user_coupon_id, o.created_at, o.expires_at, o.paid_at, \
              l.product_id, l.name, l.unit_price, l.quantity, l.amount \
@@ -351,7 +404,23 @@ impl Store for EngineStore {
                  (case when status = 'PENDING_PAYMENT' and expires_at <= $2 then 'EXPIRED' else status end)) \
                  order by id desc limit $5) o \
              join order_line l on l.order_id = o.id order by o.id desc, l.line_no";
-        type Joined = (i64, i64, String, i64, i64, i64, Option<i64>, i64, i64, Option<i64>, i64, String, i64, i64, i64);
+        type Joined = (
+            i64,
+            i64,
+            String,
+            i64,
+            i64,
+            i64,
+            Option<i64>,
+            i64,
+            i64,
+            Option<i64>,
+            i64,
+            String,
+            i64,
+            i64,
+            i64,
+        );
         let rows = sqlx::query_as::<Db, Joined>(SQL)
             .bind(user)
             .bind(now.millis())
@@ -366,7 +435,10 @@ impl Store for EngineStore {
             let line = line_from((r.10, r.11, r.12, r.13, r.14));
             match orders.last_mut() {
                 Some(last) if last.id == r.0 => last.lines.push(line),
-                _ => orders.push(order_from((r.0, r.1, r.2, r.3, r.4, r.5, r.6, r.7, r.8, r.9), vec![line])?),
+                _ => orders.push(order_from(
+                    (r.0, r.1, r.2, r.3, r.4, r.5, r.6, r.7, r.8, r.9),
+                    vec![line],
+                )?),
             }
         }
         Ok(orders)
@@ -399,7 +471,12 @@ impl Store for EngineStore {
         .map_err(store_err)?;
         Ok(rows
             .into_iter()
-            .map(|(product_id, name, price, sold_quantity)| PopularEntry { product_id, name, price, sold_quantity })
+            .map(|(product_id, name, price, sold_quantity)| PopularEntry {
+                product_id,
+                name,
+                price,
+                sold_quantity,
+            })
             .collect())
     }
 
@@ -416,7 +493,13 @@ impl Store for EngineStore {
         rows.sort_unstable_by_key(|r| r.0);
         Ok(rows
             .into_iter()
-            .map(|(seq, event_id, event_type, order_id, payload)| OutboxEvent { seq, event_id, event_type, order_id, payload })
+            .map(|(seq, event_id, event_type, order_id, payload)| OutboxEvent {
+                seq,
+                event_id,
+                event_type,
+                order_id,
+                payload,
+            })
             .collect())
     }
 
@@ -443,7 +526,10 @@ impl Store for EngineStore {
         .fetch_one(self.reader())
         .await
         .map_err(store_err)?;
-        Ok(OutboxBacklog { unsent, oldest_created_at: oldest.map(Timestamp) })
+        Ok(OutboxBacklog {
+            unsent,
+            oldest_created_at: oldest.map(Timestamp),
+        })
     }
 }
 
@@ -465,7 +551,16 @@ impl Tx for EngineTx {
         self.tx.commit().await.map_err(store_err)
     }
 
-    async fn claim_idempotency_key(&mut self, scope: &IdempotencyScope, request_hash: &str, now: Timestamp) -> StoreResult<KeyClaim> {
+    async fn claim_idempotency_key(
+        &mut self,
+        scope: &IdempotencyScope,
+        request_hash: &str,
+        now: Timestamp,
+    ) -> StoreResult<KeyClaim> {
+        let lock_name = format!("{}/{}/{}", scope.user_id, scope.route, scope.key);
+        if !super::try_lock_key(self.conn(), &lock_name).await? {
+            return Ok(KeyClaim::InProgress);
+        }
         let inserted = self
             .execute(
                 sqlx::query::<Db>(
@@ -496,7 +591,10 @@ impl Tx for EngineTx {
             // but this transaction did not take it; the client can retry.
             None => KeyClaim::InProgress,
             Some((hash, _, _)) if hash != request_hash => KeyClaim::Reused,
-            Some((_, Some(status), Some(body))) => KeyClaim::Replay { status: u16::try_from(status).unwrap_or(200), body },
+            Some((_, Some(status), Some(body))) => KeyClaim::Replay {
+                status: u16::try_from(status).unwrap_or(200),
+                body,
+            },
             Some(_) => KeyClaim::InProgress,
         })
     }
@@ -605,7 +703,11 @@ impl Tx for EngineTx {
 
     async fn take_stock(&mut self, id: ProductId, quantity: i64) -> StoreResult<bool> {
         let taken = self
-            .execute(sqlx::query::<Db>("update product set stock = stock - $2 where id = $1 and stock >= $2").bind(id).bind(quantity))
+            .execute(
+                sqlx::query::<Db>("update product set stock = stock - $2 where id = $1 and stock >= $2")
+                    .bind(id)
+                    .bind(quantity),
+            )
             .await?;
         Ok(taken == 1)
     }
@@ -623,12 +725,14 @@ impl Tx for EngineTx {
     }
 
     async fn debit_balance(&mut self, user: UserId, amount: i64) -> StoreResult<Option<i64>> {
-        sqlx::query_scalar::<Db, i64>("update account set balance = balance - $2 where id = $1 and balance >= $2 returning balance")
-            .bind(user)
-            .bind(amount)
-            .fetch_optional(self.conn())
-            .await
-            .map_err(store_err)
+        sqlx::query_scalar::<Db, i64>(
+            "update account set balance = balance - $2 where id = $1 and balance >= $2 returning balance",
+        )
+        .bind(user)
+        .bind(amount)
+        .fetch_optional(self.conn())
+        .await
+        .map_err(store_err)
     }
 
     async fn append_balance_entry(
@@ -676,14 +780,20 @@ impl Tx for EngineTx {
 
     async fn remove_cart_items(&mut self, user: UserId, products: &[ProductId]) -> StoreResult<()> {
         for product in products {
-            self.execute(sqlx::query::<Db>("delete from cart_item where user_id = $1 and product_id = $2").bind(user).bind(*product))
-                .await?;
+            self.execute(
+                sqlx::query::<Db>("delete from cart_item where user_id = $1 and product_id = $2")
+                    .bind(user)
+                    .bind(*product),
+            )
+            .await?;
         }
         Ok(())
     }
 
     async fn clear_cart(&mut self, user: UserId) -> StoreResult<()> {
-        self.execute(sqlx::query::<Db>("delete from cart_item where user_id = $1").bind(user)).await.map(drop)
+        self.execute(sqlx::query::<Db>("delete from cart_item where user_id = $1").bind(user))
+            .await
+            .map(drop)
     }
 
     async fn insert_coupon(&mut self, coupon: &NewCoupon, now: Timestamp) -> StoreResult<Coupon> {
@@ -701,9 +811,12 @@ impl Tx for EngineTx {
         .await
         .map_err(store_err)?;
         let mut shards = QueryBuilder::<Db>::new("insert into coupon_shard (coupon_id, shard, remaining) ");
-        shards.push_values(coupon.shard_quantities().into_iter().enumerate(), |mut row, (shard, quantity)| {
-            row.push_bind(id).push_bind(shard as i64).push_bind(quantity);
-        });
+        shards.push_values(
+            coupon.shard_quantities().into_iter().enumerate(),
+            |mut row, (shard, quantity)| {
+                row.push_bind(id).push_bind(shard as i64).push_bind(quantity);
+            },
+        );
         shards.build().execute(self.conn()).await.map_err(store_err)?;
         Ok(Coupon {
             id,
@@ -754,11 +867,13 @@ impl Tx for EngineTx {
             if taken == 1 {
                 return Ok(true);
             }
-            let left = sqlx::query_scalar::<Db, i64>("select count(*) from coupon_shard where coupon_id = $1 and remaining > 0")
-                .bind(coupon)
-                .fetch_one(self.conn())
-                .await
-                .map_err(store_err)?;
+            let left = sqlx::query_scalar::<Db, i64>(
+                "select count(*) from coupon_shard where coupon_id = $1 and remaining > 0",
+            )
+            .bind(coupon)
+            .fetch_one(self.conn())
+            .await
+            .map_err(store_err)?;
             if left == 0 {
                 return Ok(false);
             }
@@ -801,8 +916,9 @@ impl Tx for EngineTx {
         .fetch_one(self.conn())
         .await
         .map_err(store_err)?;
-        let mut lines =
-            QueryBuilder::<Db>::new("insert into order_line (order_id, line_no, product_id, name, unit_price, quantity, amount) ");
+        let mut lines = QueryBuilder::<Db>::new(
+            "insert into order_line (order_id, line_no, product_id, name, unit_price, quantity, amount) ",
+        );
         lines.push_values(order.lines.iter().enumerate(), |mut row, (line_no, line)| {
             row.push_bind(id)
                 .push_bind(line_no as i64)
@@ -861,9 +977,11 @@ impl Tx for EngineTx {
     async fn mark_refunded(&mut self, id: OrderId, now: Timestamp) -> StoreResult<bool> {
         let updated = self
             .execute(
-                sqlx::query::<Db>("update purchase_order set status = 'REFUNDED', closed_at = $2 where id = $1 and status = 'PAID'")
-                    .bind(id)
-                    .bind(now.millis()),
+                sqlx::query::<Db>(
+                    "update purchase_order set status = 'REFUNDED', closed_at = $2 where id = $1 and status = 'PAID'",
+                )
+                .bind(id)
+                .bind(now.millis()),
             )
             .await?;
         Ok(updated == 1)
@@ -883,7 +1001,14 @@ impl Tx for EngineTx {
         .map(drop)
     }
 
-    async fn append_outbox(&mut self, event_id: &str, event_type: &str, order_id: OrderId, payload: &str, now: Timestamp) -> StoreResult<()> {
+    async fn append_outbox(
+        &mut self,
+        event_id: &str,
+        event_type: &str,
+        order_id: OrderId,
+        payload: &str,
+        now: Timestamp,
+    ) -> StoreResult<()> {
         self.execute(
             sqlx::query::<Db>(
                 "insert into outbox (event_id, event_type, order_id, payload, created_at) values ($1, $2, $3, $4, $5)",

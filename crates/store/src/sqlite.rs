@@ -31,6 +31,12 @@ const LEASE_OUTBOX_SQL: &str = "update outbox set lease_until = $2 where seq in 
       order by o.seq limit $3) \
      returning seq, event_id, event_type, order_id, payload";
 
+/// Write transactions already run one at a time (`BEGIN IMMEDIATE` on one connection), so a
+/// duplicate request finds the first one committed and replays it.
+async fn try_lock_key(_conn: &mut sqlx::SqliteConnection, _name: &str) -> ecommerce_domain::store::StoreResult<bool> {
+    Ok(true)
+}
+
 #[derive(Clone)]
 pub struct SqliteStore {
     reader: SqlitePool,
@@ -69,11 +75,17 @@ impl SqliteStore {
         Ok(store)
     }
 
+    /// Safe when several processes open one fresh file at once: sqlx takes no lock on SQLite,
+    /// so the whole run holds the write lock (`BEGIN IMMEDIATE`; the migrator's own transactions
+    /// become savepoints) and a second process finds the migrations applied instead of applying
+    /// them again.
     pub async fn migrate(&self) -> Result<(), StoreError> {
+        let mut lock = self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(store_err)?;
         migrator(&[(1, "init", include_str!("../migrations/sqlite/0001_init.sql"))])
-            .run(&self.writer)
+            .run_direct(None, &mut *lock, false)
             .await
-            .map_err(StoreError::new)
+            .map_err(StoreError::new)?;
+        lock.commit().await.map_err(store_err)
     }
 
     pub fn pool(&self) -> &SqlitePool {

@@ -22,14 +22,14 @@ pub use shared::EngineTx as PgTx;
 /// Marks overdue pending orders; `SKIP LOCKED` lets every instance run it at once.
 const EXPIRE_ORDERS_SQL: &str = "update purchase_order set status = 'EXPIRED', closed_at = $1 where id in \
      (select id from purchase_order where status = 'PENDING_PAYMENT' and expires_at <= $1 \
-      order by id limit $2)";
+      order by id limit $2 for update skip locked)";
 
 /// Leases the oldest sendable events. An event waits while an earlier event of its order is
 /// unsent, so each order's events leave in commit order.
 const LEASE_OUTBOX_SQL: &str = "update outbox set lease_until = $2 where seq in \
      (select o.seq from outbox o where o.sent_at is null and (o.lease_until is null or o.lease_until <= $1) \
       and not exists (select 1 from outbox e where e.order_id = o.order_id and e.sent_at is null and e.seq < o.seq) \
-      order by o.seq limit $3) \
+      order by o.seq limit $3 for update skip locked) \
      returning seq, event_id, event_type, order_id, payload";
 
 /// Holds the idempotency key until this transaction ends, or says that another request holds

@@ -133,24 +133,52 @@ async fn fetch_product(conn: &mut Conn, id: ProductId) -> StoreResult<Option<Pro
         .transpose()
 }
 
+/// An order row joined with one of its lines; orders and their lines are read in one query.
+type OrderLineRow = (
+    i64,
+    i64,
+    String,
+    i64,
+    i64,
+    i64,
+    Option<i64>,
+    i64,
+    i64,
+    Option<i64>,
+    i64,
+    String,
+    i64,
+    i64,
+    i64,
+);
+
+/// Folds rows sorted by order (then line) into orders with their lines.
+fn group_orders(rows: Vec<OrderLineRow>) -> StoreResult<Vec<Order>> {
+    let mut orders: Vec<Order> = Vec::new();
+    for r in rows {
+        let line = line_from((r.10, r.11, r.12, r.13, r.14));
+        match orders.last_mut() {
+            Some(last) if last.id == r.0 => last.lines.push(line),
+            _ => orders.push(order_from(
+                (r.0, r.1, r.2, r.3, r.4, r.5, r.6, r.7, r.8, r.9),
+                vec![line],
+            )?),
+        }
+    }
+    Ok(orders)
+}
+
 async fn fetch_order(conn: &mut Conn, id: OrderId) -> StoreResult<Option<Order>> {
-    let row = sqlx::query_as::<Db, OrderRow>(
-        "select id, user_id, status, total_amount, discount_amount, paid_amount, user_coupon_id, created_at, \
-         expires_at, paid_at from purchase_order where id = $1",
-    )
-    .bind(id)
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(store_err)?;
-    let Some(row) = row else { return Ok(None) };
-    let lines = sqlx::query_as::<Db, LineRow>(
-        "select product_id, name, unit_price, quantity, amount from order_line where order_id = $1 order by line_no",
+    let rows = sqlx::query_as::<Db, OrderLineRow>(
+        "select o.id, o.user_id, o.status, o.total_amount, o.discount_amount, o.paid_amount, o.user_coupon_id, \
+         o.created_at, o.expires_at, o.paid_at, l.product_id, l.name, l.unit_price, l.quantity, l.amount \
+         from purchase_order o join order_line l on l.order_id = o.id where o.id = $1 order by l.line_no",
     )
     .bind(id)
     .fetch_all(conn)
     .await
     .map_err(store_err)?;
-    order_from(row, lines.into_iter().map(line_from).collect()).map(Some)
+    Ok(group_orders(rows)?.pop())
 }
 
 async fn fetch_cart(conn: &mut Conn, user: UserId) -> StoreResult<Vec<CartItem>> {
@@ -404,24 +432,7 @@ impl Store for EngineStore {
                  (case when status = 'PENDING_PAYMENT' and expires_at <= $2 then 'EXPIRED' else status end)) \
                  order by id desc limit $5) o \
              join order_line l on l.order_id = o.id order by o.id desc, l.line_no";
-        type Joined = (
-            i64,
-            i64,
-            String,
-            i64,
-            i64,
-            i64,
-            Option<i64>,
-            i64,
-            i64,
-            Option<i64>,
-            i64,
-            String,
-            i64,
-            i64,
-            i64,
-        );
-        let rows = sqlx::query_as::<Db, Joined>(SQL)
+        let rows = sqlx::query_as::<Db, OrderLineRow>(SQL)
             .bind(user)
             .bind(now.millis())
             .bind(page.after.unwrap_or(i64::MAX))
@@ -430,18 +441,7 @@ impl Store for EngineStore {
             .fetch_all(self.reader())
             .await
             .map_err(store_err)?;
-        let mut orders: Vec<Order> = Vec::new();
-        for r in rows {
-            let line = line_from((r.10, r.11, r.12, r.13, r.14));
-            match orders.last_mut() {
-                Some(last) if last.id == r.0 => last.lines.push(line),
-                _ => orders.push(order_from(
-                    (r.0, r.1, r.2, r.3, r.4, r.5, r.6, r.7, r.8, r.9),
-                    vec![line],
-                )?),
-            }
-        }
-        Ok(orders)
+        group_orders(rows)
     }
 
     async fn expire_orders(&self, now: Timestamp, batch: i64) -> StoreResult<u64> {

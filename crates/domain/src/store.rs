@@ -124,6 +124,9 @@ pub trait Store: Clone + Send + Sync + 'static {
     /// many it marked. Safe to run on every instance at once.
     fn expire_orders(&self, now: Timestamp, batch: i64) -> impl Future<Output = StoreResult<u64>> + Send;
 
+    /// Deletes idempotency keys created before `before`; returns how many.
+    fn purge_idempotency_keys(&self, before: Timestamp) -> impl Future<Output = StoreResult<u64>> + Send;
+
     /// Best sellers: quantity sold in hours `>= since_hour`, ranked by quantity descending then
     /// product id ascending.
     fn popular(&self, since_hour: i64, limit: i64) -> impl Future<Output = StoreResult<Vec<PopularEntry>>> + Send;

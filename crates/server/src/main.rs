@@ -180,10 +180,18 @@ async fn ensure_admin<S: Store>(store: &S, config: &Config) -> Result<(), String
     Ok(())
 }
 
-/// Marks overdue pending orders `EXPIRED`. Runs on every instance; the store makes that safe.
+/// How long idempotency keys are kept (the contract promises at least 24 hours).
+const IDEMPOTENCY_KEY_RETENTION_SECONDS: i64 = 48 * 3_600;
+
+/// Marks overdue pending orders `EXPIRED` and forgets old idempotency keys. Runs on every
+/// instance; the store makes that safe.
 async fn expire_orders<S: Store>(store: S, every: Duration, mut shutdown: watch::Receiver<bool>) {
     const BATCH: i64 = 500;
     loop {
+        let cutoff = Timestamp::now().plus_seconds(-IDEMPOTENCY_KEY_RETENTION_SECONDS);
+        if let Err(err) = store.purge_idempotency_keys(cutoff).await {
+            tracing::warn!(error = %err, "idempotency key purge failed");
+        }
         match store.expire_orders(Timestamp::now(), BATCH).await {
             Ok(n) if n as i64 == BATCH => continue,
             Ok(n) if n > 0 => tracing::info!(expired = n, "expired overdue orders"),

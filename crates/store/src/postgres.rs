@@ -64,10 +64,17 @@ impl PgStore {
     }
 
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        migrator(&[(1, "init", include_str!("../migrations/postgres/0001_init.sql"))])
-            .run(&self.pool)
-            .await
-            .map_err(StoreError::new)
+        migrator(&[
+            (1, "init", include_str!("../migrations/postgres/0001_init.sql")),
+            (
+                2,
+                "idempotency key age",
+                include_str!("../migrations/postgres/0002_idempotency_key_age.sql"),
+            ),
+        ])
+        .run(&self.pool)
+        .await
+        .map_err(StoreError::new)
     }
 
     pub fn pool(&self) -> &PgPool {

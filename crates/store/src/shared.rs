@@ -457,6 +457,18 @@ impl Store for EngineStore {
         Ok(done)
     }
 
+    async fn purge_idempotency_keys(&self, before: Timestamp) -> StoreResult<u64> {
+        let mut tx = self.begin_write().await.map_err(store_err)?;
+        let purged = sqlx::query::<Db>("delete from idempotency_key where created_at < $1")
+            .bind(before.millis())
+            .execute(&mut *tx)
+            .await
+            .map_err(store_err)?
+            .rows_affected();
+        tx.commit().await.map_err(store_err)?;
+        Ok(purged)
+    }
+
     async fn popular(&self, since_hour: i64, limit: i64) -> StoreResult<Vec<PopularEntry>> {
         let rows = sqlx::query_as::<Db, (i64, String, i64, i64)>(
             "select p.id, p.name, p.price, s.sold from \

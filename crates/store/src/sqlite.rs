@@ -81,10 +81,17 @@ impl SqliteStore {
     /// them again.
     pub async fn migrate(&self) -> Result<(), StoreError> {
         let mut lock = self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(store_err)?;
-        migrator(&[(1, "init", include_str!("../migrations/sqlite/0001_init.sql"))])
-            .run_direct(None, &mut *lock, false)
-            .await
-            .map_err(StoreError::new)?;
+        migrator(&[
+            (1, "init", include_str!("../migrations/sqlite/0001_init.sql")),
+            (
+                2,
+                "idempotency key age",
+                include_str!("../migrations/sqlite/0002_idempotency_key_age.sql"),
+            ),
+        ])
+        .run_direct(None, &mut *lock, false)
+        .await
+        .map_err(StoreError::new)?;
         lock.commit().await.map_err(store_err)
     }
 

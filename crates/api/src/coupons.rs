@@ -1,9 +1,12 @@
 //! Coupons: admin creation, public reads, first-come-first-served issue, the user's coupons.
 //!
 //! A rush on one coupon must not queue every request on the database: the quantity is spread
-//! over shard rows (see the store), and once an instance sees a coupon sold out it answers
-//! `COUPON_SOLD_OUT` from memory with at most a read (to put `COUPON_ALREADY_ISSUED` first).
-//! Coupons are never put back into stock, so "sold out" never becomes false.
+//! over shard rows (see the store), and once an instance sees a coupon sold out it answers from
+//! memory. Coupons are never put back into stock, so "sold out" never becomes false, and the set
+//! of holders is final by then: a request concludes "sold out" only when a fresh read shows every
+//! shard empty, and an uncommitted decrement would still show its old value (and make the request
+//! wait for it), so every issue that succeeded has committed. The holders are read once, right
+//! after that, to keep `COUPON_ALREADY_ISSUED` ahead of `COUPON_SOLD_OUT` without a query.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::RwLock;
@@ -14,7 +17,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use ecommerce_domain::coupon::{Coupon, DiscountType, NewCoupon, UserCoupon, UserCouponStatus};
 use ecommerce_domain::store::{Store, Tx};
-use ecommerce_domain::{CouponId, Error, Timestamp, usecase};
+use ecommerce_domain::{CouponId, Error, Timestamp, UserId, usecase};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -36,11 +39,22 @@ pub fn routes<S: Store>() -> Router<AppState<S>> {
         )
 }
 
-/// Per-instance knowledge: coupon definitions (immutable once created) and sold-out coupons.
+/// Holder sets larger than this are not kept in memory; such coupons ask the database instead.
+const MAX_CACHED_HOLDERS: usize = 200_000;
+
+/// Per-instance knowledge: coupon definitions (immutable once created) and sold-out coupons with
+/// their final holders (`None` when too many to keep).
 #[derive(Default)]
 pub struct CouponCache {
     definitions: RwLock<HashMap<CouponId, Coupon>>,
-    sold_out: RwLock<HashSet<CouponId>>,
+    sold_out: RwLock<HashMap<CouponId, Option<HashSet<UserId>>>>,
+}
+
+/// What the cache knows about a user asking for a sold-out coupon.
+enum SoldOut {
+    NotKnown,
+    Holder(bool),
+    AskDatabase,
 }
 
 impl CouponCache {
@@ -54,13 +68,21 @@ impl CouponCache {
         }
     }
 
-    fn is_sold_out(&self, id: CouponId) -> bool {
-        self.sold_out.read().is_ok_and(|set| set.contains(&id))
+    fn sold_out(&self, id: CouponId, user: UserId) -> SoldOut {
+        let Ok(map) = self.sold_out.read() else {
+            return SoldOut::NotKnown;
+        };
+        match map.get(&id) {
+            None => SoldOut::NotKnown,
+            Some(Some(holders)) => SoldOut::Holder(holders.contains(&user)),
+            Some(None) => SoldOut::AskDatabase,
+        }
     }
 
-    fn mark_sold_out(&self, id: CouponId) {
-        if let Ok(mut set) = self.sold_out.write() {
-            set.insert(id);
+    fn mark_sold_out(&self, id: CouponId, holders: Vec<UserId>) {
+        let holders = (holders.len() <= MAX_CACHED_HOLDERS).then(|| holders.into_iter().collect());
+        if let Ok(mut map) = self.sold_out.write() {
+            map.insert(id, holders);
         }
     }
 }
@@ -280,9 +302,14 @@ pub async fn issue_coupon<S: Store>(
             coupon
         }
     };
-    if app.coupons.is_sold_out(coupon_id) {
+    let holder = match app.coupons.sold_out(coupon_id, scope.user_id) {
+        SoldOut::NotKnown => None,
+        SoldOut::Holder(holder) => Some(holder),
+        SoldOut::AskDatabase => Some(app.store.has_user_coupon(scope.user_id, coupon_id).await?),
+    };
+    if let Some(holder) = holder {
         scope.require_user(&app).await?;
-        return Err(if app.store.has_user_coupon(scope.user_id, coupon_id).await? {
+        return Err(if holder {
             Error::CouponAlreadyIssued
         } else {
             Error::CouponSoldOut
@@ -296,7 +323,9 @@ pub async fn issue_coupon<S: Store>(
     let id = match issued {
         Ok(id) => id,
         Err(Error::CouponSoldOut) => {
-            app.coupons.mark_sold_out(coupon_id);
+            drop(tx);
+            app.coupons
+                .mark_sold_out(coupon_id, app.store.coupon_holders(coupon_id).await?);
             return Err(Error::CouponSoldOut.into());
         }
         Err(other) => return Err(other.into()),

@@ -101,6 +101,8 @@ pub trait Store: Clone + Send + Sync + 'static {
     fn coupon(&self, id: CouponId) -> impl Future<Output = StoreResult<Option<Coupon>>> + Send;
     /// Coupons with stock left, newest first.
     fn coupons_in_stock(&self, page: Page) -> impl Future<Output = StoreResult<Vec<Coupon>>> + Send;
+    /// Everyone who holds the coupon.
+    fn coupon_holders(&self, coupon: CouponId) -> impl Future<Output = StoreResult<Vec<UserId>>> + Send;
     fn has_user_coupon(&self, user: UserId, coupon: CouponId) -> impl Future<Output = StoreResult<bool>> + Send;
     fn user_coupons(
         &self,

@@ -380,6 +380,14 @@ impl Store for EngineStore {
         rows.into_iter().map(coupon_from).collect()
     }
 
+    async fn coupon_holders(&self, coupon: CouponId) -> StoreResult<Vec<UserId>> {
+        sqlx::query_scalar::<Db, i64>("select user_id from user_coupon where coupon_id = $1")
+            .bind(coupon)
+            .fetch_all(self.reader())
+            .await
+            .map_err(store_err)
+    }
+
     async fn has_user_coupon(&self, user: UserId, coupon: CouponId) -> StoreResult<bool> {
         let row = sqlx::query_scalar::<Db, i64>("select id from user_coupon where user_id = $1 and coupon_id = $2")
             .bind(user)

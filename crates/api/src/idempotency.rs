@@ -51,15 +51,32 @@ fn write_canonical(value: &Value, hasher: &mut Sha256) {
     }
 }
 
-/// Claims the key inside `tx`. `Ok(Some(response))` is the answer to give without doing the
-/// work again; `Ok(None)` means go on and call [`finish`] before commit.
-pub async fn claim(tx: &mut impl Tx, scope: &IdempotencyScope, hash: &str) -> Result<Option<Response>> {
-    match tx.claim_idempotency_key(scope, hash, Timestamp::now()).await? {
-        KeyClaim::Fresh => Ok(None),
-        KeyClaim::Replay { status, body } => Ok(Some(stored_response(status, body))),
+/// The outcome of claiming a key: go on with the transaction, or answer at once.
+pub enum Claimed<T> {
+    /// First use: do the work in this transaction and call [`finish`] before commit.
+    Fresh(T),
+    /// The stored answer of an earlier request with this key and body.
+    Answered(Response),
+}
+
+/// Claims the key inside `tx`. Anything but a first use rolls back at once, so that the key's
+/// lock is free the moment the answer leaves.
+pub async fn claim<T: Tx>(mut tx: T, scope: &IdempotencyScope, hash: &str) -> Result<Claimed<T>> {
+    let outcome = match tx.claim_idempotency_key(scope, hash, Timestamp::now()).await? {
+        KeyClaim::Fresh => return Ok(Claimed::Fresh(tx)),
+        KeyClaim::Replay { status, body } => Ok(Claimed::Answered(stored_response(status, body))),
         KeyClaim::Reused => Err(Error::IdempotencyKeyReused.into()),
         KeyClaim::InProgress => Err(Error::RequestInProgress.into()),
-    }
+    };
+    let _ = tx.rollback().await;
+    outcome
+}
+
+/// Rolls back before answering with `err`: a 4xx changed nothing, and a retry with the same key
+/// must find it free straight away.
+pub async fn abort(tx: impl Tx, err: impl Into<ApiError>) -> ApiError {
+    let _ = tx.rollback().await;
+    err.into()
 }
 
 /// Serializes the answer, stores it under the key (when there is one) and commits.

@@ -19,7 +19,7 @@ use crate::error::{ApiError, Result};
 use crate::extract::{
     Auth, Json, OptionalJson, Paging, PathParams, UserScope, idempotency_key, non_null, query_rejection,
 };
-use crate::idempotency::{claim, finish, request_hash};
+use crate::idempotency::{Claimed, abort, claim, finish, request_hash};
 
 const PROBLEM: &str = "application/problem+json";
 
@@ -290,10 +290,11 @@ pub async fn pay_order<S: Store>(
         key,
     });
     let mut tx = app.store.begin().await?;
-    if let Some(scope) = &idempotency
-        && let Some(replay) = claim(&mut tx, scope, &request_hash(&[&id.to_string()], &body)).await?
-    {
-        return Ok(replay);
+    if let Some(scope) = &idempotency {
+        tx = match claim(tx, scope, &request_hash(&[&id.to_string()], &body)).await? {
+            Claimed::Fresh(tx) => tx,
+            Claimed::Answered(response) => return Ok(response),
+        };
     }
     let now = Timestamp::now();
     match usecase::pay(&mut tx, id, actor, request.user_coupon_id, now).await {
@@ -309,7 +310,7 @@ pub async fn pay_order<S: Store>(
             Ok(response)
         }
         Err(err) => {
-            let err = ApiError::from(err);
+            let err = abort(tx, err).await;
             metrics::counter!("payment_failures_total", "reason" => err.code).increment(1);
             Err(err)
         }

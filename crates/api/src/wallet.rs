@@ -16,7 +16,7 @@ use crate::AppState;
 use crate::catalog::PageQuery;
 use crate::error::{ApiError, Result};
 use crate::extract::{Json, Paging, UserScope, idempotency_key};
-use crate::idempotency::{claim, finish, request_hash};
+use crate::idempotency::{Claimed, abort, claim, finish, request_hash};
 
 const PROBLEM: &str = "application/problem+json";
 
@@ -145,11 +145,15 @@ pub async fn charge_balance<S: Store>(
         route: "balance.charge",
         key,
     };
-    let mut tx = app.store.begin().await?;
-    if let Some(replay) = claim(&mut tx, &idempotency, &request_hash(&[], &value)).await? {
-        return Ok(replay);
-    }
-    let receipt = usecase::charge(&mut tx, scope.user_id, request.amount, Timestamp::now()).await?;
+    let tx = app.store.begin().await?;
+    let mut tx = match claim(tx, &idempotency, &request_hash(&[], &value)).await? {
+        Claimed::Fresh(tx) => tx,
+        Claimed::Answered(response) => return Ok(response),
+    };
+    let receipt = match usecase::charge(&mut tx, scope.user_id, request.amount, Timestamp::now()).await {
+        Ok(receipt) => receipt,
+        Err(err) => return Err(abort(tx, err).await),
+    };
     let body = ChargeResponse {
         user_id: scope.user_id,
         charged_amount: receipt.charged_amount,

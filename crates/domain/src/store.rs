@@ -149,6 +149,9 @@ pub trait Store: Clone + Send + Sync + 'static {
 /// One transaction. Each method is a single guarded statement (or a small fixed group).
 pub trait Tx: Send {
     fn commit(self) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Rolls back now. Dropping a `Tx` also rolls back, but only once the connection is next used;
+    /// routes whose keys or locks must be free the moment they answer call this.
+    fn rollback(self) -> impl Future<Output = StoreResult<()>> + Send;
 
     fn claim_idempotency_key(
         &mut self,

@@ -35,12 +35,24 @@ const LEASE_OUTBOX_SQL: &str = "update outbox set lease_until = $2 where seq in 
 /// Holds the idempotency key until this transaction ends, or says that another request holds
 /// it: a duplicate that arrives while the first is running answers `REQUEST_IN_PROGRESS`
 /// instead of queueing behind it.
+///
+/// A transaction dropped without commit is rolled back by the pool a moment later, not at once,
+/// so the lock is tried a few times over ~50 ms: a retry right after a failed request must find
+/// the key free, not in progress.
 async fn try_lock_key(conn: &mut sqlx::PgConnection, name: &str) -> ecommerce_domain::store::StoreResult<bool> {
-    sqlx::query_scalar::<Db, bool>("select pg_try_advisory_xact_lock(hashtextextended($1, 0))")
-        .bind(name)
-        .fetch_one(conn)
-        .await
-        .map_err(store_err)
+    const ATTEMPTS: u32 = 10;
+    for attempt in 1..=ATTEMPTS {
+        let locked = sqlx::query_scalar::<Db, bool>("select pg_try_advisory_xact_lock(hashtextextended($1, 0))")
+            .bind(name)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(store_err)?;
+        if locked || attempt == ATTEMPTS {
+            return Ok(locked);
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(false)
 }
 
 #[derive(Clone)]

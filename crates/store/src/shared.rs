@@ -571,6 +571,10 @@ impl Tx for EngineTx {
         self.tx.commit().await.map_err(store_err)
     }
 
+    async fn rollback(self) -> StoreResult<()> {
+        self.tx.rollback().await.map_err(store_err)
+    }
+
     async fn claim_idempotency_key(
         &mut self,
         scope: &IdempotencyScope,

@@ -1,0 +1,2200 @@
+//! Storage conformance suite: every rule of the storage port (`ecommerce_domain::store`), written
+//! once over `S: Store` and run against SQLite and PostgreSQL, each test on a fresh database.
+//! The races at the end run many transactions at once; on SQLite they queue for the one writer,
+//! on PostgreSQL they meet on real row locks.
+
+mod support;
+
+use std::collections::HashSet;
+
+use ecommerce_domain::account::Role;
+use ecommerce_domain::catalog::{MAX_STOCK, ProductPatch, ProductStatus};
+use ecommerce_domain::coupon::{DiscountType, NewCoupon, UserCouponStatus};
+use ecommerce_domain::order::OrderStatus;
+use ecommerce_domain::store::{IdempotencyScope, KeyClaim, OutboxBacklog, Tx};
+use ecommerce_domain::usecase;
+use ecommerce_domain::wallet::{EntryKind, MAX_BALANCE};
+use ecommerce_domain::{Error, Timestamp};
+use support::*;
+
+conformance!(
+    migrating_again_keeps_the_schema_and_the_data,
+    three_instances_can_migrate_one_fresh_database_at_once,
+    the_first_stored_setting_wins,
+    an_email_is_registered_only_once,
+    upsert_admin_creates_or_promotes_the_account,
+    products_are_created_read_and_patched,
+    products_on_sale_are_listed_oldest_first_by_keyset,
+    restocking_stops_at_the_maximum_stock,
+    stock_is_taken_only_while_it_covers_the_quantity,
+    balance_credits_and_debits_respect_their_guards,
+    balance_history_is_newest_first_and_pages_by_keyset,
+    idempotency_keys_are_fresh_then_replayed_or_reused,
+    a_rolled_back_idempotency_key_is_free_again,
+    purging_removes_only_keys_older_than_the_cutoff,
+    the_cart_keeps_items_in_the_order_first_added,
+    coupon_quantity_is_spread_over_shards_that_sum_to_the_total,
+    take_coupon_starts_at_the_given_shard_and_moves_on_when_it_is_empty,
+    take_coupon_hands_out_exactly_the_total_quantity,
+    coupons_in_stock_are_newest_first_and_hide_sold_out_ones,
+    a_user_holds_a_coupon_at_most_once,
+    coupon_holders_are_everyone_who_holds_the_coupon,
+    user_coupon_status_is_computed_on_read,
+    orders_are_read_back_with_lines_in_request_order,
+    orders_are_listed_newest_first_by_computed_status,
+    mark_paid_accepts_only_pending_unexpired_orders,
+    expire_orders_marks_only_overdue_pending_orders,
+    popular_ranks_by_quantity_then_product_id,
+    refunded_sales_cancel_out_of_popular,
+    popular_counts_only_the_hours_in_the_window,
+    outbox_events_wait_for_earlier_events_of_their_order,
+    a_leased_event_is_not_leased_again_until_the_lease_runs_out,
+    outbox_backlog_counts_unsent_events_and_the_oldest,
+    paying_takes_stock_money_and_coupon_and_records_the_sale,
+    a_payment_failing_on_balance_changes_nothing,
+    a_payment_failing_on_stock_changes_nothing,
+    paying_with_an_unusable_coupon_fails,
+    refunding_gives_back_money_stock_and_coupon,
+    only_pending_unexpired_orders_can_be_cancelled,
+    concurrent_stock_takes_never_oversell,
+    concurrent_coupon_issues_never_exceed_the_total,
+    concurrent_issues_to_one_user_give_one_coupon,
+    concurrent_payments_with_overlapping_products_do_not_deadlock,
+    concurrent_payments_of_one_order_pay_it_once,
+    concurrent_charges_with_one_idempotency_key_move_money_once,
+    concurrent_relays_lease_each_event_once,
+    concurrent_expiry_runs_mark_each_order_once,
+    concurrent_settings_agree_on_one_value,
+);
+
+postgres_only!(a_key_held_by_a_running_request_is_in_progress);
+
+// ---------------------------------------------------------------------------------------------
+// Migrations and settings
+
+async fn migrating_again_keeps_the_schema_and_the_data<S: Engine>(db: TestDb<S>) {
+    let first = db.connect().await;
+    let kim = user(&first, "kim@example.com").await;
+    let second = db.connect().await;
+    let third = db.connect().await;
+    let found = third
+        .user(kim)
+        .await
+        .expect("read user")
+        .expect("the user survives a second migration");
+    assert_eq!(found.email, "kim@example.com");
+    user(&second, "lee@example.com").await;
+    assert!(
+        first
+            .credentials("lee@example.com")
+            .await
+            .expect("read credentials")
+            .is_some()
+    );
+}
+
+async fn three_instances_can_migrate_one_fresh_database_at_once<S: Engine>(db: TestDb<S>) {
+    let url = db.url.clone();
+    let tasks = (0..3)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move { S::open(&url).await.map_err(|e| e.to_string()) })
+        })
+        .collect();
+    let stores = join_all(tasks).await;
+    for store in &stores {
+        assert!(
+            store.is_ok(),
+            "a concurrent migration failed: {store:?}",
+            store = store.as_ref().err()
+        );
+    }
+    let stores: Vec<S> = stores.into_iter().map(|s| s.expect("checked")).collect();
+    let kim = user(&stores[0], "kim@example.com").await;
+    for store in &stores {
+        assert!(store.user(kim).await.expect("read user").is_some());
+    }
+}
+
+async fn the_first_stored_setting_wins<S: Engine>(db: TestDb<S>) {
+    let store = db.connect().await;
+    assert_eq!(
+        store.setting_or_insert("jwt_secret", "first").await.expect("setting"),
+        "first"
+    );
+    assert_eq!(
+        store.setting_or_insert("jwt_secret", "second").await.expect("setting"),
+        "first"
+    );
+    assert_eq!(store.setting_or_insert("other", "x").await.expect("setting"), "x");
+    let reconnected = db.connect().await;
+    assert_eq!(
+        reconnected
+            .setting_or_insert("jwt_secret", "third")
+            .await
+            .expect("setting"),
+        "first"
+    );
+}
+
+async fn concurrent_settings_agree_on_one_value<S: Engine>(db: TestDb<S>) {
+    let store = db.connect().await;
+    let tasks = (0..10)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .setting_or_insert("jwt_secret", &format!("secret-{i}"))
+                    .await
+                    .expect("setting")
+            })
+        })
+        .collect();
+    let values: HashSet<String> = join_all(tasks).await.into_iter().collect();
+    assert_eq!(values.len(), 1, "every instance must see the same secret: {values:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Accounts
+
+async fn an_email_is_registered_only_once<S: Engine>(db: TestDb<S>) {
+    let store = db.connect().await;
+    let kim = user(&store, "kim@example.com").await;
+
+    let mut tx = store.begin().await.expect("begin");
+    assert_eq!(
+        tx.insert_user(&new_user("kim@example.com"), T0).await.expect("insert"),
+        None,
+        "the email is taken"
+    );
+    assert!(matches!(
+        usecase::sign_up(&mut tx, &new_user("kim@example.com"), T0).await,
+        Err(Error::EmailTaken)
+    ));
+    let lee = tx
+        .insert_user(&new_user("lee@example.com"), T0)
+        .await
+        .expect("insert")
+        .expect("a new email is free");
+    assert!(tx.user_exists(lee).await.expect("exists"));
+    assert!(!tx.user_exists(lee + 1000).await.expect("exists"));
+    tx.commit().await.expect("commit");
+
+    assert_ne!(kim, lee);
+    let found = store.user(kim).await.expect("read").expect("kim exists");
+    assert_eq!(
+        (found.email.as_str(), found.name.as_str(), found.role),
+        ("kim@example.com", "Kim", Role::User)
+    );
+    let credentials = store
+        .credentials("kim@example.com")
+        .await
+        .expect("read")
+        .expect("kim can log in");
+    assert_eq!(
+        (
+            credentials.user_id,
+            credentials.password_hash.as_str(),
+            credentials.role
+        ),
+        (kim, "hash of kim@example.com", Role::User)
+    );
+    assert!(store.credentials("nobody@example.com").await.expect("read").is_none());
+    assert!(store.user(lee + 1000).await.expect("read").is_none());
+    assert_eq!(
+        store.balance(kim).await.expect("read"),
+        Some(0),
+        "a new account starts at 0"
+    );
+    assert!(!store.admin_exists().await.expect("read"));
+}
+
+async fn upsert_admin_creates_or_promotes_the_account<S: Engine>(db: TestDb<S>) {
+    let store = db.connect().await;
+    let mut tx = store.begin().await.expect("begin");
+    let admin = tx
+        .upsert_admin(&new_user("admin@example.com"), T0)
+        .await
+        .expect("upsert");
+    tx.commit().await.expect("commit");
+    assert!(store.admin_exists().await.expect("read"));
+    assert_eq!(
+        store
+            .credentials("admin@example.com")
+            .await
+            .expect("read")
+            .expect("exists")
+            .role,
+        Role::Admin
+    );
+
+    let kim = user(&store, "kim@example.com").await;
+    let mut promoted = new_user("kim@example.com");
+    promoted.password_hash = "new hash".to_owned();
+    let mut tx = store.begin().await.expect("begin");
+    assert_eq!(
+        tx.upsert_admin(&promoted, T0).await.expect("upsert"),
+        kim,
+        "the existing account is promoted"
+    );
+    let again = tx
+        .upsert_admin(&new_user("admin@example.com"), T0)
+        .await
+        .expect("upsert");
+    tx.commit().await.expect("commit");
+    assert_eq!(again, admin, "running it again keeps one account");
+    let credentials = store
+        .credentials("kim@example.com")
+        .await
+        .expect("read")
+        .expect("exists");
+    assert_eq!(
+        (
+            credentials.user_id,
+            credentials.role,
+            credentials.password_hash.as_str()
+        ),
+        (kim, Role::Admin, "new hash")
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Catalog
+
+async fn products_are_created_read_and_patched<S: Engine>(db: TestDb<S>) {
+    let store = db.connect().await;
+    let coat = product(&store, "Coat", 120_000, 7).await;
+    assert_eq!(
+        (coat.name.as_str(), coat.price, coat.stock, coat.status),
+        ("Coat", 120_000, 7, ProductStatus::OnSale)
+    );
+    assert_eq!(store.product(coat.id).await.expect("read"), Some(coat.clone()));
+
+    let mut tx = store.begin().await.expect("begin");
+    let unchanged = tx
+        .update_product(coat.id, &ProductPatch::default())
+        .await
+        .expect("update")
+        .expect("exists");
+    assert_eq!(unchanged, coat, "an empty patch changes nothing");
+    let patch = ProductPatch {
+        name: Some("Long coat".to_owned()),
+        price: Some(99_000),
+        status: None,
+    };
+    let patched = tx
+        .update_product(coat.id, &patch)
+        .await
+        .expect("update")
+        .expect("exists");
+    let stop = ProductPatch {
+        status: Some(ProductStatus::Stopped),
+        ..ProductPatch::default()
+    };
+    let stopped = tx
+        .update_product(coat.id, &stop)
+        .await
+        .expect("update")
+        .expect("exists");
+    assert_eq!(tx.update_product(coat.id + 1000, &patch).await.expect("update"), None);
+    assert_eq!(tx.product(coat.id).await.expect("read"), Some(stopped.clone()));
+    tx.commit().await.expect("commit");
+
+    assert_eq!(
+        (patched.name.as_str(), patched.price, patched.stock, patched.status),
+        ("Long coat", 99_000, 7, ProductStatus::OnSale)
+    );
+    assert_eq!(
+        (stopped.name.as_str(), stopped.price, stopped.status),
+        ("Long coat", 99_000, ProductStatus::Stopped)
+    );
+    assert_eq!(store.product(coat.id).await.expect("read"), Some(stopped));
+    assert_eq!(store.product(coat.id + 1000).await.expect("read"), None);
+}
+
+async fn products_on_sale_are_listed_oldest_first_by_keyset<S: Engine>(db: TestDb<S>) {
+    let store = db.connect().await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(product(&store, &format!("Item {i}"), 1_000, 1).await.id);
+    }
+    let mut tx = store.begin().await.expect("begin");
+    let stop = ProductPatch {
+        status: Some(ProductStatus::Stopped),
+        ..ProductPatch::default()
+    };
+    tx.update_product(ids[1], &stop).await.expect("update").expect("exists");
+    tx.commit().await.expect("commit");
+
+    let listed = |items: Vec<ecommerce_domain::catalog::Product>| items.into_iter().map(|p| p.id).collect::<Vec<_>>();
+    assert_eq!(
+        listed(store.products_on_sale(page(None, 100)).await.expect("list")),
+        vec![ids[0], ids[2], ids[3], ids[4]]
+    );
+    let first = listed(store.products_on_sale(page(None, 2)).await.expect("list"));
+    assert_eq!(first, vec![ids[0], ids[2]]);
+    let second = listed(
+        store
+            .products_on_sale(page(first.last().copied(), 2))
+            .await
+            .expect("list"),
+    );
+    assert_eq!(second, vec![ids[3], ids[4]]);
+    assert!(
+        store
+            .products_on_sale(page(Some(ids[4]), 2))
+            .await
+            .expect("list")
+            .is_empty()
+    );
+}
+
+async fn restocking_stops_at_the_maximum_stock<S: Engine>(db: TestDb<S>) {
+    let store = db.connect().await;
+    let coat = product(&store, "Coat", 1_000, 1_000_000).await;
+    let mut tx = store.begin().await.expect("begin");
+    let restocked = tx
+        .add_stock(coat.id, 8_999_999, MAX_STOCK)
+        .await
+        .expect("add")
+        .expect("fits under the maximum");
+    assert_eq!(restocked.stock, 9_999_999);
+    assert_eq!(
+        tx.add_stock(coat.id, 2, MAX_STOCK).await.expect("add"),
+        None,
+        "one over the maximum is refused"
+    );
+    assert_eq!(
+        tx.add_stock(coat.id, 1, MAX_STOCK).await.expect("add").map(|p| p.stock),
+        Some(MAX_STOCK),
+        "exactly the maximum is fine"
+    );
+    assert_eq!(tx.add_stock(coat.id, 1, MAX_STOCK).await.expect("add"), None);
+    assert_eq!(
+        tx.add_stock(coat.id + 1000, 1, MAX_STOCK).await.expect("add"),
+        None,
+        "unknown product"
+    );
+    assert!(matches!(
+        usecase::restock(&mut tx, coat.id + 1000, 1).await,
+        Err(Error::ProductNotFound)
+    ));
+    assert!(matches!(
+        usecase::restock(&mut tx, coat.id, 1).await,
+        Err(Error::Validation(_))
+    ));
+    tx.commit().await.expect("commit");
+    assert_eq!(stock(&store, coat.id).await, MAX_STOCK);
+}
+
+async fn stock_is_taken_only_while_it_covers_the_quantity<S: Engine>(db: TestDb<S>) {
+    let store = db.connect().await;
+    let coat = product(&store, "Coat", 1_000, 7).await;
+    let mut tx = store.begin().await.expect("begin");
+    assert!(tx.take_stock(coat.id, 5).await.expect("take"));
+    assert!(!tx.take_stock(coat.id, 3).await.expect("take"), "2 left cannot cover 3");
+    assert_eq!(
+        tx.product(coat.id).await.expect("read").map(|p| p.stock),
+        Some(2),
+        "a refused take changes nothing"
+    );
+    assert!(
+        tx.take_stock(coat.id, 2).await.expect("take"),
+        "the last ones can be taken"
+    );
+    assert!(!tx.take_stock(coat.id, 1).await.expect("take"));
+    assert!(
+        !tx.take_stock(coat.id + 1000, 1).await.expect("take"),
+        "unknown product"
+    );
+    tx.commit().await.expect("commit");
+    assert_eq!(stock(&store, coat.id).await, 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Balance
+
+async fn balance_credits_and_debits_respect_their_guards<S: Engine>(db: TestDb<S>) {
+    let store = db.connect().await;
+    let kim = user(&store, "kim@example.com").await;
+    let mut tx = store.begin().await.expect("begin");
+    assert_eq!(
+        tx.credit_balance(kim, 9_000_000, MAX_BALANCE).await.expect("credit"),
+        Some(9_000_000)
+    );
+    assert_eq!(
+        tx.credit_balance(kim, 1_000_001, MAX_BALANCE).await.expect("credit"),
+        None,
+        "over the limit"
+    );
+    assert_eq!(
+        tx.credit_balance(kim, 1_000_000, MAX_BALANCE).await.expect("credit"),
+        Some(MAX_BALANCE),
+        "exactly the limit"
+    );
+    assert_eq!(
+        tx.debit_balance(kim, MAX_BALANCE + 1).await.expect("debit"),
+        None,
+        "more than the balance"
+    );
+    assert_eq!(tx.debit_balance(kim, 4_000_000).await.expect("debit"), Some(6_000_000));
+    assert_eq!(
+        tx.debit_balance(kim, 0).await.expect("debit"),
+        Some(6_000_000),
+        "a 0 KRW payment is allowed"
+    );
+    assert_eq!(
+        tx.debit_balance(kim, 6_000_000).await.expect("debit"),
+        Some(0),
+        "the whole balance can be spent"
+    );
+    assert_eq!(tx.debit_balance(kim, 1).await.expect("debit"), None);
+    assert_eq!(
+        tx.credit_balance(kim + 1000, 1_000, MAX_BALANCE).await.expect("credit"),
+        None,
+        "unknown user"
+    );
+    tx.commit().await.expect("commit");
+    assert_eq!(balance(&store, kim).await, 0);
+    assert_eq!(store.balance(kim + 1000).await.expect("read"), None);
+
+    let mut tx = store.begin().await.expect("begin");
+    assert!(matches!(
+        usecase::charge(&mut tx, kim + 1000, 5_000, T0).await,
+        Err(Error::UserNotFound)
+    ));
+    tx.credit_balance(kim, MAX_BALANCE - 500, MAX_BALANCE)
+        .await
+        .expect("credit")
+        .expect("fits");
+    assert!(matches!(
+        usecase::charge(&mut tx, kim, 1_000, T0).await,
+        Err(Error::BalanceLimitExceeded)
+    ));
+}
+
+async fn balance_history_is_newest_first_and_pages_by_keyset<S: Engine>(db: TestDb<S>) {
+    let store = db.connect().await;
+    let kim = user(&store, "kim@example.com").await;
+    let lee = user(&store, "lee@example.com").await;
+    charge(&store, kim, 5_000).await;
+    charge(&store, lee, 9_000).await;
+    charge(&store, kim, 7_000).await;
+    let mut tx = store.begin().await.expect("begin");
+    let after = tx.debit_balance(kim, 2_000).await.expect("debit").expect("covered");
+    tx.append_balance_entry(kim, EntryKind::Payment, -2_000, after, Some(77), at(5))
+        .await
+        .expect("append");
+    tx.commit().await.expect("commit");
+
+    let history = store.balance_history(kim, page(None, 100)).await.expect("history");
+    let lines: Vec<_> = history
+        .iter()
+        .map(|e| (e.kind, e.amount, e.balance_after, e.order_id))
+        .collect();
+    assert_eq!(
+        lines,
+        vec![
+            (EntryKind::Payment, -2_000, 10_000, Some(77)),
+            (EntryKind::Charge, 7_000, 12_000, None),
+            (EntryKind::Charge, 5_000, 5_000, None),
+        ],
+        "newest first, only kim's lines"
+    );
+    assert_eq!(history[0].created_at, at(5));
+    assert!(history.windows(2).all(|w| w[0].id > w[1].id));
+    assert_eq!(
+        history.iter().map(|e| e.amount).sum::<i64>(),
+        balance(&store, kim).await,
+        "the balance is the sum of its history"
+    );
+
+    let first = store.balance_history(kim, page(None, 2)).await.expect("history");
+    assert_eq!(
+        first.iter().map(|e| e.id).collect::<Vec<_>>(),
+        vec![history[0].id, history[1].id]
+    );
+    let rest = store
+        .balance_history(kim, page(Some(first[1].id), 2))
+        .await
+        .expect("history");
+    assert_eq!(rest.iter().map(|e| e.id).collect::<Vec<_>>(), vec![history[2].id]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Idempotency keys
+
+fn scope(user_id: i64, route: &'static str, key: &str) -> IdempotencyScope {
+    IdempotencyScope {
+        user_id,
+        route,
+        key: key.to_owned(),
+    }
+}
+
+async fn idempotency_keys_are_fresh_then_replayed_or_reused<S: Engine>(db: TestDb<S>) {
+    let store = db.connect().await;
+    let charges = scope(1, "charge", "key-1");
+    let mut tx = store.begin().await.expect("begin");
+    assert_eq!(
+        tx.claim_idempotency_key(&charges, "hash-a", T0).await.expect("claim"),
+        KeyClaim::Fresh
+    );
+    tx.save_idempotent_response(&charges, 200, r#"{"balance":5000}"#)
+        .await
+        .expect("save");
+    tx.commit().await.expect("commit");
+
+    let mut tx = store.begin().await.expect("begin");
+    assert_eq!(
+        tx.claim_idempotency_key(&charges, "hash-a", at(1))
+            .await
+            .expect("claim"),
+        KeyClaim::Replay {
+            status: 200,
+            body: r#"{"balance":5000}"#.to_owned()
+        }
+    );
+    assert_eq!(
+        tx.claim_idempotency_key(&charges, "hash-b", at(1))
+            .await
+            .expect("claim"),
+        KeyClaim::Reused
+    );
+    assert_eq!(
+        tx.claim_idempotency_key(&scope(2, "charge", "key-1"), "hash-b", at(1))
+            .await
+            .expect("claim"),
+        KeyClaim::Fresh,
+        "keys are per user"
+    );
+    assert_eq!(
+        tx.claim_idempotency_key(&scope(1, "payment", "key-1"), "hash-b", at(1))
+            .await
+            .expect("claim"),
+        KeyClaim::Fresh,
+        "keys are per route"
+    );
+    tx.save_idempotent_response(&scope(1, "payment", "key-1"), 201, "{}")
+        .await
+        .expect("save");
+    tx.commit().await.expect("commit");
+
+    let mut tx = store.begin().await.expect("begin");
+    assert_eq!(
+        tx.claim_idempotency_key(&scope(1, "payment", "key-1"), "hash-b", at(2))
+            .await
+            .expect("claim"),
+        KeyClaim::Replay {
+            status: 201,
+            body: "{}".to_owned()
+        }
+    );
+}
+
+async fn a_rolled_back_idempotency_key_is_free_again<S: Engine>(db: TestDb<S>) {
+    let store = db.connect().await;
+    let key = scope(1, "charge", "key-1");
+    let mut tx = store.begin().await.expect("begin");
+    assert_eq!(
+        tx.claim_idempotency_key(&key, "hash-a", T0).await.expect("claim"),
+        KeyClaim::Fresh
+    );
+    drop(tx); // the request failed: a 4xx stores nothing
+
+    let mut tx = store.begin().await.expect("begin");
+    assert_eq!(
+        tx.claim_idempotency_key(&key, "hash-b", at(1)).await.expect("claim"),
+        KeyClaim::Fresh,
+        "the key may be used again, even with another body"
+    );
+    tx.save_idempotent_response(&key, 200, "ok").await.expect("save");
+    tx.commit().await.expect("commit");
+    let mut tx = store.begin().await.expect("begin");
+    assert_eq!(
+        tx.claim_idempotency_key(&key, "hash-b", at(2)).await.expect("claim"),
+        KeyClaim::Replay {
+            status: 200,
+            body: "ok".to_owned()
+        }
+    );
+}
+
+async fn purging_removes_only_keys_older_than_the_cutoff<S: Engine>(db: TestDb<S>) {
+    let store = db.connect().await;
+    let old = scope(1, "charge", "old");
+    let new = scope(1, "charge", "new");
+    let mut tx = store.begin().await.expect("begin");
+    for (key, now) in [(&old, T0), (&new, at(100))] {
+        assert_eq!(
+            tx.claim_idempotency_key(key, "hash-a", now).await.expect("claim"),
+            KeyClaim::Fresh
+        );
+        tx.save_idempotent_response(key, 200, "ok").await.expect("save");
+    }
+    tx.commit().await.expect("commit");
+
+    assert_eq!(
+        store.purge_idempotency_keys(T0).await.expect("purge"),
+        0,
+        "created_at equal to the cutoff stays"
+    );
+    assert_eq!(store.purge_idempotency_keys(at(100)).await.expect("purge"), 1);
+    assert_eq!(store.purge_idempotency_keys(at(100)).await.expect("purge"), 0);
+    let mut tx = store.begin().await.expect("begin");
+    assert_eq!(
+        tx.claim_idempotency_key(&old, "hash-b", at(200)).await.expect("claim"),
+        KeyClaim::Fresh,
+        "purged"
+    );
+    assert_eq!(
+        tx.claim_idempotency_key(&new, "hash-a", at(200)).await.expect("claim"),
+        KeyClaim::Replay {
+            status: 200,
+            body: "ok".to_owned()
+        },
+        "kept"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cart
+
+async fn the_cart_keeps_items_in_the_order_first_added<S: Engine>(db: TestDb<S>) {
+    let store = db.connect().await;
+    let kim = user(&store, "kim@example.com").await;
+    let lee = user(&store, "lee@example.com").await;
+    let a = product(&store, "A", 1_000, 5).await;
+    let b = product(&store, "B", 2_000, 5).await;
+    let c = product(&store, "C", 3_000, 5).await;
+    let items = |cart: Vec<ecommerce_domain::store::CartItem>| {
+        cart.into_iter().map(|i| (i.product.id, i.quantity)).collect::<Vec<_>>()
+    };
+
+    let mut tx = store.begin().await.expect("begin");
+    tx.put_cart_item(kim, c.id, 1).await.expect("put");
+    tx.put_cart_item(kim, a.id, 2).await.expect("put");
+    tx.put_cart_item(kim, b.id, 3).await.expect("put");
+    tx.put_cart_item(lee, a.id, 9).await.expect("put");
+    tx.put_cart_item(kim, c.id, 7).await.expect("put");
+    assert_eq!(
+        items(tx.cart(kim).await.expect("cart")),
+        vec![(c.id, 7), (a.id, 2), (b.id, 3)],
+        "setting a quantity keeps the place"
+    );
+    tx.commit().await.expect("commit");
+    let cart = store.cart(kim).await.expect("cart");
+    assert_eq!(cart[0].product, c, "the cart carries the current product");
+    assert_eq!(items(cart), vec![(c.id, 7), (a.id, 2), (b.id, 3)]);
+
+    let mut tx = store.begin().await.expect("begin");
+    tx.remove_cart_items(kim, &[c.id]).await.expect("remove");
+    tx.put_cart_item(kim, c.id, 1).await.expect("put");
+    tx.commit().await.expect("commit");
+    assert_eq!(
+        items(store.cart(kim).await.expect("cart")),
+        vec![(a.id, 2), (b.id, 3), (c.id, 1)],
+        "removed and added again goes to the end"
+    );
+
+    let mut tx = store.begin().await.expect("begin");
+    tx.remove_cart_items(kim, &[a.id, b.id, a.id + 1000])
+        .await
+        .expect("remove");
+    tx.commit().await.expect("commit");
+    assert_eq!(items(store.cart(kim).await.expect("cart")), vec![(c.id, 1)]);
+    assert_eq!(
+        items(store.cart(lee).await.expect("cart")),
+        vec![(a.id, 9)],
+        "another user's cart is untouched"
+    );
+
+    let mut tx = store.begin().await.expect("begin");
+    tx.clear_cart(kim).await.expect("clear");
+    tx.commit().await.expect("commit");
+    assert!(store.cart(kim).await.expect("cart").is_empty());
+    assert_eq!(items(store.cart(lee).await.expect("cart")), vec![(a.id, 9)]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Coupons
+
+async fn coupon_quantity_is_spread_over_shards_that_sum_to_the_total<S: Engine>(db: TestDb<S>) {
+    let store = db.connect().await;
+    for total in [1, 3, 16, 37, 10_000_000] {
+        let stored = coupon(&store, DiscountType::Fixed, 1_000, total, 3_600).await;
+        let shards = store.coupon_shards(stored.id).await;
+        let expected = NewCoupon::parse("x", DiscountType::Fixed, 1_000, total, 3_600)
+            .expect("valid")
+            .shard_quantities();
+        assert_eq!(shards, expected, "total {total}");
+        assert_eq!(shards.iter().sum::<i64>(), total);
+        let read = store.coupon(stored.id).await.expect("read").expect("exists");
+        assert_eq!((read.total_quantity, read.remaining_quantity), (total, total));
+        assert_eq!(read, stored);
+    }
+    assert_eq!(store.coupon(999_999).await.expect("read"), None);
+}
+
+async fn take_coupon_starts_at_the_given_shard_and_moves_on_when_it_is_empty<S: Engine>(db: TestDb<S>) {
+    let store = db.connect().await;
+    let rush = coupon(&store, DiscountType::Fixed, 1_000, 32, 3_600).await; // 16 shards of 2
+    let mut tx = store.begin().await.expect("begin");
+    for _ in 0..3 {
+        assert!(tx.take_coupon(rush.id, 5).await.expect("take"));
+    }
+    for _ in 0..3 {
+        assert!(tx.take_coupon(rush.id, 15).await.expect("take"));
+    }
+    tx.commit().await.expect("commit");
+    let mut expected = vec![2; 16];
+    expected[5] = 0;
+    expected[6] = 1;
+    expected[15] = 0;
+    expected[0] = 1; // wraps around after the last shard
+    assert_eq!(store.coupon_shards(rush.id).await, expected);
+    assert_eq!(
+        store
+            .coupon(rush.id)
+            .await
+            .expect("read")
+            .expect("exists")
+            .remaining_quantity,
+        26
+    );
+}
+
+async fn take_coupon_hands_out_exactly_the_total_quantity<S: Engine>(db: TestDb<S>) {
+    let store = db.connect().await;
+    let rush = coupon(&store, DiscountType::Rate, 10, 20, 3_600).await;
+    let mut tx = store.begin().await.expect("begin");
+    for i in 0..20 {
+        assert!(
+            tx.take_coupon(rush.id, (i * 7) % 16).await.expect("take"),
+            "coupon {i} of 20"
+        );
+    }
+    assert!(!tx.take_coupon(rush.id, 0).await.expect("take"), "none left");
+    assert!(!tx.take_coupon(rush.id, 9).await.expect("take"));
+    tx.commit().await.expect("commit");
+    assert!(store.coupon_shards(rush.id).await.iter().all(|&left| left == 0));
+    assert_eq!(
+        store
+            .coupon(rush.id)
+            .await
+            .expect("read")
+            .expect("a sold-out coupon is still readable")
+            .remaining_quantity,
+        0
+    );
+}
+
+async fn coupons_in_stock_are_newest_first_and_hide_sold_out_ones<S: Engine>(db: TestDb<S>) {
+    let store = db.connect().await;
+    let c1 = coupon(&store, DiscountType::Fixed, 1_000, 1, 3_600).await;
+    let c2 = coupon(&store, DiscountType::Fixed, 1_000, 1, 3_600).await;
+    let c3 = coupon(&store, DiscountType::Rate, 5, 2, 3_600).await;
+    let mut tx = store.begin().await.expect("begin");
+    assert!(tx.take_coupon(c2.id, 0).await.expect("take"));
+    assert!(tx.take_coupon(c3.id, 0).await.expect("take"));
+    tx.commit().await.expect("commit");
+
+    let listed = store.coupons_in_stock(page(None, 10)).await.expect("list");
+    assert_eq!(
+        listed.iter().map(|c| (c.id, c.remaining_quantity)).collect::<Vec<_>>(),
+        vec![(c3.id, 1), (c1.id, 1)]
+    );
+    assert_eq!(listed[0].discount, c3.discount);
+    let first = store.coupons_in_stock(page(None, 1)).await.expect("list");
+    assert_eq!(first.iter().map(|c| c.id).collect::<Vec<_>>(), vec![c3.id]);
+    let rest = store.coupons_in_stock(page(Some(c3.id), 1)).await.expect("list");
+    assert_eq!(rest.iter().map(|c| c.id).collect::<Vec<_>>(), vec![c1.id]);
+    assert_eq!(
+        store
+            .coupon(c2.id)
+            .await
+            .expect("read")
+            .expect("exists")
+            .remaining_quantity,
+        0
+    );
+}
+
+async fn a_user_holds_a_coupon_at_most_once<S: Engine>(db: TestDb<S>) {
+    let store = db.connect().await;
+    let kim = user(&store, "kim@example.com").await;
+    let lee = user(&store, "lee@example.com").await;
+    let deal = coupon(&store, DiscountType::Fixed, 1_000, 10, 3_600).await;
+    issue(&store, kim, &deal).await;
+
+    let mut tx = store.begin().await.expect("begin");
+    assert_eq!(
+        tx.insert_user_coupon(kim, deal.id, at(1), at(3_601))
+            .await
+            .expect("insert"),
+        None
+    );
+    assert!(matches!(
+        usecase::issue_coupon(&mut tx, kim, &deal, at(1), 0).await,
+        Err(Error::CouponAlreadyIssued)
+    ));
+    drop(tx);
+    assert_eq!(
+        store
+            .coupon(deal.id)
+            .await
+            .expect("read")
+            .expect("exists")
+            .remaining_quantity,
+        9,
+        "a refused issue takes nothing"
+    );
+
+    issue(&store, lee, &deal).await;
+    assert!(store.has_user_coupon(kim, deal.id).await.expect("read"));
+    assert!(store.has_user_coupon(lee, deal.id).await.expect("read"));
+    assert!(!store.has_user_coupon(lee, deal.id + 1000).await.expect("read"));
+    assert_eq!(
+        store
+            .coupon(deal.id)
+            .await
+            .expect("read")
+            .expect("exists")
+            .remaining_quantity,
+        8
+    );
+    assert_eq!(
+        store
+            .user_coupons(kim, None, T0, page(None, 10))
+            .await
+            .expect("list")
+            .len(),
+        1
+    );
+}
+
+async fn coupon_holders_are_everyone_who_holds_the_coupon<S: Engine>(db: TestDb<S>) {
+    let store = db.connect().await;
+    let kim = user(&store, "kim@example.com").await;
+    let lee = user(&store, "lee@example.com").await;
+    let park = user(&store, "park@example.com").await;
+    let deal = coupon(&store, DiscountType::Fixed, 1_000, 2, 3_600).await;
+    let other = coupon(&store, DiscountType::Fixed, 1_000, 5, 3_600).await;
+    assert!(store.coupon_holders(deal.id).await.expect("holders").is_empty());
+    issue(&store, lee, &deal).await;
+    issue(&store, kim, &deal).await;
+    issue(&store, park, &other).await;
+    let mut tx = store.begin().await.expect("begin");
+    assert!(matches!(
+        usecase::issue_coupon(&mut tx, park, &deal, T0, 0).await,
+        Err(Error::CouponSoldOut)
+    ));
+    drop(tx);
+
+    let mut holders = store.coupon_holders(deal.id).await.expect("holders");
+    holders.sort_unstable();
+    assert_eq!(holders, vec![kim, lee], "a sold-out attempt holds nothing");
+    assert_eq!(store.coupon_holders(other.id).await.expect("holders"), vec![park]);
+}
+
+async fn user_coupon_status_is_computed_on_read<S: Engine>(db: TestDb<S>) {
+    let store = db.connect().await;
+    let kim = user(&store, "kim@example.com").await;
+    let lee = user(&store, "lee@example.com").await;
+    let c1 = coupon(&store, DiscountType::Fixed, 1_000, 10, 3_600).await;
+    let c2 = coupon(&store, DiscountType::Rate, 20, 10, 3_600).await;
+    let c3 = coupon(&store, DiscountType::Fixed, 3_000, 10, 3_600).await;
+    let mut tx = store.begin().await.expect("begin");
+    let available = tx
+        .insert_user_coupon(kim, c1.id, T0, at(3_600))
+        .await
+        .expect("insert")
+        .expect("new");
+    let used = tx
+        .insert_user_coupon(kim, c2.id, T0, at(3_600))
+        .await
+        .expect("insert")
+        .expect("new");
+    let expired = tx
+        .insert_user_coupon(kim, c3.id, at(-7_200), at(-3_600))
+        .await
+        .expect("insert")
+        .expect("new");
+    tx.insert_user_coupon(lee, c1.id, T0, at(3_600))
+        .await
+        .expect("insert")
+        .expect("new");
+    assert!(tx.use_coupon(used, 4242, at(10)).await.expect("use"));
+    assert!(
+        !tx.use_coupon(used, 4243, at(11)).await.expect("use"),
+        "a used coupon cannot be used again"
+    );
+    assert!(
+        !tx.use_coupon(expired, 4243, at(11)).await.expect("use"),
+        "an expired coupon cannot be used"
+    );
+    assert!(
+        !tx.use_coupon(available, 4243, at(3_600)).await.expect("use"),
+        "expired at exactly expires_at"
+    );
+    let read = tx.user_coupon(used).await.expect("read").expect("exists");
+    assert_eq!(
+        (read.used_at, read.order_id, read.user_id, read.coupon_id),
+        (Some(at(10)), Some(4242), kim, c2.id)
+    );
+    assert_eq!(read.discount, c2.discount);
+    tx.commit().await.expect("commit");
+
+    let now = at(60);
+    let ids = |list: Vec<ecommerce_domain::coupon::UserCoupon>| list.into_iter().map(|c| c.id).collect::<Vec<_>>();
+    let list = |status, now, page| store.user_coupons(kim, status, now, page);
+    assert_eq!(
+        ids(list(None, now, page(None, 10)).await.expect("list")),
+        vec![expired, used, available],
+        "newest first"
+    );
+    assert_eq!(
+        ids(list(Some(UserCouponStatus::Available), now, page(None, 10))
+            .await
+            .expect("list")),
+        vec![available]
+    );
+    assert_eq!(
+        ids(list(Some(UserCouponStatus::Used), now, page(None, 10))
+            .await
+            .expect("list")),
+        vec![used]
+    );
+    assert_eq!(
+        ids(list(Some(UserCouponStatus::Expired), now, page(None, 10))
+            .await
+            .expect("list")),
+        vec![expired]
+    );
+    assert_eq!(
+        ids(list(Some(UserCouponStatus::Expired), at(3_600), page(None, 10))
+            .await
+            .expect("list")),
+        vec![expired, available],
+        "an unused coupon is EXPIRED from expires_at on"
+    );
+    assert_eq!(
+        ids(list(Some(UserCouponStatus::Used), at(99_999), page(None, 10))
+            .await
+            .expect("list")),
+        vec![used],
+        "USED stays USED"
+    );
+    assert_eq!(
+        ids(list(None, now, page(None, 2)).await.expect("list")),
+        vec![expired, used]
+    );
+    assert_eq!(
+        ids(list(None, now, page(Some(used), 2)).await.expect("list")),
+        vec![available]
+    );
+
+    let mut tx = store.begin().await.expect("begin");
+    tx.release_coupon(used).await.expect("release");
+    tx.commit().await.expect("commit");
+    let released = list(Some(UserCouponStatus::Available), now, page(None, 10))
+        .await
+        .expect("list");
+    assert_eq!(ids(released.clone()), vec![used, available]);
+    assert_eq!((released[0].used_at, released[0].order_id), (None, None));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Orders
+
+async fn orders_are_read_back_with_lines_in_request_order<S: Engine>(db: TestDb<S>) {
+    let store = db.connect().await;
+    let kim = user(&store, "kim@example.com").await;
+    let a = product(&store, "A", 1_000, 5).await;
+    let b = product(&store, "B", 2_500, 5).await;
+    let c = product(&store, "C", 700, 5).await;
+    let created = order(&store, kim, &[(c.id, 1), (a.id, 3), (b.id, 2)], T0).await;
+
+    let read = store.order(created.id).await.expect("read").expect("exists");
+    assert_eq!(read, created);
+    let lines: Vec<_> = read
+        .lines
+        .iter()
+        .map(|l| (l.product_id, l.name.as_str(), l.unit_price, l.quantity, l.amount))
+        .collect();
+    assert_eq!(
+        lines,
+        vec![
+            (c.id, "C", 700, 1, 700),
+            (a.id, "A", 1_000, 3, 3_000),
+            (b.id, "B", 2_500, 2, 5_000)
+        ]
+    );
+    assert_eq!(
+        (read.user_id, read.stored_status, read.total_amount),
+        (kim, OrderStatus::PendingPayment, 8_700)
+    );
+    assert_eq!(
+        (
+            read.discount_amount,
+            read.paid_amount,
+            read.user_coupon_id,
+            read.paid_at
+        ),
+        (0, 0, None, None)
+    );
+    assert_eq!((read.created_at, read.expires_at), (T0, at(TTL)));
+
+    let mut tx = store.begin().await.expect("begin");
+    assert_eq!(tx.order(created.id).await.expect("read"), Some(created.clone()));
+    assert_eq!(tx.order(created.id + 1000).await.expect("read"), None);
+    let stop = ProductPatch {
+        name: Some("A renamed".to_owned()),
+        price: Some(9),
+        ..ProductPatch::default()
+    };
+    tx.update_product(a.id, &stop).await.expect("update");
+    tx.commit().await.expect("commit");
+    assert_eq!(
+        store.order(created.id).await.expect("read"),
+        Some(created),
+        "prices are fixed when the order is made"
+    );
+    assert_eq!(store.order(999_999).await.expect("read"), None);
+}
+
+async fn orders_are_listed_newest_first_by_computed_status<S: Engine>(db: TestDb<S>) {
+    let store = db.connect().await;
+    let kim = user_with_balance(&store, "kim@example.com", 100_000).await;
+    let lee = user(&store, "lee@example.com").await;
+    let a = product(&store, "A", 1_000, 50).await;
+    let b = product(&store, "B", 2_000, 50).await;
+    let c = product(&store, "C", 3_000, 50).await;
+    let overdue = order(&store, kim, &[(a.id, 1)], T0).await;
+    let paid = order(&store, kim, &[(a.id, 1), (b.id, 2), (c.id, 3)], at(500)).await;
+    pay(&store, paid.id, kim, None, at(600)).await.expect("pay");
+    let cancelled = order(&store, kim, &[(b.id, 1), (c.id, 1)], at(600)).await;
+    cancel(&store, cancelled.id, kim, at(700)).await.expect("cancel");
+    let pending = order(&store, kim, &[(c.id, 2)], at(800)).await;
+    order(&store, lee, &[(a.id, 1)], at(800)).await;
+
+    let now = at(1_000); // past the first order's expires_at, before the last one's
+    let ids = |list: Vec<ecommerce_domain::order::Order>| list.into_iter().map(|o| o.id).collect::<Vec<_>>();
+    let all = store.orders(kim, None, now, page(None, 10)).await.expect("list");
+    assert_eq!(ids(all.clone()), vec![pending.id, cancelled.id, paid.id, overdue.id]);
+    assert_eq!(all[2].lines, paid.lines, "every line of every order");
+    assert_eq!(all[2].stored_status, OrderStatus::Paid);
+    assert_eq!(all[3].status(now), OrderStatus::Expired);
+
+    let by = |status| store.orders(kim, Some(status), now, page(None, 10));
+    assert_eq!(
+        ids(by(OrderStatus::PendingPayment).await.expect("list")),
+        vec![pending.id]
+    );
+    assert_eq!(
+        ids(by(OrderStatus::Expired).await.expect("list")),
+        vec![overdue.id],
+        "overdue but not yet marked counts as EXPIRED"
+    );
+    assert_eq!(ids(by(OrderStatus::Paid).await.expect("list")), vec![paid.id]);
+    assert_eq!(ids(by(OrderStatus::Cancelled).await.expect("list")), vec![cancelled.id]);
+    assert!(by(OrderStatus::Refunded).await.expect("list").is_empty());
+    let early = store
+        .orders(kim, Some(OrderStatus::PendingPayment), at(100), page(None, 10))
+        .await
+        .expect("list");
+    assert_eq!(
+        ids(early),
+        vec![pending.id, overdue.id],
+        "before expires_at the first order is still pending"
+    );
+
+    let first = store.orders(kim, None, now, page(None, 2)).await.expect("list");
+    assert_eq!(ids(first.clone()), vec![pending.id, cancelled.id]);
+    assert_eq!(first[1].lines.len(), 2);
+    let rest = store
+        .orders(kim, None, now, page(Some(cancelled.id), 2))
+        .await
+        .expect("list");
+    assert_eq!(ids(rest.clone()), vec![paid.id, overdue.id]);
+    assert_eq!(rest[0].lines.len(), 3, "the page limit counts orders, not lines");
+}
+
+async fn mark_paid_accepts_only_pending_unexpired_orders<S: Engine>(db: TestDb<S>) {
+    let store = db.connect().await;
+    let kim = user(&store, "kim@example.com").await;
+    let a = product(&store, "A", 1_000, 50).await;
+    let first = order(&store, kim, &[(a.id, 2)], T0).await;
+    let second = order(&store, kim, &[(a.id, 1)], T0).await;
+
+    let mut tx = store.begin().await.expect("begin");
+    assert!(
+        !tx.mark_paid(first.id, 0, 2_000, None, at(TTL)).await.expect("mark"),
+        "expired at exactly expires_at"
+    );
+    assert!(
+        !tx.mark_cancelled(first.id, at(TTL)).await.expect("mark"),
+        "expired orders cannot be cancelled"
+    );
+    assert!(
+        tx.mark_paid(first.id, 500, 1_500, Some(31), at(TTL - 1))
+            .await
+            .expect("mark")
+    );
+    assert!(
+        !tx.mark_paid(first.id, 0, 2_000, None, at(10)).await.expect("mark"),
+        "already paid"
+    );
+    assert!(
+        !tx.mark_cancelled(first.id, at(10)).await.expect("mark"),
+        "a paid order cannot be cancelled"
+    );
+    assert!(tx.mark_cancelled(second.id, at(10)).await.expect("mark"));
+    assert!(
+        !tx.mark_paid(second.id, 0, 1_000, None, at(11)).await.expect("mark"),
+        "a cancelled order cannot be paid"
+    );
+    assert!(
+        !tx.mark_refunded(second.id, at(11)).await.expect("mark"),
+        "only paid orders are refunded"
+    );
+    assert!(
+        !tx.mark_paid(first.id + 1000, 0, 0, None, at(1)).await.expect("mark"),
+        "unknown order"
+    );
+    tx.commit().await.expect("commit");
+
+    let paid = store.order(first.id).await.expect("read").expect("exists");
+    assert_eq!(
+        (
+            paid.stored_status,
+            paid.discount_amount,
+            paid.paid_amount,
+            paid.user_coupon_id,
+            paid.paid_at
+        ),
+        (OrderStatus::Paid, 500, 1_500, Some(31), Some(at(TTL - 1)))
+    );
+    assert_eq!(
+        store
+            .order(second.id)
+            .await
+            .expect("read")
+            .expect("exists")
+            .stored_status,
+        OrderStatus::Cancelled
+    );
+
+    let mut tx = store.begin().await.expect("begin");
+    assert!(tx.mark_refunded(first.id, at(2_000)).await.expect("mark"));
+    assert!(
+        !tx.mark_refunded(first.id, at(2_001)).await.expect("mark"),
+        "refunded once"
+    );
+    tx.commit().await.expect("commit");
+    assert_eq!(
+        store
+            .order(first.id)
+            .await
+            .expect("read")
+            .expect("exists")
+            .stored_status,
+        OrderStatus::Refunded
+    );
+}
+
+async fn stored_status<S: Engine>(store: &S, order: i64) -> OrderStatus {
+    store.order(order).await.expect("read").expect("exists").stored_status
+}
+
+async fn expire_orders_marks_only_overdue_pending_orders<S: Engine>(db: TestDb<S>) {
+    let store = db.connect().await;
+    let kim = user_with_balance(&store, "kim@example.com", 100_000).await;
+    let a = product(&store, "A", 1_000, 50).await;
+    let mut overdue = Vec::new();
+    for _ in 0..3 {
+        overdue.push(order(&store, kim, &[(a.id, 1)], T0).await.id);
+    }
+    let fresh = order(&store, kim, &[(a.id, 1)], at(500)).await.id;
+    let paid = order(&store, kim, &[(a.id, 1)], T0).await.id;
+    pay(&store, paid, kim, None, at(10)).await.expect("pay");
+    let cancelled = order(&store, kim, &[(a.id, 1)], T0).await.id;
+    cancel(&store, cancelled, kim, at(10)).await.expect("cancel");
+
+    let now = at(1_000);
+    assert_eq!(
+        store.expire_orders(now, 2).await.expect("expire"),
+        2,
+        "at most one batch"
+    );
+    assert_eq!(store.expire_orders(now, 2).await.expect("expire"), 1);
+    assert_eq!(
+        store.expire_orders(now, 2).await.expect("expire"),
+        0,
+        "nothing left to mark"
+    );
+    for id in overdue {
+        assert_eq!(stored_status(&store, id).await, OrderStatus::Expired);
+    }
+    assert_eq!(stored_status(&store, fresh).await, OrderStatus::PendingPayment);
+    assert_eq!(stored_status(&store, paid).await, OrderStatus::Paid);
+    assert_eq!(stored_status(&store, cancelled).await, OrderStatus::Cancelled);
+    assert_eq!(
+        store.expire_orders(at(500 + TTL), 10).await.expect("expire"),
+        1,
+        "expires_at itself is overdue"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Best sellers
+
+async fn add_sales<S: Engine>(store: &S, sales: &[(i64, i64, i64)]) {
+    let mut tx = store.begin().await.expect("begin");
+    for &(product, hour, quantity) in sales {
+        tx.add_sales(product, hour, quantity).await.expect("add sales");
+    }
+    tx.commit().await.expect("commit");
+}
+
+fn ranking(entries: &[ecommerce_domain::store::PopularEntry]) -> Vec<(i64, i64)> {
+    entries.iter().map(|e| (e.product_id, e.sold_quantity)).collect()
+}
+
+async fn popular_ranks_by_quantity_then_product_id<S: Engine>(db: TestDb<S>) {
+    let store = db.connect().await;
+    let a = product(&store, "A", 1_000, 1).await;
+    let b = product(&store, "B", 2_000, 1).await;
+    let c = product(&store, "C", 3_000, 1).await;
+    let d = product(&store, "D", 4_000, 1).await;
+    let h = T0.hour();
+    add_sales(
+        &store,
+        &[(c.id, h, 5), (b.id, h, 7), (a.id, h - 1, 2), (a.id, h, 3), (d.id, h, 1)],
+    )
+    .await;
+    add_sales(&store, &[(b.id, h, 1)]).await;
+
+    let top = store.popular(h - 2, 3).await.expect("popular");
+    assert_eq!(
+        ranking(&top),
+        vec![(b.id, 8), (a.id, 5), (c.id, 5)],
+        "ties go to the lower product id"
+    );
+    assert_eq!((top[0].name.as_str(), top[0].price), ("B", 2_000));
+    assert_eq!(ranking(&store.popular(h - 2, 10).await.expect("popular")).len(), 4);
+
+    let mut tx = store.begin().await.expect("begin");
+    let patch = ProductPatch {
+        name: Some("B2".to_owned()),
+        price: Some(2_100),
+        ..ProductPatch::default()
+    };
+    tx.update_product(b.id, &patch).await.expect("update");
+    tx.commit().await.expect("commit");
+    let top = store.popular(h - 2, 1).await.expect("popular");
+    assert_eq!(
+        (top[0].name.as_str(), top[0].price),
+        ("B2", 2_100),
+        "name and price are current"
+    );
+}
+
+async fn refunded_sales_cancel_out_of_popular<S: Engine>(db: TestDb<S>) {
+    let store = db.connect().await;
+    let a = product(&store, "A", 1_000, 1).await;
+    let b = product(&store, "B", 2_000, 1).await;
+    let h = T0.hour();
+    add_sales(&store, &[(a.id, h, 2), (b.id, h, 4)]).await;
+    add_sales(&store, &[(b.id, h, -4), (a.id, h, -1)]).await;
+    assert_eq!(
+        ranking(&store.popular(h, 5).await.expect("popular")),
+        vec![(a.id, 1)],
+        "a fully refunded product is absent"
+    );
+    add_sales(&store, &[(a.id, h, -1)]).await;
+    assert!(store.popular(h, 5).await.expect("popular").is_empty());
+}
+
+async fn popular_counts_only_the_hours_in_the_window<S: Engine>(db: TestDb<S>) {
+    let store = db.connect().await;
+    let a = product(&store, "A", 1_000, 1).await;
+    let b = product(&store, "B", 2_000, 1).await;
+    let h = T0.hour();
+    add_sales(&store, &[(a.id, h - 72, 100), (a.id, h, 1), (b.id, h - 71, 2)]).await;
+    assert_eq!(
+        ranking(&store.popular(h - 72, 5).await.expect("popular")),
+        vec![(a.id, 101), (b.id, 2)]
+    );
+    assert_eq!(
+        ranking(&store.popular(h - 71, 5).await.expect("popular")),
+        vec![(b.id, 2), (a.id, 1)],
+        "the oldest hour left the window"
+    );
+    assert_eq!(ranking(&store.popular(h, 5).await.expect("popular")), vec![(a.id, 1)]);
+    assert!(store.popular(h + 1, 5).await.expect("popular").is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Outbox
+
+async fn append_events<S: Engine>(store: &S, events: &[(&str, i64, Timestamp)]) {
+    let mut tx = store.begin().await.expect("begin");
+    for &(id, order, now) in events {
+        tx.append_outbox(id, "order.paid", order, &format!(r#"{{"id":"{id}"}}"#), now)
+            .await
+            .expect("append");
+    }
+    tx.commit().await.expect("commit");
+}
+
+fn event_ids(events: &[ecommerce_domain::store::OutboxEvent]) -> Vec<&str> {
+    events.iter().map(|e| e.event_id.as_str()).collect()
+}
+
+async fn outbox_events_wait_for_earlier_events_of_their_order<S: Engine>(db: TestDb<S>) {
+    let store = db.connect().await;
+    append_events(
+        &store,
+        &[("e1", 1, at(1)), ("e2", 2, at(2)), ("e3", 1, at(3)), ("e4", 3, at(4))],
+    )
+    .await;
+
+    let first = store.lease_outbox(at(10), at(40), 1).await.expect("lease");
+    assert_eq!(event_ids(&first), vec!["e1"], "oldest first, at most the limit");
+    let second = store.lease_outbox(at(10), at(40), 10).await.expect("lease");
+    assert_eq!(
+        event_ids(&second),
+        vec!["e2", "e4"],
+        "e3 waits for e1 of the same order"
+    );
+    assert!(second.windows(2).all(|w| w[0].seq < w[1].seq));
+    assert!(store.lease_outbox(at(11), at(41), 10).await.expect("lease").is_empty());
+
+    store.mark_outbox_sent(&[first[0].seq], at(12)).await.expect("mark");
+    let third = store.lease_outbox(at(12), at(42), 10).await.expect("lease");
+    assert_eq!(event_ids(&third), vec!["e3"], "sent e1 frees e3");
+    assert_eq!(
+        (
+            third[0].order_id,
+            third[0].event_type.as_str(),
+            third[0].payload.as_str()
+        ),
+        (1, "order.paid", r#"{"id":"e3"}"#)
+    );
+}
+
+async fn a_leased_event_is_not_leased_again_until_the_lease_runs_out<S: Engine>(db: TestDb<S>) {
+    let store = db.connect().await;
+    append_events(&store, &[("e1", 7, at(0))]).await;
+    let leased = store.lease_outbox(at(0), at(30), 10).await.expect("lease");
+    assert_eq!(event_ids(&leased), vec!["e1"]);
+    assert!(
+        store.lease_outbox(at(29), at(59), 10).await.expect("lease").is_empty(),
+        "another relay holds the lease"
+    );
+    let again = store.lease_outbox(at(30), at(60), 10).await.expect("lease");
+    assert_eq!(
+        again, leased,
+        "the lease ran out (a relay died): the event goes out again"
+    );
+    store.mark_outbox_sent(&[again[0].seq], at(31)).await.expect("mark");
+    assert!(
+        store
+            .lease_outbox(at(100), at(130), 10)
+            .await
+            .expect("lease")
+            .is_empty(),
+        "a sent event is never leased again"
+    );
+}
+
+async fn outbox_backlog_counts_unsent_events_and_the_oldest<S: Engine>(db: TestDb<S>) {
+    let store = db.connect().await;
+    assert_eq!(
+        store.outbox_backlog().await.expect("backlog"),
+        OutboxBacklog {
+            unsent: 0,
+            oldest_created_at: None
+        }
+    );
+    append_events(&store, &[("e1", 1, at(1)), ("e2", 2, at(2)), ("e3", 3, at(3))]).await;
+    assert_eq!(
+        store.outbox_backlog().await.expect("backlog"),
+        OutboxBacklog {
+            unsent: 3,
+            oldest_created_at: Some(at(1))
+        }
+    );
+    let leased = store.lease_outbox(at(5), at(35), 2).await.expect("lease");
+    assert_eq!(
+        store.outbox_backlog().await.expect("backlog").unsent,
+        3,
+        "leased is not sent"
+    );
+    store.mark_outbox_sent(&[leased[0].seq], at(6)).await.expect("mark");
+    store
+        .mark_outbox_sent(&[], at(6))
+        .await
+        .expect("marking nothing is fine");
+    assert_eq!(
+        store.outbox_backlog().await.expect("backlog"),
+        OutboxBacklog {
+            unsent: 2,
+            oldest_created_at: Some(at(2))
+        }
+    );
+    store.mark_outbox_sent(&[leased[1].seq], at(7)).await.expect("mark");
+    let last = store.lease_outbox(at(8), at(38), 10).await.expect("lease");
+    store
+        .mark_outbox_sent(&last.iter().map(|e| e.seq).collect::<Vec<_>>(), at(9))
+        .await
+        .expect("mark");
+    assert_eq!(store.outbox_backlog().await.expect("backlog"), OutboxBacklog::default());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Use cases through the port
+
+/// Kim with some balance, three products, a cart holding all three, a RATE 10 coupon and a
+/// pending order of B×3 and A×2 (9,500 KRW; 950 off with the coupon; 8,550 to pay).
+struct Shop {
+    kim: i64,
+    a: i64,
+    b: i64,
+    c: i64,
+    user_coupon: i64,
+    order: ecommerce_domain::order::Order,
+}
+
+const SHOP_DISCOUNT: i64 = 950;
+const SHOP_PAID: i64 = 8_550;
+
+async fn shop<S: Engine>(store: &S, balance: i64) -> Shop {
+    let kim = user_with_balance(store, "kim@example.com", balance).await;
+    let a = product(store, "A", 1_000, 10).await.id;
+    let b = product(store, "B", 2_500, 5).await.id;
+    let c = product(store, "C", 700, 3).await.id;
+    let mut tx = store.begin().await.expect("begin");
+    for (product, quantity) in [(b, 1), (c, 1), (a, 2)] {
+        usecase::put_cart_item(&mut tx, kim, product, quantity)
+            .await
+            .expect("put in cart");
+    }
+    tx.commit().await.expect("commit");
+    let deal = coupon(store, DiscountType::Rate, 10, 5, 3_600).await;
+    let user_coupon = issue(store, kim, &deal).await;
+    let order = order(store, kim, &[(b, 3), (a, 2)], T0).await;
+    assert_eq!(order.total_amount, 9_500);
+    Shop {
+        kim,
+        a,
+        b,
+        c,
+        user_coupon,
+        order,
+    }
+}
+
+/// Everything a payment touches, to compare before and after.
+async fn snapshot<S: Engine>(store: &S, shop: &Shop) -> String {
+    let stocks = [
+        stock(store, shop.a).await,
+        stock(store, shop.b).await,
+        stock(store, shop.c).await,
+    ];
+    let order = store.order(shop.order.id).await.expect("read").expect("exists");
+    let coupons = store
+        .user_coupons(shop.kim, None, at(60), page(None, 10))
+        .await
+        .expect("coupons");
+    let cart: Vec<_> = store
+        .cart(shop.kim)
+        .await
+        .expect("cart")
+        .into_iter()
+        .map(|i| (i.product.id, i.quantity))
+        .collect();
+    let history = store.balance_history(shop.kim, page(None, 100)).await.expect("history");
+    let popular = store.popular(T0.hour() - 1, 10).await.expect("popular");
+    let backlog = store.outbox_backlog().await.expect("backlog");
+    format!(
+        "stock {stocks:?}\norder {order:?}\ncoupons {coupons:?}\ncart {cart:?}\nbalance {:?}\nhistory {history:?}\npopular {popular:?}\noutbox {backlog:?}",
+        store.balance(shop.kim).await.expect("balance")
+    )
+}
+
+async fn paying_takes_stock_money_and_coupon_and_records_the_sale<S: Engine>(db: TestDb<S>) {
+    let store = db.connect().await;
+    let shop = shop(&store, 20_000).await;
+    let now = at(60);
+    let settled = pay(&store, shop.order.id, shop.kim, Some(shop.user_coupon), now)
+        .await
+        .expect("pay");
+
+    assert_eq!(
+        (settled.order.discount_amount, settled.order.paid_amount),
+        (SHOP_DISCOUNT, SHOP_PAID)
+    );
+    let paid = store.order(shop.order.id).await.expect("read").expect("exists");
+    assert_eq!(paid, settled.order, "the answer is what was stored");
+    assert_eq!(
+        (
+            paid.stored_status,
+            paid.discount_amount,
+            paid.paid_amount,
+            paid.user_coupon_id,
+            paid.paid_at
+        ),
+        (
+            OrderStatus::Paid,
+            SHOP_DISCOUNT,
+            SHOP_PAID,
+            Some(shop.user_coupon),
+            Some(now)
+        )
+    );
+    assert_eq!(
+        [
+            stock(&store, shop.a).await,
+            stock(&store, shop.b).await,
+            stock(&store, shop.c).await
+        ],
+        [8, 2, 3],
+        "every line"
+    );
+
+    assert_eq!(balance(&store, shop.kim).await, 20_000 - SHOP_PAID);
+    let history = store.balance_history(shop.kim, page(None, 100)).await.expect("history");
+    let last = &history[0];
+    assert_eq!(
+        (
+            last.kind,
+            last.amount,
+            last.balance_after,
+            last.order_id,
+            last.created_at
+        ),
+        (
+            EntryKind::Payment,
+            -SHOP_PAID,
+            20_000 - SHOP_PAID,
+            Some(shop.order.id),
+            now
+        )
+    );
+    assert_eq!(history.iter().map(|e| e.amount).sum::<i64>(), 20_000 - SHOP_PAID);
+
+    let used = store
+        .user_coupons(shop.kim, Some(UserCouponStatus::Used), now, page(None, 10))
+        .await
+        .expect("coupons");
+    assert_eq!(
+        used.iter().map(|c| (c.id, c.order_id, c.used_at)).collect::<Vec<_>>(),
+        vec![(shop.user_coupon, Some(shop.order.id), Some(now))]
+    );
+
+    let cart: Vec<_> = store
+        .cart(shop.kim)
+        .await
+        .expect("cart")
+        .into_iter()
+        .map(|i| i.product.id)
+        .collect();
+    assert_eq!(cart, vec![shop.c], "the paid products leave the cart");
+    assert_eq!(
+        ranking(&store.popular(now.hour(), 5).await.expect("popular")),
+        vec![(shop.b, 3), (shop.a, 2)]
+    );
+
+    assert_eq!(
+        store.outbox_backlog().await.expect("backlog"),
+        OutboxBacklog {
+            unsent: 1,
+            oldest_created_at: Some(now)
+        }
+    );
+    let events = store.lease_outbox(now, at(90), 10).await.expect("lease");
+    assert_eq!(events.len(), 1);
+    assert_eq!(
+        (
+            events[0].event_id.as_str(),
+            events[0].event_type.as_str(),
+            events[0].order_id
+        ),
+        (settled.event.id.as_str(), "order.paid", shop.order.id)
+    );
+    let payload: serde_json::Value = serde_json::from_str(&events[0].payload).expect("the payload is JSON");
+    assert_eq!(payload["data"]["order_id"], shop.order.id);
+    assert_eq!(payload["data"]["paid_amount"], SHOP_PAID);
+    assert_eq!(payload["data"]["items"].as_array().map(Vec::len), Some(2));
+
+    assert!(matches!(
+        pay(&store, shop.order.id, shop.kim, None, at(61)).await,
+        Err(Error::OrderNotPending)
+    ));
+}
+
+async fn a_payment_failing_on_balance_changes_nothing<S: Engine>(db: TestDb<S>) {
+    let store = db.connect().await;
+    let shop = shop(&store, 8_000).await;
+    let before = snapshot(&store, &shop).await;
+    // The order, the coupon and the stock are all written before the balance is found short.
+    let outcome = pay(&store, shop.order.id, shop.kim, Some(shop.user_coupon), at(60)).await;
+    assert!(
+        matches!(outcome, Err(Error::InsufficientBalance)),
+        "{:?}",
+        outcome.err()
+    );
+    assert_eq!(
+        snapshot(&store, &shop).await,
+        before,
+        "dropping the transaction undid every write"
+    );
+
+    charge(&store, shop.kim, 1_000).await;
+    let settled = pay(&store, shop.order.id, shop.kim, Some(shop.user_coupon), at(61))
+        .await
+        .expect("pay after charging");
+    assert_eq!(settled.order.paid_amount, SHOP_PAID);
+    assert_eq!(balance(&store, shop.kim).await, 9_000 - SHOP_PAID);
+}
+
+async fn a_payment_failing_on_stock_changes_nothing<S: Engine>(db: TestDb<S>) {
+    let store = db.connect().await;
+    let shop = shop(&store, 20_000).await;
+    let mut tx = store.begin().await.expect("begin");
+    assert!(tx.take_stock(shop.b, 3).await.expect("take"), "someone else bought B");
+    tx.commit().await.expect("commit");
+    let before = snapshot(&store, &shop).await;
+    // A is taken (lower id) before B is found short.
+    let outcome = pay(&store, shop.order.id, shop.kim, Some(shop.user_coupon), at(60)).await;
+    assert!(
+        matches!(outcome, Err(Error::OutOfStock(id)) if id == shop.b),
+        "{:?}",
+        outcome.err()
+    );
+    assert_eq!(snapshot(&store, &shop).await, before);
+    assert_eq!(stock(&store, shop.a).await, 10);
+}
+
+async fn paying_with_an_unusable_coupon_fails<S: Engine>(db: TestDb<S>) {
+    let store = db.connect().await;
+    let shop = shop(&store, 50_000).await;
+    let lee = user(&store, "lee@example.com").await;
+    let lees = issue(&store, lee, &coupon(&store, DiscountType::Fixed, 1_000, 5, 3_600).await).await;
+    let short = coupon(&store, DiscountType::Fixed, 1_000, 5, 30).await;
+    let expiring = issue(&store, shop.kim, &short).await;
+
+    let before = snapshot(&store, &shop).await;
+    let outcome = pay(&store, shop.order.id, shop.kim, Some(lees), at(60)).await;
+    assert!(
+        matches!(outcome, Err(Error::CouponNotFound)),
+        "another user's coupon: {:?}",
+        outcome.err()
+    );
+    let outcome = pay(&store, shop.order.id, shop.kim, Some(expiring), at(60)).await;
+    assert!(matches!(outcome, Err(Error::CouponExpired)), "{:?}", outcome.err());
+    let outcome = pay(&store, shop.order.id, shop.kim, Some(9_999), at(60)).await;
+    assert!(matches!(outcome, Err(Error::CouponNotFound)), "{:?}", outcome.err());
+    assert_eq!(snapshot(&store, &shop).await, before);
+
+    let second = order(&store, shop.kim, &[(shop.a, 1)], T0).await;
+    pay(&store, second.id, shop.kim, Some(shop.user_coupon), at(60))
+        .await
+        .expect("pay");
+    let outcome = pay(&store, shop.order.id, shop.kim, Some(shop.user_coupon), at(61)).await;
+    assert!(matches!(outcome, Err(Error::CouponAlreadyUsed)), "{:?}", outcome.err());
+    assert_eq!(
+        store
+            .order(shop.order.id)
+            .await
+            .expect("read")
+            .expect("exists")
+            .stored_status,
+        OrderStatus::PendingPayment
+    );
+}
+
+async fn refunding_gives_back_money_stock_and_coupon<S: Engine>(db: TestDb<S>) {
+    let store = db.connect().await;
+    let shop = shop(&store, 20_000).await;
+    let paid_at = at(60);
+    pay(&store, shop.order.id, shop.kim, Some(shop.user_coupon), paid_at)
+        .await
+        .expect("pay");
+    let later = at(2 * 3_600); // another hour: the sale leaves the hour it was paid in
+    let settled = refund(&store, shop.order.id, shop.kim, later).await.expect("refund");
+
+    assert_eq!(
+        store
+            .order(shop.order.id)
+            .await
+            .expect("read")
+            .expect("exists")
+            .stored_status,
+        OrderStatus::Refunded
+    );
+    assert_eq!(settled.order.stored_status, OrderStatus::Refunded);
+    assert_eq!(
+        [stock(&store, shop.a).await, stock(&store, shop.b).await],
+        [10, 5],
+        "the stock is back"
+    );
+    assert_eq!(balance(&store, shop.kim).await, 20_000);
+    let history = store.balance_history(shop.kim, page(None, 100)).await.expect("history");
+    assert_eq!(
+        (
+            history[0].kind,
+            history[0].amount,
+            history[0].balance_after,
+            history[0].order_id
+        ),
+        (EntryKind::Refund, SHOP_PAID, 20_000, Some(shop.order.id))
+    );
+    assert_eq!(history.iter().map(|e| e.amount).sum::<i64>(), 20_000);
+
+    let coupon = store
+        .user_coupons(shop.kim, Some(UserCouponStatus::Available), paid_at, page(None, 10))
+        .await
+        .expect("list");
+    assert_eq!(
+        coupon.iter().map(|c| (c.id, c.used_at, c.order_id)).collect::<Vec<_>>(),
+        vec![(shop.user_coupon, None, None)]
+    );
+    assert!(
+        store.popular(paid_at.hour() - 1, 10).await.expect("popular").is_empty(),
+        "refunded orders no longer count"
+    );
+
+    let first = store.lease_outbox(later, at(2 * 3_600 + 30), 10).await.expect("lease");
+    assert_eq!(
+        first.iter().map(|e| e.event_type.as_str()).collect::<Vec<_>>(),
+        vec!["order.paid"],
+        "order.refunded waits"
+    );
+    store.mark_outbox_sent(&[first[0].seq], later).await.expect("mark");
+    let second = store.lease_outbox(later, at(2 * 3_600 + 30), 10).await.expect("lease");
+    assert_eq!(
+        (second.len(), second[0].event_id.as_str()),
+        (1, settled.event.id.as_str())
+    );
+    assert_eq!(second[0].event_type, "order.refunded");
+
+    assert!(matches!(
+        refund(&store, shop.order.id, shop.kim, at(2 * 3_600 + 1)).await,
+        Err(Error::OrderNotPaid)
+    ));
+    assert_eq!(balance(&store, shop.kim).await, 20_000, "refunded once");
+}
+
+async fn only_pending_unexpired_orders_can_be_cancelled<S: Engine>(db: TestDb<S>) {
+    let store = db.connect().await;
+    let kim = user_with_balance(&store, "kim@example.com", 50_000).await;
+    let a = product(&store, "A", 1_000, 10).await;
+    let first = order(&store, kim, &[(a.id, 1)], T0).await;
+    let cancelled = cancel(&store, first.id, kim, at(10)).await.expect("cancel");
+    assert_eq!(cancelled.stored_status, OrderStatus::Cancelled);
+    assert_eq!(
+        store
+            .order(first.id)
+            .await
+            .expect("read")
+            .expect("exists")
+            .stored_status,
+        OrderStatus::Cancelled
+    );
+    assert!(matches!(
+        cancel(&store, first.id, kim, at(11)).await,
+        Err(Error::OrderNotPending)
+    ));
+    assert!(matches!(
+        pay(&store, first.id, kim, None, at(11)).await,
+        Err(Error::OrderNotPending)
+    ));
+
+    let overdue = order(&store, kim, &[(a.id, 1)], T0).await;
+    assert!(matches!(
+        cancel(&store, overdue.id, kim, at(TTL)).await,
+        Err(Error::OrderExpired)
+    ));
+    assert!(matches!(
+        pay(&store, overdue.id, kim, None, at(TTL)).await,
+        Err(Error::OrderExpired)
+    ));
+    assert_eq!(
+        store
+            .order(overdue.id)
+            .await
+            .expect("read")
+            .expect("exists")
+            .stored_status,
+        OrderStatus::PendingPayment
+    );
+
+    let lee = user(&store, "lee@example.com").await;
+    let mut tx = store.begin().await.expect("begin");
+    let outcome = usecase::cancel(&mut tx, overdue.id, owner(lee), at(1)).await;
+    assert!(
+        matches!(outcome, Err(Error::OrderNotFound)),
+        "another user's order is invisible"
+    );
+    drop(tx);
+    assert_eq!((stock(&store, a.id).await, balance(&store, kim).await), (10, 50_000));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Races
+
+async fn concurrent_stock_takes_never_oversell<S: Engine>(db: TestDb<S>) {
+    let store = db.connect().await;
+    let coat = product(&store, "Coat", 1_000, 20).await.id;
+    let tasks = (0..50)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut tx = store.begin().await.expect("begin");
+                let taken = tx.take_stock(coat, 1).await.expect("take");
+                tokio::task::yield_now().await; // hold the row a little longer
+                if taken {
+                    tx.commit().await.expect("commit");
+                }
+                taken
+            })
+        })
+        .collect();
+    let taken = join_all(tasks).await.into_iter().filter(|&t| t).count();
+    assert_eq!(taken, 20);
+    assert_eq!(stock(&store, coat).await, 0);
+}
+
+async fn concurrent_coupon_issues_never_exceed_the_total<S: Engine>(db: TestDb<S>) {
+    let store = db.connect().await;
+    let rush = coupon(&store, DiscountType::Fixed, 1_000, 30, 3_600).await;
+    let mut users = Vec::new();
+    for i in 0..100 {
+        users.push(user(&store, &format!("user{i}@example.com")).await);
+    }
+    let tasks = users
+        .iter()
+        .enumerate()
+        .map(|(i, &user)| {
+            let (store, rush) = (store.clone(), rush.clone());
+            tokio::spawn(async move {
+                let mut tx = store.begin().await.expect("begin");
+                match usecase::issue_coupon(&mut tx, user, &rush, T0, i as i64 % 16).await {
+                    Ok(_) => {
+                        tx.commit().await.expect("commit");
+                        true
+                    }
+                    Err(Error::CouponSoldOut) => false,
+                    Err(other) => panic!("unexpected error: {other}"),
+                }
+            })
+        })
+        .collect();
+    let issued = join_all(tasks).await.into_iter().filter(|&t| t).count();
+    assert_eq!(issued, 30);
+    assert_eq!(
+        store
+            .coupon(rush.id)
+            .await
+            .expect("read")
+            .expect("exists")
+            .remaining_quantity,
+        0
+    );
+    let mut holders = 0;
+    for &user in &users {
+        holders += usize::from(store.has_user_coupon(user, rush.id).await.expect("read"));
+    }
+    assert_eq!(holders, 30, "a sold-out attempt leaves no user coupon behind");
+    assert_eq!(store.coupon_holders(rush.id).await.expect("holders").len(), 30);
+    assert!(store.coupons_in_stock(page(None, 10)).await.expect("list").is_empty());
+}
+
+async fn concurrent_issues_to_one_user_give_one_coupon<S: Engine>(db: TestDb<S>) {
+    let store = db.connect().await;
+    let rush = coupon(&store, DiscountType::Fixed, 1_000, 30, 3_600).await;
+    let kim = user(&store, "kim@example.com").await;
+    let tasks = (0..10)
+        .map(|i| {
+            let (store, rush) = (store.clone(), rush.clone());
+            tokio::spawn(async move {
+                let mut tx = store.begin().await.expect("begin");
+                match usecase::issue_coupon(&mut tx, kim, &rush, T0, i).await {
+                    Ok(_) => {
+                        tx.commit().await.expect("commit");
+                        true
+                    }
+                    Err(Error::CouponAlreadyIssued) => false,
+                    Err(other) => panic!("unexpected error: {other}"),
+                }
+            })
+        })
+        .collect();
+    assert_eq!(join_all(tasks).await.into_iter().filter(|&t| t).count(), 1);
+    assert_eq!(
+        store
+            .coupon(rush.id)
+            .await
+            .expect("read")
+            .expect("exists")
+            .remaining_quantity,
+        29
+    );
+    assert_eq!(
+        store
+            .user_coupons(kim, None, T0, page(None, 10))
+            .await
+            .expect("list")
+            .len(),
+        1
+    );
+}
+
+async fn concurrent_payments_with_overlapping_products_do_not_deadlock<S: Engine>(db: TestDb<S>) {
+    let store = db.connect().await;
+    let p1 = product(&store, "P1", 100, 1_000).await.id;
+    let p2 = product(&store, "P2", 200, 1_000).await.id;
+    let p3 = product(&store, "P3", 300, 1_000).await.id;
+    let mut orders = Vec::new();
+    for i in 0..24 {
+        let buyer = user_with_balance(&store, &format!("user{i}@example.com"), 10_000).await;
+        let mut tx = store.begin().await.expect("begin");
+        for product in [p1, p2, p3] {
+            tx.put_cart_item(buyer, product, 1).await.expect("put");
+        }
+        tx.commit().await.expect("commit");
+        let lines = if i % 2 == 0 {
+            [(p1, 1), (p2, 2), (p3, 3)]
+        } else {
+            [(p3, 3), (p2, 2), (p1, 1)]
+        };
+        orders.push((buyer, order(&store, buyer, &lines, T0).await.id));
+    }
+    let tasks = orders
+        .iter()
+        .map(|&(buyer, order)| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                pay(&store, order, buyer, None, at(1))
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            })
+        })
+        .collect();
+    let outcomes = join_all(tasks).await;
+    let failures: Vec<_> = outcomes.iter().filter_map(|o| o.as_ref().err()).collect();
+    assert!(failures.is_empty(), "every payment must succeed: {failures:?}");
+    assert_eq!(
+        [
+            stock(&store, p1).await,
+            stock(&store, p2).await,
+            stock(&store, p3).await
+        ],
+        [1_000 - 24, 1_000 - 48, 1_000 - 72]
+    );
+    assert_eq!(
+        ranking(&store.popular(T0.hour(), 5).await.expect("popular")),
+        vec![(p3, 72), (p2, 48), (p1, 24)]
+    );
+    assert_eq!(store.outbox_backlog().await.expect("backlog").unsent, 24);
+    for &(buyer, _) in &orders {
+        assert_eq!(balance(&store, buyer).await, 10_000 - 1_400);
+        assert!(store.cart(buyer).await.expect("cart").is_empty());
+    }
+}
+
+async fn concurrent_payments_of_one_order_pay_it_once<S: Engine>(db: TestDb<S>) {
+    let store = db.connect().await;
+    let kim = user_with_balance(&store, "kim@example.com", 50_000).await;
+    let a = product(&store, "A", 1_000, 100).await.id;
+    let paid = order(&store, kim, &[(a, 3)], T0).await.id;
+    let tasks = (0..10)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                match pay(&store, paid, kim, None, at(1)).await {
+                    Ok(_) => true,
+                    Err(Error::OrderNotPending) => false,
+                    Err(other) => panic!("unexpected error: {other}"),
+                }
+            })
+        })
+        .collect();
+    assert_eq!(join_all(tasks).await.into_iter().filter(|&t| t).count(), 1);
+    assert_eq!(balance(&store, kim).await, 47_000);
+    assert_eq!(stock(&store, a).await, 97);
+    assert_eq!(
+        store.outbox_backlog().await.expect("backlog").unsent,
+        1,
+        "exactly one order.paid"
+    );
+    let payments = store.balance_history(kim, page(None, 100)).await.expect("history");
+    assert_eq!(payments.iter().filter(|e| e.kind == EntryKind::Payment).count(), 1);
+}
+
+async fn concurrent_charges_with_one_idempotency_key_move_money_once<S: Engine>(db: TestDb<S>) {
+    let store = db.connect().await;
+    let kim = user(&store, "kim@example.com").await;
+    let tasks = (0..10)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let key = scope(kim, "charge", "same-key");
+                let mut tx = store.begin().await.expect("begin");
+                match tx.claim_idempotency_key(&key, "hash", T0).await.expect("claim") {
+                    KeyClaim::Fresh => {
+                        let receipt = usecase::charge(&mut tx, kim, 5_000, T0).await.expect("charge");
+                        tx.save_idempotent_response(&key, 200, &receipt.balance.to_string())
+                            .await
+                            .expect("save");
+                        tokio::task::yield_now().await;
+                        tx.commit().await.expect("commit");
+                        KeyClaim::Fresh
+                    }
+                    other => other,
+                }
+            })
+        })
+        .collect();
+    let outcomes = join_all(tasks).await;
+    assert_eq!(
+        outcomes.iter().filter(|&c| *c == KeyClaim::Fresh).count(),
+        1,
+        "{outcomes:?}"
+    );
+    let replay = KeyClaim::Replay {
+        status: 200,
+        body: "5000".to_owned(),
+    };
+    assert!(
+        outcomes
+            .iter()
+            .all(|c| [KeyClaim::Fresh, KeyClaim::InProgress, replay.clone()].contains(c)),
+        "a duplicate either waits for the first answer or is told the first is running: {outcomes:?}"
+    );
+    assert_eq!(balance(&store, kim).await, 5_000, "the money moved once");
+    assert_eq!(
+        store.balance_history(kim, page(None, 10)).await.expect("history").len(),
+        1
+    );
+    let mut tx = store.begin().await.expect("begin");
+    assert_eq!(
+        tx.claim_idempotency_key(&scope(kim, "charge", "same-key"), "hash", at(1))
+            .await
+            .expect("claim"),
+        replay
+    );
+}
+
+/// PostgreSQL only: SQLite runs one write transaction at a time, so a duplicate never meets a
+/// running first request there.
+async fn a_key_held_by_a_running_request_is_in_progress<S: Engine>(db: TestDb<S>) {
+    let store = db.connect().await;
+    let key = scope(1, "charge", "key-1");
+    let mut first = store.begin().await.expect("begin");
+    assert_eq!(
+        first.claim_idempotency_key(&key, "hash-a", T0).await.expect("claim"),
+        KeyClaim::Fresh
+    );
+    let mut duplicate = store.begin().await.expect("begin");
+    assert_eq!(
+        duplicate
+            .claim_idempotency_key(&key, "hash-a", at(1))
+            .await
+            .expect("claim"),
+        KeyClaim::InProgress,
+        "a duplicate does not queue behind the running request"
+    );
+    drop(duplicate);
+    first.save_idempotent_response(&key, 200, "done").await.expect("save");
+    first.commit().await.expect("commit");
+    let mut after = store.begin().await.expect("begin");
+    assert_eq!(
+        after.claim_idempotency_key(&key, "hash-a", at(2)).await.expect("claim"),
+        KeyClaim::Replay {
+            status: 200,
+            body: "done".to_owned()
+        }
+    );
+    drop(after);
+
+    let other = scope(1, "charge", "key-2");
+    let mut failing = store.begin().await.expect("begin");
+    assert_eq!(
+        failing
+            .claim_idempotency_key(&other, "hash-a", T0)
+            .await
+            .expect("claim"),
+        KeyClaim::Fresh
+    );
+    let mut duplicate = store.begin().await.expect("begin");
+    assert_eq!(
+        duplicate
+            .claim_idempotency_key(&other, "hash-b", at(1))
+            .await
+            .expect("claim"),
+        KeyClaim::InProgress
+    );
+    drop(duplicate);
+    drop(failing);
+    let mut retry = store.begin().await.expect("begin");
+    assert_eq!(
+        retry
+            .claim_idempotency_key(&other, "hash-b", at(2))
+            .await
+            .expect("claim"),
+        KeyClaim::Fresh,
+        "a rolled-back holder frees the key"
+    );
+}
+
+async fn concurrent_relays_lease_each_event_once<S: Engine>(db: TestDb<S>) {
+    let store = db.connect().await;
+    let events: Vec<(String, i64)> = (0..40).map(|i| (format!("e{i}"), i)).collect();
+    let refs: Vec<(&str, i64, Timestamp)> = events
+        .iter()
+        .map(|(id, order)| (id.as_str(), *order, at(*order)))
+        .collect();
+    append_events(&store, &refs).await;
+    let tasks = (0..4)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.lease_outbox(at(100), at(130), 40).await.expect("lease") })
+        })
+        .collect();
+    let leased: Vec<String> = join_all(tasks)
+        .await
+        .into_iter()
+        .flatten()
+        .map(|e| e.event_id)
+        .collect();
+    let unique: HashSet<&String> = leased.iter().collect();
+    assert_eq!(unique.len(), leased.len(), "an event was leased twice");
+    assert_eq!(leased.len(), 40, "every event was leased");
+}
+
+async fn concurrent_expiry_runs_mark_each_order_once<S: Engine>(db: TestDb<S>) {
+    let store = db.connect().await;
+    let kim = user(&store, "kim@example.com").await;
+    let a = product(&store, "A", 1_000, 100).await.id;
+    for _ in 0..30 {
+        order(&store, kim, &[(a, 1)], T0).await;
+    }
+    let tasks = (0..3)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.expire_orders(at(TTL + 1), 100).await.expect("expire") })
+        })
+        .collect();
+    assert_eq!(join_all(tasks).await.into_iter().sum::<u64>(), 30);
+    let expired = store
+        .orders(kim, Some(OrderStatus::Expired), at(TTL + 1), page(None, 100))
+        .await
+        .expect("list");
+    assert!(expired.iter().all(|o| o.stored_status == OrderStatus::Expired));
+    assert_eq!(expired.len(), 30);
+}

@@ -3,7 +3,8 @@
 
 use std::collections::HashMap;
 
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
@@ -16,36 +17,49 @@ use serde::de::DeserializeOwned;
 use crate::AppState;
 use crate::error::{ApiError, Result};
 
-/// JSON body whose rejections are our problem documents.
+/// JSON body whose rejections are our problem documents. The body must be a JSON object: serde
+/// would otherwise accept an array holding the fields in order.
 pub struct Json<T>(pub T);
 
 impl<T: DeserializeOwned, St: Send + Sync> FromRequest<St> for Json<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &St) -> Result<Self> {
-        match axum::Json::<T>::from_request(req, state).await {
+        if !has_json_content_type(req.headers()) {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "UNSUPPORTED_MEDIA_TYPE",
+                "send the body as JSON with Content-Type: application/json",
+            ));
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "PAYLOAD_TOO_LARGE",
+                    "the request body is larger than 64 KiB",
+                )
+            } else {
+                ApiError::validation(rejection.body_text())
+            }
+        })?;
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(ApiError::validation("the request body must be a JSON object"));
+        }
+        match axum::Json::<T>::from_bytes(&bytes) {
             Ok(axum::Json(value)) => Ok(Json(value)),
-            Err(rejection) => Err(json_rejection(rejection)),
+            Err(rejection) => Err(ApiError::validation(rejection.body_text())),
         }
     }
 }
 
-fn json_rejection(rejection: JsonRejection) -> ApiError {
-    match rejection {
-        JsonRejection::MissingJsonContentType(_) => ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "UNSUPPORTED_MEDIA_TYPE",
-            "send the body as JSON with Content-Type: application/json",
-        ),
-        JsonRejection::BytesRejection(r) if r.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "PAYLOAD_TOO_LARGE",
-            "the request body is larger than 64 KiB",
-        ),
-        JsonRejection::JsonDataError(e) => ApiError::validation(e.body_text()),
-        JsonRejection::JsonSyntaxError(e) => ApiError::validation(e.body_text()),
-        other => ApiError::validation(other.body_text()),
-    }
+/// `application/json`, with parameters, or any `+json` type.
+fn has_json_content_type(headers: &HeaderMap) -> bool {
+    let Some(value) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let essence = value.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
 /// An optional JSON body: none at all means `T::default()`.

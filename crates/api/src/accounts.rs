@@ -25,12 +25,15 @@ pub fn routes<S: Store>() -> Router<AppState<S>> {
 pub struct CreateUserRequest {
     /// One `@`, a domain with a dot, no white space, at most 254 characters. Stored lower-cased.
     #[schema(example = "kim@example.com")]
+    #[schema(max_length = 254)]
     pub email: String,
     /// 8 to 128 characters.
     #[schema(example = "correct horse battery")]
+    #[schema(min_length = 8, max_length = 128)]
     pub password: String,
     /// 1 to 50 characters after trimming.
     #[schema(example = "Kim")]
+    #[schema(min_length = 1, max_length = 50)]
     pub name: String,
 }
 

@@ -68,6 +68,7 @@ impl From<Vec<CartItem>> for CartResponse {
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct PutCartItemRequest {
     /// 1 to 1000.
+    #[schema(minimum = 1, maximum = 1000)]
     pub quantity: i64,
 }
 

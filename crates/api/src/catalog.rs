@@ -91,10 +91,13 @@ pub struct ProductPage {
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct CreateProductRequest {
     /// 1 to 200 characters after trimming.
+    #[schema(min_length = 1, max_length = 200)]
     pub name: String,
     /// 0 to 100,000,000 KRW.
+    #[schema(minimum = 0, maximum = 100_000_000)]
     pub price: i64,
     /// 0 to 1,000,000.
+    #[schema(minimum = 0, maximum = 1_000_000)]
     pub stock: i64,
 }
 
@@ -112,14 +115,17 @@ pub struct PatchProductRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct RestockRequest {
     /// 1 to 1,000,000; stock never exceeds 10,000,000.
+    #[schema(minimum = 1, maximum = 1_000_000)]
     pub quantity: i64,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct PageQuery {
     /// 1 to 100, default 20.
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
     /// Keyset cursor: the `next_after` of the previous page.
+    #[param(minimum = 1)]
     pub after: Option<i64>,
 }
 
@@ -234,8 +240,10 @@ pub async fn restock_product<S: Store>(
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct PopularQuery {
     /// 1 to 30, default 3.
+    #[param(minimum = 1, maximum = 30)]
     pub days: Option<i64>,
     /// 1 to 50, default 5.
+    #[param(minimum = 1, maximum = 50)]
     pub limit: Option<i64>,
 }
 

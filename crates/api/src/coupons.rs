@@ -126,13 +126,17 @@ impl From<UserCouponStatus> for UserCouponStatusDto {
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct CreateCouponRequest {
     /// 1 to 100 characters after trimming.
+    #[schema(min_length = 1, max_length = 100)]
     pub name: String,
     pub discount_type: DiscountTypeDto,
     /// FIXED: 1 to 10,000,000 KRW; RATE: 1 to 100 percent.
+    #[schema(minimum = 1, maximum = 10_000_000)]
     pub discount_value: i64,
     /// 1 to 10,000,000.
+    #[schema(minimum = 1, maximum = 10_000_000)]
     pub total_quantity: i64,
     /// 1 to 31,536,000, counted from each user's issue.
+    #[schema(minimum = 1, maximum = 31_536_000)]
     pub valid_for_seconds: i64,
 }
 
@@ -169,6 +173,7 @@ pub struct CouponPage {
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct IssueCouponRequest {
+    #[schema(minimum = 1)]
     pub coupon_id: i64,
 }
 

@@ -81,6 +81,10 @@ impl ApiError {
 impl From<Error> for ApiError {
     fn from(err: Error) -> Self {
         use StatusCode as S;
+        let err = match err {
+            Error::Store(cause) => return cause.into(),
+            other => other,
+        };
         let (status, code) = match &err {
             Error::Validation(_) => (S::BAD_REQUEST, "VALIDATION_FAILED"),
             Error::InvalidChargeAmount => (S::BAD_REQUEST, "INVALID_CHARGE_AMOUNT"),
@@ -105,7 +109,7 @@ impl From<Error> for ApiError {
             Error::OrderNotPaid => (S::CONFLICT, "ORDER_NOT_PAID"),
             Error::RequestInProgress => (S::CONFLICT, "REQUEST_IN_PROGRESS"),
             Error::IdempotencyKeyReused => (S::UNPROCESSABLE_ENTITY, "IDEMPOTENCY_KEY_REUSED"),
-            Error::Store(cause) => return Self::internal(cause),
+            Error::Store(_) => (S::INTERNAL_SERVER_ERROR, "INTERNAL"),
         };
         Self::new(status, code, err.to_string())
     }
@@ -113,7 +117,12 @@ impl From<Error> for ApiError {
 
 impl From<ecommerce_domain::StoreError> for ApiError {
     fn from(err: ecommerce_domain::StoreError) -> Self {
-        Self::internal(err)
+        if err.unavailable {
+            tracing::warn!(error = %err, "database unavailable");
+            Self::unavailable("the database is unavailable; try again shortly")
+        } else {
+            Self::internal(err)
+        }
     }
 }
 

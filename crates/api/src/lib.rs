@@ -2,7 +2,7 @@
 //! over the storage engine, which the server binary picks once from `DATABASE_URL`.
 
 use std::ops::Deref;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -104,12 +104,12 @@ pub fn router<S: Store>(state: AppState<S>) -> Router {
         .merge(cart::routes())
         .merge(coupons::routes())
         .merge(orders::routes())
-        .route_layer(middleware::from_fn(record_metrics))
         .with_state(state);
     let request_id = HeaderName::from_static("x-request-id");
     Router::new()
         .merge(api)
         .merge(ops::swagger_ui())
+        .route_layer(middleware::from_fn(note_route))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -129,6 +129,7 @@ pub fn router<S: Store>(state: AppState<S>) -> Router {
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::internal("handler panicked").into_response()
         }))
+        .layer(middleware::from_fn(record_metrics))
 }
 
 async fn not_found() -> ApiError {
@@ -150,15 +151,29 @@ async fn enforce_timeout(limit: Duration, req: Request, next: Next) -> Response 
     }
 }
 
+/// Where the router writes the matched route template for [`record_metrics`], which runs
+/// outside the router (and outside the timeout and panic layers, so their answers count too).
+#[derive(Clone, Default)]
+struct RouteSlot(Arc<OnceLock<String>>);
+
+async fn note_route(req: Request, next: Next) -> Response {
+    if let (Some(slot), Some(path)) = (
+        req.extensions().get::<RouteSlot>(),
+        req.extensions().get::<MatchedPath>(),
+    ) {
+        let _ = slot.0.set(path.as_str().to_owned());
+    }
+    next.run(req).await
+}
+
 /// Request count and latency by route template and status.
-async fn record_metrics(req: Request, next: Next) -> Response {
+async fn record_metrics(mut req: Request, next: Next) -> Response {
     let start = Instant::now();
     let method = req.method().as_str().to_owned();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let slot = RouteSlot::default();
+    req.extensions_mut().insert(slot.clone());
     let response = next.run(req).await;
+    let route = slot.0.get().cloned().unwrap_or_else(|| "unmatched".to_owned());
     let status = response.status().as_u16().to_string();
     let labels = [("method", method), ("route", route), ("status", status)];
     metrics::counter!("http_requests_total", &labels).increment(1);

@@ -81,6 +81,72 @@ impl Modify for BearerAuth {
     }
 }
 
+/// What every operation shares, added in one place instead of on each handler: the HTTP-level
+/// problems (413 and 415 for operations with a body, 401 for operations with a token), and
+/// `minimum: 1` on every `*_id` path parameter (ids are positive 64-bit integers).
+struct CommonProblems;
+
+impl CommonProblems {
+    fn problem(description: &str) -> utoipa::openapi::RefOr<utoipa::openapi::Response> {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        ResponseBuilder::new()
+            .description(description)
+            .content(
+                "application/problem+json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("Problem")))
+                    .build(),
+            )
+            .build()
+            .into()
+    }
+}
+
+impl Modify for CommonProblems {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::path::ParameterIn;
+        use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for operation in operations.into_iter().flatten() {
+                let responses = &mut operation.responses.responses;
+                if operation.request_body.is_some() {
+                    responses
+                        .entry("413".into())
+                        .or_insert_with(|| Self::problem("PAYLOAD_TOO_LARGE: the body is over 64 KiB"));
+                    responses.entry("415".into()).or_insert_with(|| {
+                        Self::problem("UNSUPPORTED_MEDIA_TYPE: a body without Content-Type: application/json")
+                    });
+                }
+                if operation.security.is_some() {
+                    responses
+                        .entry("401".into())
+                        .or_insert_with(|| Self::problem("UNAUTHORIZED: no or a bad token"));
+                }
+                for parameter in operation.parameters.iter_mut().flatten() {
+                    let utoipa::openapi::RefOr::T(parameter) = parameter else {
+                        continue;
+                    };
+                    if parameter.parameter_in == ParameterIn::Path && parameter.name.ends_with("_id") {
+                        let id = ObjectBuilder::new()
+                            .schema_type(Type::Integer)
+                            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+                            .minimum(Some(1))
+                            .build();
+                        parameter.schema = Some(id.into());
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[derive(OpenApi)]
 #[openapi(
     info(
@@ -88,7 +154,7 @@ impl Modify for BearerAuth {
         description = "E-commerce API: catalog, best sellers, cart, orders paid from a prepaid KRW balance, \
             first-come-first-served coupons. Every error is application/problem+json with a stable `code`.",
     ),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &CommonProblems),
     paths(
         health,
         accounts::create_user, accounts::create_token,

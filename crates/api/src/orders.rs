@@ -71,8 +71,10 @@ impl From<OrderStatusDto> for OrderStatus {
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct OrderLineRequest {
+    #[schema(minimum = 1)]
     pub product_id: i64,
     /// 1 to 1000.
+    #[schema(minimum = 1, maximum = 1000)]
     pub quantity: i64,
 }
 
@@ -89,6 +91,7 @@ pub struct CreateOrderRequest {
 pub struct PayOrderRequest {
     /// The user coupon to apply; null or absent for none.
     #[serde(default)]
+    #[schema(minimum = 1)]
     pub user_coupon_id: Option<i64>,
 }
 

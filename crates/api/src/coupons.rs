@@ -17,14 +17,14 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use ecommerce_domain::coupon::{Coupon, DiscountType, NewCoupon, UserCoupon, UserCouponStatus};
 use ecommerce_domain::store::{Store, Tx};
-use ecommerce_domain::{CouponId, Error, Timestamp, UserId, usecase};
+use ecommerce_domain::{CouponId, Error, Timestamp, UserId, check_range, usecase};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
 use crate::catalog::PageQuery;
 use crate::error::Result;
-use crate::extract::{Admin, Json, Paging, PathParams, UserScope, parse_id, query_rejection};
+use crate::extract::{Admin, Json, Paging, PathParams, UserScope, query_rejection};
 
 const PROBLEM: &str = "application/problem+json";
 
@@ -298,7 +298,7 @@ pub async fn issue_coupon<S: Store>(
     scope: UserScope,
     Json(body): Json<IssueCouponRequest>,
 ) -> Result<(StatusCode, axum::Json<UserCouponResponse>)> {
-    let coupon_id = parse_id(&body.coupon_id.to_string(), "coupon_id")?;
+    let coupon_id = check_range(body.coupon_id, 1..=i64::MAX, "coupon_id")?;
     let coupon = match app.coupons.definition(coupon_id) {
         Some(coupon) => coupon,
         None => {

@@ -91,7 +91,6 @@ impl From<Error> for ApiError {
             Error::BalanceLimitExceeded => (S::BAD_REQUEST, "BALANCE_LIMIT_EXCEEDED"),
             Error::CartEmpty => (S::BAD_REQUEST, "CART_EMPTY"),
             Error::InvalidCredentials => (S::UNAUTHORIZED, "INVALID_CREDENTIALS"),
-            Error::Forbidden => (S::FORBIDDEN, "FORBIDDEN"),
             Error::UserNotFound => (S::NOT_FOUND, "USER_NOT_FOUND"),
             Error::ProductNotFound => (S::NOT_FOUND, "PRODUCT_NOT_FOUND"),
             Error::CouponNotFound => (S::NOT_FOUND, "COUPON_NOT_FOUND"),
@@ -141,11 +140,6 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
-        response.extensions_mut().insert(ErrorCode(self.code));
         response
     }
 }
-
-/// The code of an error response, for metrics and logs.
-#[derive(Debug, Clone, Copy)]
-pub struct ErrorCode(pub &'static str);

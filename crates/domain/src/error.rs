@@ -49,8 +49,6 @@ pub enum Error {
     CartEmpty,
     #[error("email or password is wrong")]
     InvalidCredentials,
-    #[error("this resource belongs to another user")]
-    Forbidden,
     #[error("no such user")]
     UserNotFound,
     #[error("no such product")]

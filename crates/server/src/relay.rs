@@ -49,22 +49,39 @@ impl Sink {
             .map_err(|e| e.to_string())
     }
 
-    /// Publishes one event and waits for the sink to have it.
-    async fn publish(&self, event: &OutboxEvent) -> Result<(), String> {
+    /// Gets the sink ready for a batch: the events file is opened once per batch, not per event.
+    async fn open(&self) -> Result<Open<'_>, String> {
         match self {
-            Sink::File(path) => {
-                let mut file = tokio::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                    .await
-                    .map_err(|e| format!("cannot open {path}: {e}"))?;
+            Sink::File(path) => tokio::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .await
+                .map(Open::File)
+                .map_err(|e| format!("cannot open {path}: {e}")),
+            Sink::Nats(js) => Ok(Open::Nats(js)),
+        }
+    }
+}
+
+/// A sink ready to take the events of one batch.
+enum Open<'a> {
+    File(tokio::fs::File),
+    Nats(&'a async_nats::jetstream::Context),
+}
+
+impl Open<'_> {
+    /// Publishes one event and waits for the sink to have it (a whole line in the file, or the
+    /// broker's acknowledgement).
+    async fn publish(&mut self, event: &OutboxEvent) -> Result<(), String> {
+        match self {
+            Open::File(file) => {
                 let mut line = event.payload.clone().into_bytes();
                 line.push(b'\n');
                 file.write_all(&line).await.map_err(|e| e.to_string())?;
                 file.flush().await.map_err(|e| e.to_string())
             }
-            Sink::Nats(js) => {
+            Open::Nats(js) => {
                 let subject = format!("ecommerce.{}", event.event_type);
                 let mut headers = async_nats::HeaderMap::new();
                 headers.insert("Nats-Msg-Id", event.event_id.as_str());
@@ -86,17 +103,25 @@ pub async fn relay_once<S: Store>(store: &S, sink: &Sink) -> Result<usize, Strin
         .lease_outbox(now, lease_until, BATCH)
         .await
         .map_err(|e| e.to_string())?;
+    if events.is_empty() {
+        return Ok(0);
+    }
     let mut sent = Vec::with_capacity(events.len());
     let mut failure = None;
-    for event in &events {
-        // Stop at the first failure: a later event may belong to the same order.
-        match sink.publish(event).await {
-            Ok(()) => sent.push(event.seq),
-            Err(err) => {
-                failure = Some(err);
-                break;
+    match sink.open().await {
+        Ok(mut open) => {
+            for event in &events {
+                // Stop at the first failure: a later event may belong to the same order.
+                match open.publish(event).await {
+                    Ok(()) => sent.push(event.seq),
+                    Err(err) => {
+                        failure = Some(err);
+                        break;
+                    }
+                }
             }
         }
+        Err(err) => failure = Some(err),
     }
     store
         .mark_outbox_sent(&sent, Timestamp::now())

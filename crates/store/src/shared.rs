@@ -21,6 +21,34 @@ use crate::{corrupt, store_err};
 
 type Conn = <Db as Database>::Connection;
 
+// SELECT heads shared by the single-row reads and the lists (macros, so that `concat!` still
+// yields the `&'static str` sqlx wants).
+
+/// Columns of an order joined with one line: an [`OrderLineRow`]; `o` is the order, `l` the line.
+macro_rules! order_line_columns {
+    () => {
+        "select o.id, o.user_id, o.status, o.total_amount, o.discount_amount, o.paid_amount, o.user_coupon_id, \
+         o.created_at, o.expires_at, o.paid_at, l.product_id, l.name, l.unit_price, l.quantity, l.amount "
+    };
+}
+
+/// A [`CouponRow`], remaining quantity summed over the shards, from `coupon c`.
+macro_rules! select_coupon {
+    () => {
+        "select c.id, c.name, c.discount_type, c.discount_value, c.total_quantity, c.valid_for_seconds, \
+         cast(coalesce((select sum(s.remaining) from coupon_shard s where s.coupon_id = c.id), 0) as bigint) \
+         from coupon c "
+    };
+}
+
+/// A [`UserCouponRow`], from `user_coupon uc` joined with its `coupon c`.
+macro_rules! select_user_coupon {
+    () => {
+        "select uc.id, uc.user_id, uc.coupon_id, c.name, c.discount_type, c.discount_value, \
+         uc.issued_at, uc.expires_at, uc.used_at, uc.order_id from user_coupon uc join coupon c on c.id = uc.coupon_id "
+    };
+}
+
 /// One write transaction. Dropping it without [`Tx::commit`] rolls back.
 pub struct EngineTx {
     pub(super) tx: Transaction<'static, Db>,
@@ -169,11 +197,10 @@ fn group_orders(rows: Vec<OrderLineRow>) -> StoreResult<Vec<Order>> {
 }
 
 async fn fetch_order(conn: &mut Conn, id: OrderId) -> StoreResult<Option<Order>> {
-    let rows = sqlx::query_as::<Db, OrderLineRow>(
-        "select o.id, o.user_id, o.status, o.total_amount, o.discount_amount, o.paid_amount, o.user_coupon_id, \
-         o.created_at, o.expires_at, o.paid_at, l.product_id, l.name, l.unit_price, l.quantity, l.amount \
-         from purchase_order o join order_line l on l.order_id = o.id where o.id = $1 order by l.line_no",
-    )
+    let rows = sqlx::query_as::<Db, OrderLineRow>(concat!(
+        order_line_columns!(),
+        "from purchase_order o join order_line l on l.order_id = o.id where o.id = $1 order by l.line_no"
+    ))
     .bind(id)
     .fetch_all(conn)
     .await
@@ -201,9 +228,7 @@ async fn fetch_cart(conn: &mut Conn, user: UserId) -> StoreResult<Vec<CartItem>>
 }
 
 async fn fetch_user_coupon(conn: &mut Conn, id: UserCouponId) -> StoreResult<Option<UserCoupon>> {
-    const SQL: &str = "select uc.id, uc.user_id, uc.coupon_id, c.name, c.discount_type, c.discount_value, \
-         uc.issued_at, uc.expires_at, uc.used_at, uc.order_id from user_coupon uc join coupon c on c.id = uc.coupon_id \
-         where uc.id = $1";
+    const SQL: &str = concat!(select_user_coupon!(), "where uc.id = $1");
     sqlx::query_as::<Db, UserCouponRow>(SQL)
         .bind(id)
         .fetch_optional(conn)
@@ -214,9 +239,7 @@ async fn fetch_user_coupon(conn: &mut Conn, id: UserCouponId) -> StoreResult<Opt
 }
 
 async fn fetch_coupon(conn: &mut Conn, id: CouponId) -> StoreResult<Option<Coupon>> {
-    const SQL: &str = "select c.id, c.name, c.discount_type, c.discount_value, c.total_quantity, c.valid_for_seconds, \
-         cast(coalesce((select sum(s.remaining) from coupon_shard s where s.coupon_id = c.id), 0) as bigint) \
-         from coupon c where c.id = $1";
+    const SQL: &str = concat!(select_coupon!(), "where c.id = $1");
     sqlx::query_as::<Db, CouponRow>(SQL)
         .bind(id)
         .fetch_optional(conn)
@@ -366,11 +389,12 @@ impl Store for EngineStore {
     }
 
     async fn coupons_in_stock(&self, page: Page) -> StoreResult<Vec<Coupon>> {
-        const SQL: &str = "select c.id, c.name, c.discount_type, c.discount_value, c.total_quantity, c.valid_for_seconds, \
-             cast(coalesce((select sum(s.remaining) from coupon_shard s where s.coupon_id = c.id), 0) as bigint) \
-             from coupon c where c.id < $1 \
+        const SQL: &str = concat!(
+            select_coupon!(),
+            "where c.id < $1 \
              and exists (select 1 from coupon_shard s where s.coupon_id = c.id and s.remaining > 0) \
-             order by c.id desc limit $2";
+             order by c.id desc limit $2"
+        );
         let rows = sqlx::query_as::<Db, CouponRow>(SQL)
             .bind(page.after.unwrap_or(i64::MAX))
             .bind(page.limit)
@@ -405,11 +429,12 @@ impl Store for EngineStore {
         now: Timestamp,
         page: Page,
     ) -> StoreResult<Vec<UserCoupon>> {
-        const SQL: &str = "select uc.id, uc.user_id, uc.coupon_id, c.name, c.discount_type, c.discount_value, \
-             uc.issued_at, uc.expires_at, uc.used_at, uc.order_id from user_coupon uc join coupon c on c.id = uc.coupon_id \
-             where uc.user_id = $1 and uc.id < $3 and ($4 = 'ANY' or $4 = \
+        const SQL: &str = concat!(
+            select_user_coupon!(),
+            "where uc.user_id = $1 and uc.id < $3 and ($4 = 'ANY' or $4 = \
              (case when uc.used_at is not null then 'USED' when uc.expires_at <= $2 then 'EXPIRED' else 'AVAILABLE' end)) \
-             order by uc.id desc limit $5";
+             order by uc.id desc limit $5"
+        );
         let rows = sqlx::query_as::<Db, UserCouponRow>(SQL)
             .bind(user)
             .bind(now.millis())
@@ -433,13 +458,13 @@ impl Store for EngineStore {
         now: Timestamp,
         page: Page,
     ) -> StoreResult<Vec<Order>> {
-        const SQL: &str = "select o.id, o.user_id, o.status, o.total_amount, o.discount_amount, o.paid_amount, \
-             o.user_coupon_id, o.created_at, o.expires_at, o.paid_at, \
-             l.product_id, l.name, l.unit_price, l.quantity, l.amount \
-             from (select * from purchase_order where user_id = $1 and id < $3 and ($4 = 'ANY' or $4 = \
+        const SQL: &str = concat!(
+            order_line_columns!(),
+            "from (select * from purchase_order where user_id = $1 and id < $3 and ($4 = 'ANY' or $4 = \
                  (case when status = 'PENDING_PAYMENT' and expires_at <= $2 then 'EXPIRED' else status end)) \
                  order by id desc limit $5) o \
-             join order_line l on l.order_id = o.id order by o.id desc, l.line_no";
+             join order_line l on l.order_id = o.id order by o.id desc, l.line_no"
+        );
         let rows = sqlx::query_as::<Db, OrderLineRow>(SQL)
             .bind(user)
             .bind(now.millis())

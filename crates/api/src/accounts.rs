@@ -10,10 +10,10 @@ use ecommerce_domain::{Error, Timestamp, usecase};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::AppState;
 use crate::auth::{TOKEN_TTL_SECONDS, hash_password, verify_password};
 use crate::error::Result;
 use crate::extract::Json;
+use crate::{AppState, PROBLEM};
 
 pub fn routes<S: Store>() -> Router<AppState<S>> {
     Router::new()
@@ -63,8 +63,8 @@ pub struct TokenResponse {
 #[utoipa::path(post, path = "/api/v1/users", tag = "accounts", request_body = CreateUserRequest,
     responses(
         (status = 201, description = "Account created", body = UserResponse),
-        (status = 400, description = "VALIDATION_FAILED", body = crate::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "EMAIL_TAKEN", body = crate::Problem, content_type = "application/problem+json"),
+        (status = 400, description = "VALIDATION_FAILED", body = crate::Problem, content_type = PROBLEM),
+        (status = 409, description = "EMAIL_TAKEN", body = crate::Problem, content_type = PROBLEM),
     ))]
 pub async fn create_user<S: Store>(
     State(app): State<AppState<S>>,
@@ -96,8 +96,8 @@ pub async fn create_user<S: Store>(
 #[utoipa::path(post, path = "/api/v1/auth/token", tag = "accounts", request_body = TokenRequest,
     responses(
         (status = 200, description = "Access token", body = TokenResponse),
-        (status = 400, description = "VALIDATION_FAILED", body = crate::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "INVALID_CREDENTIALS (same answer for a wrong email and a wrong password)", body = crate::Problem, content_type = "application/problem+json"),
+        (status = 400, description = "VALIDATION_FAILED", body = crate::Problem, content_type = PROBLEM),
+        (status = 401, description = "INVALID_CREDENTIALS (same answer for a wrong email and a wrong password)", body = crate::Problem, content_type = PROBLEM),
     ))]
 pub async fn create_token<S: Store>(
     State(app): State<AppState<S>>,

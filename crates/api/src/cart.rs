@@ -9,11 +9,9 @@ use ecommerce_domain::usecase;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::AppState;
 use crate::error::Result;
 use crate::extract::{Json, UserScope};
-
-const PROBLEM: &str = "application/problem+json";
+use crate::{AppState, PROBLEM};
 
 pub fn routes<S: Store>() -> Router<AppState<S>> {
     Router::new()

@@ -16,9 +16,9 @@ use ecommerce_domain::{Timestamp, check_range, usecase};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::AppState;
 use crate::error::{ApiError, Result};
-use crate::extract::{Admin, Json, Paging, PathParams, non_null, query_rejection};
+use crate::extract::{Admin, Json, PageQuery, Paging, PathParams, non_null, query_rejection};
+use crate::{AppState, PROBLEM};
 
 pub fn routes<S: Store>() -> Router<AppState<S>> {
     Router::new()
@@ -118,18 +118,6 @@ pub struct RestockRequest {
     #[schema(minimum = 1, maximum = 1_000_000)]
     pub quantity: i64,
 }
-
-#[derive(Debug, Deserialize, IntoParams)]
-pub struct PageQuery {
-    /// 1 to 100, default 20.
-    #[param(minimum = 1, maximum = 100)]
-    pub limit: Option<i64>,
-    /// Keyset cursor: the `next_after` of the previous page.
-    #[param(minimum = 1)]
-    pub after: Option<i64>,
-}
-
-const PROBLEM: &str = "application/problem+json";
 
 #[utoipa::path(get, path = "/api/v1/products", tag = "catalog", params(PageQuery),
     responses(

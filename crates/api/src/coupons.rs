@@ -21,12 +21,9 @@ use ecommerce_domain::{CouponId, Error, Timestamp, UserId, check_range, usecase}
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::AppState;
-use crate::catalog::PageQuery;
 use crate::error::Result;
-use crate::extract::{Admin, Json, Paging, PathParams, UserScope, query_rejection};
-
-const PROBLEM: &str = "application/problem+json";
+use crate::extract::{Admin, Json, PageQuery, Paging, PathParams, UserScope, query_rejection};
+use crate::{AppState, PROBLEM};
 
 pub fn routes<S: Store>() -> Router<AppState<S>> {
     Router::new()

@@ -9,7 +9,7 @@ use ecommerce_domain::store::Store;
 use serde::Serialize;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
-use utoipa_swagger_ui::SwaggerUi;
+use utoipa_swagger_ui::{Config, SwaggerUi};
 
 use crate::error::ApiError;
 use crate::{AppState, accounts, cart, catalog, coupons, orders, wallet};
@@ -21,9 +21,12 @@ pub fn routes<S: Store>() -> Router<AppState<S>> {
 }
 
 /// Swagger UI at `/swagger-ui/`, reading `/api-docs/openapi.json`; both served from the binary.
+/// No online validator (its badge would call a third-party host), and the token given to
+/// "Authorize" survives a reload.
 pub fn swagger_ui() -> Router {
     SwaggerUi::new("/swagger-ui")
         .url("/api-docs/openapi.json", ApiDoc::openapi())
+        .config(Config::default().validator_url("none").persist_authorization(true))
         .into()
 }
 

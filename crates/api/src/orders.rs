@@ -13,15 +13,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
-use crate::AppState;
-use crate::catalog::PageQuery;
 use crate::error::{ApiError, Result};
 use crate::extract::{
-    Auth, Json, OptionalJson, Paging, PathParams, UserScope, idempotency_key, non_null, query_rejection,
+    Auth, Json, OptionalJson, PageQuery, Paging, PathParams, UserScope, idempotency_key, non_null, query_rejection,
 };
 use crate::idempotency::{Claimed, abort, claim, finish, request_hash};
-
-const PROBLEM: &str = "application/problem+json";
+use crate::{AppState, PROBLEM};
 
 pub fn routes<S: Store>() -> Router<AppState<S>> {
     Router::new()

@@ -12,13 +12,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use crate::AppState;
-use crate::catalog::PageQuery;
 use crate::error::{ApiError, Result};
-use crate::extract::{Json, Paging, UserScope, idempotency_key};
+use crate::extract::{Json, PageQuery, Paging, UserScope, idempotency_key};
 use crate::idempotency::{Claimed, abort, claim, finish, request_hash};
-
-const PROBLEM: &str = "application/problem+json";
+use crate::{AppState, PROBLEM};
 
 pub fn routes<S: Store>() -> Router<AppState<S>> {
     Router::new()

@@ -10,6 +10,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 use ecommerce_domain::store::Store;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -23,12 +24,13 @@ pub mod coupons;
 pub mod error;
 pub mod extract;
 pub mod idempotency;
+mod openapi;
 pub mod ops;
 pub mod orders;
 pub mod wallet;
 
 pub use error::{ApiError, Problem};
-pub use ops::ApiDoc;
+pub use openapi::openapi;
 
 /// The media type of every error answer (RFC 9457).
 pub const PROBLEM: &str = "application/problem+json";
@@ -96,17 +98,27 @@ impl<S: Store> AppState<S> {
     }
 }
 
+/// Every resource module, listed once: its routes are mounted and its operations documented.
+macro_rules! resources {
+    ($($module:ident),+ $(,)?) => {
+        fn resource_routes<S: Store>() -> Router<AppState<S>> {
+            Router::new()$(.merge($module::routes()))+
+        }
+
+        fn document_resources(doc: &mut utoipa::openapi::OpenApi) {
+            $($module::document(doc);)+
+        }
+    };
+}
+
+resources!(ops, accounts, catalog, wallet, cart, coupons, orders);
+
 /// Every route of the service with its middleware.
 pub fn router<S: Store>(state: AppState<S>) -> Router {
     let timeout = state.config.request_timeout;
-    let api = Router::new()
-        .merge(ops::routes())
-        .merge(accounts::routes())
-        .merge(catalog::routes())
-        .merge(wallet::routes())
-        .merge(cart::routes())
-        .merge(coupons::routes())
-        .merge(orders::routes())
+    let api = resource_routes()
+        // Not in the OpenAPI document: for the scraper, not for clients.
+        .route("/metrics", get(ops::metrics_text::<S>))
         .with_state(state);
     with_http_layers(api.merge(ops::swagger_ui()), timeout)
 }
@@ -245,7 +257,6 @@ mod tests {
     use std::sync::{Arc, Mutex, OnceLock};
 
     use axum::body::Body;
-    use axum::routing::get;
     use metrics_exporter_prometheus::PrometheusBuilder;
     use tower::ServiceExt;
 

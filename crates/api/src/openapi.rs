@@ -230,7 +230,7 @@ fn complete(
     if operation.security.is_none() {
         operation.security = Some(Vec::new());
     }
-    let parameters = operation.parameters.get_or_insert_with(Vec::new);
+    let parameters = operation.parameters.as_deref_mut().unwrap_or_default();
     let idempotency_key = parameters.iter().find_map(|p| match p {
         RefOr::T(p) if p.parameter_in == ParameterIn::Header && p.name == IDEMPOTENCY_KEY => {
             Some(p.required == Required::True)

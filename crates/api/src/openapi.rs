@@ -35,7 +35,7 @@ use ecommerce_domain::store::Store;
 use utoipa::openapi::example::ExampleBuilder;
 use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::path::{HttpMethod, Operation, ParameterIn};
-use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
+use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, Schema, SchemaFormat, SchemaType, Type};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, OpenApi, Ref, RefOr, Required, ResponseBuilder};
 use utoipa::{OpenApi as _, Path, ToSchema as _};
@@ -255,6 +255,9 @@ fn complete(
         issues.push(format!("{name}: a `///` summary line and a description"));
     }
     let has_body = operation.request_body.is_some();
+    if let Some(RefOr::T(body)) = &mut operation.request_body {
+        body_is_an_object(body);
+    }
     let user_scoped = path.contains("/users/{user_id}");
 
     // The operation's own codes, in the order written, then the common ones.
@@ -329,6 +332,26 @@ fn complete(
             );
         }
     }
+}
+
+/// utoipa marks an optional body (`Option<T>`) as `oneOf: [T, null]`, but a JSON `null` is no
+/// body at all for our extractors (a body must be an object): keep `T`, with `required: false`.
+fn body_is_an_object(body: &mut utoipa::openapi::request_body::RequestBody) {
+    for content in body.content.values_mut() {
+        let RefOr::T(content) = content else {
+            continue;
+        };
+        if let Some(RefOr::T(Schema::OneOf(one_of))) = &content.schema {
+            let mut kept = one_of.items.iter().filter(|item| !is_null_type(item));
+            if let (Some(only), None) = (kept.next(), kept.next()) {
+                content.schema = Some(only.clone());
+            }
+        }
+    }
+}
+
+fn is_null_type(schema: &RefOr<Schema>) -> bool {
+    matches!(schema, RefOr::T(Schema::Object(object)) if object.schema_type == SchemaType::Type(Type::Null))
 }
 
 /// Every error code an operation can answer, as the server answers it: the examples of the

@@ -1,9 +1,7 @@
 //! Sign-up and access tokens.
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::post;
 use ecommerce_domain::account::{NewUser, Role, check_password, parse_email, parse_user_name};
 use ecommerce_domain::store::{Store, Tx};
 use ecommerce_domain::{Error, Timestamp, usecase};
@@ -14,12 +12,9 @@ use crate::AppState;
 use crate::auth::{TOKEN_TTL_SECONDS, hash_password, verify_password};
 use crate::error::Result;
 use crate::extract::Json;
+use crate::openapi::operations;
 
-pub fn routes<S: Store>() -> Router<AppState<S>> {
-    Router::new()
-        .route("/api/v1/users", post(create_user::<S>))
-        .route("/api/v1/auth/token", post(create_token::<S>))
-}
+operations!(create_user::<S>, create_token::<S>);
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct CreateUserRequest {
@@ -60,11 +55,17 @@ pub struct TokenResponse {
     pub user_id: i64,
 }
 
-#[utoipa::path(post, path = "/api/v1/users", tag = "accounts", request_body = CreateUserRequest,
+/// Sign up
+///
+/// Creates a user account. The email is stored lower-cased and is unique whatever its case; the
+/// password is kept only as an Argon2id hash.
+#[utoipa::path(post, path = "/api/v1/users", tag = "accounts",
+    request_body(content = CreateUserRequest,
+        example = json!({"email": "kim@example.com", "password": "correct horse battery", "name": "Kim"})),
     responses(
-        (status = 201, description = "Account created", body = UserResponse),
-        (status = 400, description = "VALIDATION_FAILED", body = crate::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "EMAIL_TAKEN", body = crate::Problem, content_type = "application/problem+json"),
+        (status = 201, description = "Account created", body = UserResponse,
+            example = json!({"id": 42, "email": "kim@example.com", "name": "Kim"})),
+        (status = 409, description = "EMAIL_TAKEN"),
     ))]
 pub async fn create_user<S: Store>(
     State(app): State<AppState<S>>,
@@ -93,11 +94,18 @@ pub async fn create_user<S: Store>(
     ))
 }
 
-#[utoipa::path(post, path = "/api/v1/auth/token", tag = "accounts", request_body = TokenRequest,
+/// Sign in: get an access token
+///
+/// Answers a bearer token for `Authorization: Bearer <access_token>`, valid for `expires_in`
+/// seconds. A wrong email and a wrong password get the same answer.
+#[utoipa::path(post, path = "/api/v1/auth/token", tag = "accounts",
+    request_body(content = TokenRequest,
+        example = json!({"email": "kim@example.com", "password": "correct horse battery"})),
     responses(
-        (status = 200, description = "Access token", body = TokenResponse),
-        (status = 400, description = "VALIDATION_FAILED", body = crate::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "INVALID_CREDENTIALS (same answer for a wrong email and a wrong password)", body = crate::Problem, content_type = "application/problem+json"),
+        (status = 200, description = "Access token", body = TokenResponse, example = json!({
+            "access_token": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiI0MiIsInJvbGUiOiJVU0VSIiwiZXhwIjoxNzY0NTgwMDAwfQ.c2lnbmF0dXJl",
+            "token_type": "Bearer", "expires_in": 3600, "user_id": 42})),
+        (status = 401, description = "INVALID_CREDENTIALS"),
     ))]
 pub async fn create_token<S: Store>(
     State(app): State<AppState<S>>,

@@ -1,9 +1,7 @@
 //! The cart, kept on the server so every device of the user sees the same one.
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{delete, get, put};
 use ecommerce_domain::store::{CartItem, Store, Tx};
 use ecommerce_domain::usecase;
 use serde::{Deserialize, Serialize};
@@ -12,20 +10,14 @@ use utoipa::ToSchema;
 use crate::AppState;
 use crate::error::Result;
 use crate::extract::{Json, UserScope};
+use crate::openapi::operations;
 
-const PROBLEM: &str = "application/problem+json";
-
-pub fn routes<S: Store>() -> Router<AppState<S>> {
-    Router::new()
-        .route(
-            "/api/v1/users/{user_id}/cart",
-            get(get_cart::<S>).delete(clear_cart::<S>),
-        )
-        .route(
-            "/api/v1/users/{user_id}/cart/items/{product_id}",
-            put(put_cart_item::<S>).merge(delete(remove_cart_item::<S>)),
-        )
-}
+operations!(
+    get_cart::<S>,
+    clear_cart::<S>,
+    put_cart_item::<S>,
+    remove_cart_item::<S>
+);
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CartItemResponse {
@@ -65,6 +57,16 @@ impl From<Vec<CartItem>> for CartResponse {
     }
 }
 
+fn cart_example() -> serde_json::Value {
+    serde_json::json!({
+        "items": [
+            {"product_id": 7, "name": "Linen shirt", "price": 39000, "stock": 120, "quantity": 2, "amount": 78000},
+            {"product_id": 8, "name": "Wool coat", "price": 189000, "stock": 12, "quantity": 1, "amount": 189000}
+        ],
+        "total_amount": 267000
+    })
+}
+
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct PutCartItemRequest {
     /// 1 to 1000.
@@ -72,28 +74,31 @@ pub struct PutCartItemRequest {
     pub quantity: i64,
 }
 
-#[utoipa::path(get, path = "/api/v1/users/{user_id}/cart", tag = "cart", params(("user_id" = i64, Path)), security(("bearer" = [])),
+/// Get the cart
+///
+/// The items at current prices and stock, in the order they were first added.
+#[utoipa::path(get, path = "/api/v1/users/{user_id}/cart", tag = "cart",
+    params(("user_id" = i64, Path, description = "User id: the caller's own, or any with an admin token")), security(("bearer" = [])),
     responses(
-        (status = 200, description = "The cart at current prices", body = CartResponse),
-        (status = 400, description = "VALIDATION_FAILED", body = crate::Problem, content_type = PROBLEM),
-        (status = 401, description = "UNAUTHORIZED", body = crate::Problem, content_type = PROBLEM),
-        (status = 403, description = "FORBIDDEN", body = crate::Problem, content_type = PROBLEM),
-        (status = 404, description = "USER_NOT_FOUND", body = crate::Problem, content_type = PROBLEM),
+        (status = 200, description = "The cart at current prices", body = CartResponse, example = cart_example),
     ))]
 pub async fn get_cart<S: Store>(State(app): State<AppState<S>>, scope: UserScope) -> Result<axum::Json<CartResponse>> {
     scope.require_user(&app).await?;
     Ok(axum::Json(app.store.cart(scope.user_id).await?.into()))
 }
 
-#[utoipa::path(put, path = "/api/v1/users/{user_id}/cart/items/{product_id}", tag = "cart", request_body = PutCartItemRequest,
-    params(("user_id" = i64, Path), ("product_id" = i64, Path)), security(("bearer" = [])),
+/// Set the quantity of a product in the cart
+///
+/// Adds the product at the end of the cart, or sets its quantity when it is there. The quantity
+/// may exceed the stock (the cart shows `stock`); a product that is not on sale cannot be added.
+#[utoipa::path(put, path = "/api/v1/users/{user_id}/cart/items/{product_id}", tag = "cart",
+    request_body(content = PutCartItemRequest, example = json!({"quantity": 2})),
+    params(("user_id" = i64, Path, description = "User id: the caller's own, or any with an admin token"), ("product_id" = i64, Path, description = "Product id")),
+    security(("bearer" = [])),
     responses(
-        (status = 200, description = "Quantity set; the whole cart", body = CartResponse),
-        (status = 400, description = "VALIDATION_FAILED", body = crate::Problem, content_type = PROBLEM),
-        (status = 401, description = "UNAUTHORIZED", body = crate::Problem, content_type = PROBLEM),
-        (status = 403, description = "FORBIDDEN", body = crate::Problem, content_type = PROBLEM),
-        (status = 404, description = "PRODUCT_NOT_FOUND, USER_NOT_FOUND", body = crate::Problem, content_type = PROBLEM),
-        (status = 409, description = "PRODUCT_NOT_ON_SALE", body = crate::Problem, content_type = PROBLEM),
+        (status = 200, description = "Quantity set; the whole cart", body = CartResponse, example = cart_example),
+        (status = 404, description = "PRODUCT_NOT_FOUND"),
+        (status = 409, description = "PRODUCT_NOT_ON_SALE"),
     ))]
 pub async fn put_cart_item<S: Store>(
     State(app): State<AppState<S>>,
@@ -108,14 +113,14 @@ pub async fn put_cart_item<S: Store>(
     Ok(axum::Json(cart.into()))
 }
 
+/// Remove a product from the cart
+///
+/// Also answers 204 when the product was not in the cart.
 #[utoipa::path(delete, path = "/api/v1/users/{user_id}/cart/items/{product_id}", tag = "cart",
-    params(("user_id" = i64, Path), ("product_id" = i64, Path)), security(("bearer" = [])),
+    params(("user_id" = i64, Path, description = "User id: the caller's own, or any with an admin token"), ("product_id" = i64, Path, description = "Product id")),
+    security(("bearer" = [])),
     responses(
         (status = 204, description = "Removed (also when it was not there)"),
-        (status = 400, description = "VALIDATION_FAILED", body = crate::Problem, content_type = PROBLEM),
-        (status = 401, description = "UNAUTHORIZED", body = crate::Problem, content_type = PROBLEM),
-        (status = 403, description = "FORBIDDEN", body = crate::Problem, content_type = PROBLEM),
-        (status = 404, description = "USER_NOT_FOUND", body = crate::Problem, content_type = PROBLEM),
     ))]
 pub async fn remove_cart_item<S: Store>(State(app): State<AppState<S>>, scope: UserScope) -> Result<StatusCode> {
     let product = scope.params.id("product_id")?;
@@ -126,13 +131,13 @@ pub async fn remove_cart_item<S: Store>(State(app): State<AppState<S>>, scope: U
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[utoipa::path(delete, path = "/api/v1/users/{user_id}/cart", tag = "cart", params(("user_id" = i64, Path)), security(("bearer" = [])),
+/// Empty the cart
+///
+/// Removes every item.
+#[utoipa::path(delete, path = "/api/v1/users/{user_id}/cart", tag = "cart",
+    params(("user_id" = i64, Path, description = "User id: the caller's own, or any with an admin token")), security(("bearer" = [])),
     responses(
         (status = 204, description = "Emptied"),
-        (status = 400, description = "VALIDATION_FAILED", body = crate::Problem, content_type = PROBLEM),
-        (status = 401, description = "UNAUTHORIZED", body = crate::Problem, content_type = PROBLEM),
-        (status = 403, description = "FORBIDDEN", body = crate::Problem, content_type = PROBLEM),
-        (status = 404, description = "USER_NOT_FOUND", body = crate::Problem, content_type = PROBLEM),
     ))]
 pub async fn clear_cart<S: Store>(State(app): State<AppState<S>>, scope: UserScope) -> Result<StatusCode> {
     scope.require_user(&app).await?;

@@ -4,12 +4,10 @@ use std::collections::HashMap;
 use std::sync::RwLock;
 use std::time::Instant;
 
-use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, patch, post};
 use ecommerce_domain::catalog::{NewProduct, Product, ProductPatch, ProductStatus, parse_restock_quantity};
 use ecommerce_domain::store::{Store, Tx};
 use ecommerce_domain::{Timestamp, check_range, usecase};
@@ -18,20 +16,17 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
 use crate::error::{ApiError, Result};
-use crate::extract::{Admin, Json, Paging, PathParams, non_null, query_rejection};
+use crate::extract::{Admin, Json, PageQuery, Paging, PathParams, non_null, query_rejection};
+use crate::openapi::operations;
 
-pub fn routes<S: Store>() -> Router<AppState<S>> {
-    Router::new()
-        .route("/api/v1/products", get(list_products::<S>))
-        .route("/api/v1/products/popular", get(popular_products::<S>))
-        .route("/api/v1/products/{product_id}", get(get_product::<S>))
-        .route("/api/v1/admin/products", post(create_product::<S>))
-        .route("/api/v1/admin/products/{product_id}", patch(patch_product::<S>))
-        .route(
-            "/api/v1/admin/products/{product_id}/restock",
-            post(restock_product::<S>),
-        )
-}
+operations!(
+    list_products::<S>,
+    popular_products::<S>,
+    get_product::<S>,
+    create_product::<S>,
+    patch_product::<S>,
+    restock_product::<S>,
+);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -119,22 +114,19 @@ pub struct RestockRequest {
     pub quantity: i64,
 }
 
-#[derive(Debug, Deserialize, IntoParams)]
-pub struct PageQuery {
-    /// 1 to 100, default 20.
-    #[param(minimum = 1, maximum = 100)]
-    pub limit: Option<i64>,
-    /// Keyset cursor: the `next_after` of the previous page.
-    #[param(minimum = 1)]
-    pub after: Option<i64>,
-}
-
-const PROBLEM: &str = "application/problem+json";
-
+/// List the products on sale
+///
+/// Products with status `ON_SALE`, ascending by id (the one list that is oldest first), paged by
+/// `limit` and `after`.
 #[utoipa::path(get, path = "/api/v1/products", tag = "catalog", params(PageQuery),
     responses(
-        (status = 200, description = "Products on sale, ascending by id", body = ProductPage),
-        (status = 400, description = "VALIDATION_FAILED", body = crate::Problem, content_type = PROBLEM),
+        (status = 200, description = "Products on sale, ascending by id", body = ProductPage, example = json!({
+            "items": [
+                {"id": 7, "name": "Linen shirt", "price": 39000, "stock": 120, "status": "ON_SALE"},
+                {"id": 8, "name": "Wool coat", "price": 189000, "stock": 12, "status": "ON_SALE"}
+            ],
+            "next_after": null
+        })),
     ))]
 pub async fn list_products<S: Store>(
     State(app): State<AppState<S>>,
@@ -148,12 +140,14 @@ pub async fn list_products<S: Store>(
     }))
 }
 
+/// Get a product
+///
+/// The product whatever its status, also when it is `STOPPED`.
 #[utoipa::path(get, path = "/api/v1/products/{product_id}", tag = "catalog",
     params(("product_id" = i64, Path, description = "Product id")),
     responses(
-        (status = 200, description = "The product, whatever its status", body = ProductResponse),
-        (status = 400, description = "VALIDATION_FAILED", body = crate::Problem, content_type = PROBLEM),
-        (status = 404, description = "PRODUCT_NOT_FOUND", body = crate::Problem, content_type = PROBLEM),
+        (status = 200, description = "The product", body = ProductResponse, example = product_example),
+        (status = 404, description = "PRODUCT_NOT_FOUND"),
     ))]
 pub async fn get_product<S: Store>(
     State(app): State<AppState<S>>,
@@ -168,13 +162,14 @@ pub async fn get_product<S: Store>(
     Ok(axum::Json(product.into()))
 }
 
-#[utoipa::path(post, path = "/api/v1/admin/products", tag = "admin", request_body = CreateProductRequest,
+/// Create a product (admin)
+///
+/// A new product is `ON_SALE`.
+#[utoipa::path(post, path = "/api/v1/admin/products", tag = "admin",
+    request_body(content = CreateProductRequest, example = json!({"name": "Linen shirt", "price": 39000, "stock": 120})),
     security(("bearer" = [])),
     responses(
-        (status = 201, description = "Product created, ON_SALE", body = ProductResponse),
-        (status = 400, description = "VALIDATION_FAILED", body = crate::Problem, content_type = PROBLEM),
-        (status = 401, description = "UNAUTHORIZED", body = crate::Problem, content_type = PROBLEM),
-        (status = 403, description = "FORBIDDEN (not an admin)", body = crate::Problem, content_type = PROBLEM),
+        (status = 201, description = "Product created, ON_SALE", body = ProductResponse, example = product_example),
     ))]
 pub async fn create_product<S: Store>(
     State(app): State<AppState<S>>,
@@ -188,14 +183,17 @@ pub async fn create_product<S: Store>(
     Ok((StatusCode::CREATED, axum::Json(created.into())))
 }
 
-#[utoipa::path(patch, path = "/api/v1/admin/products/{product_id}", tag = "admin", request_body = PatchProductRequest,
+/// Change a product (admin)
+///
+/// Any of `name`, `price` and `status`; `{}` changes nothing. `STOPPED` takes the product off
+/// sale: it can no longer be put in a cart or ordered.
+#[utoipa::path(patch, path = "/api/v1/admin/products/{product_id}", tag = "admin",
+    request_body(content = PatchProductRequest, example = json!({"price": 35000, "status": "STOPPED"})),
     params(("product_id" = i64, Path, description = "Product id")), security(("bearer" = [])),
     responses(
-        (status = 200, description = "The product after the change", body = ProductResponse),
-        (status = 400, description = "VALIDATION_FAILED", body = crate::Problem, content_type = PROBLEM),
-        (status = 401, description = "UNAUTHORIZED", body = crate::Problem, content_type = PROBLEM),
-        (status = 403, description = "FORBIDDEN", body = crate::Problem, content_type = PROBLEM),
-        (status = 404, description = "PRODUCT_NOT_FOUND", body = crate::Problem, content_type = PROBLEM),
+        (status = 200, description = "The product after the change", body = ProductResponse, example = json!(
+            {"id": 7, "name": "Linen shirt", "price": 35000, "stock": 120, "status": "STOPPED"})),
+        (status = 404, description = "PRODUCT_NOT_FOUND"),
     ))]
 pub async fn patch_product<S: Store>(
     State(app): State<AppState<S>>,
@@ -211,14 +209,17 @@ pub async fn patch_product<S: Store>(
     Ok(axum::Json(product.into()))
 }
 
-#[utoipa::path(post, path = "/api/v1/admin/products/{product_id}/restock", tag = "admin", request_body = RestockRequest,
+/// Restock a product (admin)
+///
+/// Adds `quantity` units to the stock; the stock never exceeds 10,000,000 (beyond is
+/// `VALIDATION_FAILED`).
+#[utoipa::path(post, path = "/api/v1/admin/products/{product_id}/restock", tag = "admin",
+    request_body(content = RestockRequest, example = json!({"quantity": 30})),
     params(("product_id" = i64, Path, description = "Product id")), security(("bearer" = [])),
     responses(
-        (status = 200, description = "The product with its new stock", body = ProductResponse),
-        (status = 400, description = "VALIDATION_FAILED (also when stock would exceed 10,000,000)", body = crate::Problem, content_type = PROBLEM),
-        (status = 401, description = "UNAUTHORIZED", body = crate::Problem, content_type = PROBLEM),
-        (status = 403, description = "FORBIDDEN", body = crate::Problem, content_type = PROBLEM),
-        (status = 404, description = "PRODUCT_NOT_FOUND", body = crate::Problem, content_type = PROBLEM),
+        (status = 200, description = "The product with its new stock", body = ProductResponse, example = json!(
+            {"id": 7, "name": "Linen shirt", "price": 39000, "stock": 150, "status": "ON_SALE"})),
+        (status = 404, description = "PRODUCT_NOT_FOUND"),
     ))]
 pub async fn restock_product<S: Store>(
     State(app): State<AppState<S>>,
@@ -234,10 +235,15 @@ pub async fn restock_product<S: Store>(
     Ok(axum::Json(product.into()))
 }
 
+fn product_example() -> serde_json::Value {
+    serde_json::json!({"id": 7, "name": "Linen shirt", "price": 39000, "stock": 120, "status": "ON_SALE"})
+}
+
 // ---------------------------------------------------------------------------------------------
 // Best sellers
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PopularQuery {
     /// 1 to 30, default 3.
     #[param(minimum = 1, maximum = 30)]
@@ -285,11 +291,20 @@ impl PopularCache {
     }
 }
 
+/// Best sellers of the last days
+///
+/// The products with the largest quantity in orders paid within the last `days`×24 hours
+/// (refunded orders no longer count), ranked by `sold_quantity` descending, then `product_id`.
+/// Each instance caches the answer for `ECOMMERCE_POPULAR_CACHE_SECONDS`.
 #[utoipa::path(get, path = "/api/v1/products/popular", tag = "catalog", params(PopularQuery),
     responses(
-        (status = 200, description = "Best sellers by quantity in paid orders of the last `days`×24 hours \
-            (refunds excluded); cached per instance for ECOMMERCE_POPULAR_CACHE_SECONDS", body = PopularResponse),
-        (status = 400, description = "VALIDATION_FAILED", body = crate::Problem, content_type = PROBLEM),
+        (status = 200, description = "Best sellers, rank 1 first", body = PopularResponse, example = json!({
+            "days": 3,
+            "items": [
+                {"rank": 1, "product_id": 8, "name": "Wool coat", "price": 189000, "sold_quantity": 40},
+                {"rank": 2, "product_id": 7, "name": "Linen shirt", "price": 39000, "sold_quantity": 25}
+            ]
+        })),
     ))]
 pub async fn popular_products<S: Store>(
     State(app): State<AppState<S>>,

@@ -11,10 +11,8 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::RwLock;
 
-use axum::Router;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
 use ecommerce_domain::coupon::{Coupon, DiscountType, NewCoupon, UserCoupon, UserCouponStatus};
 use ecommerce_domain::store::{Store, Tx};
 use ecommerce_domain::{CouponId, Error, Timestamp, UserId, check_range, usecase};
@@ -22,22 +20,17 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
-use crate::catalog::PageQuery;
 use crate::error::Result;
-use crate::extract::{Admin, Json, Paging, PathParams, UserScope, query_rejection};
+use crate::extract::{Admin, Json, PageQuery, Paging, PathParams, UserScope, query_rejection};
+use crate::openapi::operations;
 
-const PROBLEM: &str = "application/problem+json";
-
-pub fn routes<S: Store>() -> Router<AppState<S>> {
-    Router::new()
-        .route("/api/v1/admin/coupons", post(create_coupon::<S>))
-        .route("/api/v1/coupons", get(list_coupons::<S>))
-        .route("/api/v1/coupons/{coupon_id}", get(get_coupon::<S>))
-        .route(
-            "/api/v1/users/{user_id}/coupons",
-            post(issue_coupon::<S>).get(list_user_coupons::<S>),
-        )
-}
+operations!(
+    create_coupon::<S>,
+    list_coupons::<S>,
+    get_coupon::<S>,
+    issue_coupon::<S>,
+    list_user_coupons::<S>,
+);
 
 /// Holder sets larger than this are not kept in memory; such coupons ask the database instead.
 const MAX_CACHED_HOLDERS: usize = 200_000;
@@ -171,6 +164,21 @@ pub struct CouponPage {
     pub next_after: Option<i64>,
 }
 
+fn coupon_example() -> serde_json::Value {
+    serde_json::json!({
+        "id": 3, "name": "Spring 10%", "discount_type": "RATE", "discount_value": 10,
+        "total_quantity": 1000, "remaining_quantity": 640, "valid_for_seconds": 604800
+    })
+}
+
+fn user_coupon_example() -> serde_json::Value {
+    serde_json::json!({
+        "id": 91, "coupon_id": 3, "name": "Spring 10%", "discount_type": "RATE", "discount_value": 10,
+        "status": "AVAILABLE", "issued_at": "2026-03-01T09:00:00.000Z", "expires_at": "2026-03-08T09:00:00.000Z",
+        "used_at": null, "order_id": null
+    })
+}
+
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct IssueCouponRequest {
     #[schema(minimum = 1)]
@@ -216,17 +224,24 @@ pub struct UserCouponPage {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct UserCouponQuery {
     /// AVAILABLE, USED or EXPIRED; all when absent.
     pub status: Option<UserCouponStatusDto>,
 }
 
-#[utoipa::path(post, path = "/api/v1/admin/coupons", tag = "admin", request_body = CreateCouponRequest, security(("bearer" = [])),
+/// Create a coupon (admin)
+///
+/// `FIXED` takes `discount_value` KRW off an order (at most its total), `RATE` takes
+/// `discount_value` percent off (rounded down). Each user's coupon is valid for
+/// `valid_for_seconds` from its issue.
+#[utoipa::path(post, path = "/api/v1/admin/coupons", tag = "admin",
+    request_body(content = CreateCouponRequest, example = json!({
+        "name": "Spring 10%", "discount_type": "RATE", "discount_value": 10,
+        "total_quantity": 1000, "valid_for_seconds": 604800})),
+    security(("bearer" = [])),
     responses(
-        (status = 201, description = "Coupon created", body = CouponResponse),
-        (status = 400, description = "VALIDATION_FAILED", body = crate::Problem, content_type = PROBLEM),
-        (status = 401, description = "UNAUTHORIZED", body = crate::Problem, content_type = PROBLEM),
-        (status = 403, description = "FORBIDDEN", body = crate::Problem, content_type = PROBLEM),
+        (status = 201, description = "Coupon created", body = CouponResponse, example = coupon_example),
     ))]
 pub async fn create_coupon<S: Store>(
     State(app): State<AppState<S>>,
@@ -251,10 +266,13 @@ pub async fn create_coupon<S: Store>(
     Ok((StatusCode::CREATED, axum::Json(created.into())))
 }
 
+/// List the coupons with stock left
+///
+/// Newest first; sold-out coupons leave the list (they stay readable by id).
 #[utoipa::path(get, path = "/api/v1/coupons", tag = "coupons", params(PageQuery),
     responses(
-        (status = 200, description = "Coupons with stock left, newest first", body = CouponPage),
-        (status = 400, description = "VALIDATION_FAILED", body = crate::Problem, content_type = PROBLEM),
+        (status = 200, description = "Coupons with stock left, newest first", body = CouponPage,
+            example = json!({"items": [coupon_example()], "next_after": null})),
     ))]
 pub async fn list_coupons<S: Store>(
     State(app): State<AppState<S>>,
@@ -268,11 +286,14 @@ pub async fn list_coupons<S: Store>(
     }))
 }
 
-#[utoipa::path(get, path = "/api/v1/coupons/{coupon_id}", tag = "coupons", params(("coupon_id" = i64, Path)),
+/// Get a coupon
+///
+/// Also a sold-out one, with `remaining_quantity` 0.
+#[utoipa::path(get, path = "/api/v1/coupons/{coupon_id}", tag = "coupons",
+    params(("coupon_id" = i64, Path, description = "Coupon id")),
     responses(
-        (status = 200, description = "The coupon (also when sold out)", body = CouponResponse),
-        (status = 400, description = "VALIDATION_FAILED", body = crate::Problem, content_type = PROBLEM),
-        (status = 404, description = "COUPON_NOT_FOUND", body = crate::Problem, content_type = PROBLEM),
+        (status = 200, description = "The coupon", body = CouponResponse, example = coupon_example),
+        (status = 404, description = "COUPON_NOT_FOUND"),
     ))]
 pub async fn get_coupon<S: Store>(
     State(app): State<AppState<S>>,
@@ -283,15 +304,18 @@ pub async fn get_coupon<S: Store>(
     Ok(axum::Json(coupon.into()))
 }
 
-#[utoipa::path(post, path = "/api/v1/users/{user_id}/coupons", tag = "coupons", request_body = IssueCouponRequest,
-    params(("user_id" = i64, Path)), security(("bearer" = [])),
+/// Issue a coupon to the user
+///
+/// First come, first served: never more than `total_quantity` issued and each user at most once,
+/// also under thousands of simultaneous requests across instances. `COUPON_ALREADY_ISSUED` is
+/// answered before `COUPON_SOLD_OUT`.
+#[utoipa::path(post, path = "/api/v1/users/{user_id}/coupons", tag = "coupons",
+    request_body(content = IssueCouponRequest, example = json!({"coupon_id": 3})),
+    params(("user_id" = i64, Path, description = "User id: the caller's own, or any with an admin token")), security(("bearer" = [])),
     responses(
-        (status = 201, description = "Issued", body = UserCouponResponse),
-        (status = 400, description = "VALIDATION_FAILED", body = crate::Problem, content_type = PROBLEM),
-        (status = 401, description = "UNAUTHORIZED", body = crate::Problem, content_type = PROBLEM),
-        (status = 403, description = "FORBIDDEN", body = crate::Problem, content_type = PROBLEM),
-        (status = 404, description = "COUPON_NOT_FOUND, USER_NOT_FOUND", body = crate::Problem, content_type = PROBLEM),
-        (status = 409, description = "COUPON_ALREADY_ISSUED (checked first), COUPON_SOLD_OUT", body = crate::Problem, content_type = PROBLEM),
+        (status = 201, description = "Issued", body = UserCouponResponse, example = user_coupon_example),
+        (status = 404, description = "COUPON_NOT_FOUND"),
+        (status = 409, description = "COUPON_ALREADY_ISSUED, COUPON_SOLD_OUT"),
     ))]
 pub async fn issue_coupon<S: Store>(
     State(app): State<AppState<S>>,
@@ -354,14 +378,14 @@ pub async fn issue_coupon<S: Store>(
     ))
 }
 
+/// List the user's coupons
+///
+/// Newest first, optionally only those with a `status`; `EXPIRED` is computed on read.
 #[utoipa::path(get, path = "/api/v1/users/{user_id}/coupons", tag = "coupons",
-    params(("user_id" = i64, Path), UserCouponQuery, PageQuery), security(("bearer" = [])),
+    params(("user_id" = i64, Path, description = "User id: the caller's own, or any with an admin token"), UserCouponQuery, PageQuery), security(("bearer" = [])),
     responses(
-        (status = 200, description = "The user's coupons, newest first", body = UserCouponPage),
-        (status = 400, description = "VALIDATION_FAILED", body = crate::Problem, content_type = PROBLEM),
-        (status = 401, description = "UNAUTHORIZED", body = crate::Problem, content_type = PROBLEM),
-        (status = 403, description = "FORBIDDEN", body = crate::Problem, content_type = PROBLEM),
-        (status = 404, description = "USER_NOT_FOUND", body = crate::Problem, content_type = PROBLEM),
+        (status = 200, description = "The user's coupons, newest first", body = UserCouponPage,
+            example = json!({"items": [user_coupon_example()], "next_after": null})),
     ))]
 pub async fn list_user_coupons<S: Store>(
     State(app): State<AppState<S>>,

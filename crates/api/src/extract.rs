@@ -13,6 +13,7 @@ use ecommerce_domain::store::Store;
 use ecommerce_domain::usecase::Actor;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use utoipa::IntoParams;
 
 use crate::AppState;
 use crate::error::{ApiError, Result};
@@ -190,20 +191,26 @@ impl UserScope {
     }
 }
 
-#[derive(Debug, Deserialize)]
-struct RawPage {
-    limit: Option<i64>,
-    after: Option<i64>,
+/// `?limit=&after=`: the keyset paging of every list, as documented.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// 1 to 100, default 20.
+    #[param(minimum = 1, maximum = 100)]
+    pub limit: Option<i64>,
+    /// Keyset cursor: the `next_after` of the previous page.
+    #[param(minimum = 1)]
+    pub after: Option<i64>,
 }
 
-/// `?limit=&after=` keyset paging.
+/// [`PageQuery`] checked into a [`Page`].
 pub struct Paging(pub Page);
 
 impl<St: Send + Sync> FromRequestParts<St> for Paging {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &St) -> Result<Self> {
-        let Query(raw) = Query::<RawPage>::from_request_parts(parts, state)
+        let Query(raw) = Query::<PageQuery>::from_request_parts(parts, state)
             .await
             .map_err(query_rejection)?;
         Ok(Paging(Page::new(raw.after, raw.limit)?))

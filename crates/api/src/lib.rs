@@ -2,18 +2,18 @@
 //! over the storage engine, which the server binary picks once from `DATABASE_URL`.
 
 use std::ops::Deref;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
-use axum::http::{HeaderName, StatusCode};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 use ecommerce_domain::store::Store;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
 pub mod accounts;
@@ -24,12 +24,16 @@ pub mod coupons;
 pub mod error;
 pub mod extract;
 pub mod idempotency;
+mod openapi;
 pub mod ops;
 pub mod orders;
 pub mod wallet;
 
 pub use error::{ApiError, Problem};
-pub use ops::ApiDoc;
+pub use openapi::openapi;
+
+/// The media type of every error answer (RFC 9457).
+pub const PROBLEM: &str = "application/problem+json";
 
 /// Largest accepted request body.
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -54,7 +58,8 @@ impl Default for ApiConfig {
     }
 }
 
-pub struct Inner<S> {
+/// What every request can reach: the store, the token keys, the settings and the caches.
+pub struct AppContext<S> {
     pub store: S,
     pub auth: auth::TokenKeys,
     pub config: ApiConfig,
@@ -64,7 +69,7 @@ pub struct Inner<S> {
 }
 
 /// Shared by every request; cheap to clone.
-pub struct AppState<S>(Arc<Inner<S>>);
+pub struct AppState<S>(Arc<AppContext<S>>);
 
 impl<S> Clone for AppState<S> {
     fn clone(&self) -> Self {
@@ -73,16 +78,16 @@ impl<S> Clone for AppState<S> {
 }
 
 impl<S> Deref for AppState<S> {
-    type Target = Inner<S>;
+    type Target = AppContext<S>;
 
-    fn deref(&self) -> &Inner<S> {
+    fn deref(&self) -> &AppContext<S> {
         &self.0
     }
 }
 
 impl<S: Store> AppState<S> {
     pub fn new(store: S, jwt_secret: &[u8], config: ApiConfig, metrics: Option<PrometheusHandle>) -> Self {
-        Self(Arc::new(Inner {
+        Self(Arc::new(AppContext {
             store,
             auth: auth::TokenKeys::new(jwt_secret),
             config,
@@ -93,42 +98,59 @@ impl<S: Store> AppState<S> {
     }
 }
 
+/// Every resource module, listed once: its routes are mounted and its operations documented.
+macro_rules! resources {
+    ($($module:ident),+ $(,)?) => {
+        fn resource_routes<S: Store>() -> Router<AppState<S>> {
+            Router::new()$(.merge($module::routes()))+
+        }
+
+        fn document_resources(doc: &mut utoipa::openapi::OpenApi) {
+            $($module::document(doc);)+
+        }
+    };
+}
+
+resources!(ops, accounts, catalog, wallet, cart, coupons, orders);
+
 /// Every route of the service with its middleware.
 pub fn router<S: Store>(state: AppState<S>) -> Router {
     let timeout = state.config.request_timeout;
-    let api = Router::new()
-        .merge(ops::routes())
-        .merge(accounts::routes())
-        .merge(catalog::routes())
-        .merge(wallet::routes())
-        .merge(cart::routes())
-        .merge(coupons::routes())
-        .merge(orders::routes())
+    let api = resource_routes()
+        // Not in the OpenAPI document: for the scraper, not for clients.
+        .route("/metrics", get(ops::metrics_text::<S>))
         .with_state(state);
-    let request_id = HeaderName::from_static("x-request-id");
-    Router::new()
-        .merge(api)
-        .merge(ops::swagger_ui())
-        .route_layer(middleware::from_fn(note_route))
+    with_http_layers(api.merge(ops::swagger_ui()), timeout)
+}
+
+/// The HTTP-level behaviour shared by every route and by the answers to unknown routes.
+///
+/// `Router::layer` wraps each route after routing, so every layer sees the route's
+/// [`MatchedPath`]; requests that match no route get the fallback, wrapped the same way. From the
+/// outside in: metrics (so that the answers of every inner layer count), the request id, the
+/// request span with its access log line, the panic guard (inside the span, so that its log line
+/// carries the request id), the timeout, the body limit.
+fn with_http_layers(routes: Router, timeout: Duration) -> Router {
+    routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn(move |req: Request, next: Next| {
             enforce_timeout(timeout, req, next)
         }))
-        .layer(PropagateRequestIdLayer::new(request_id.clone()))
-        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
-            let id = req
-                .headers()
-                .get("x-request-id")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("-");
-            tracing::info_span!("request", method = %req.method(), uri = %req.uri(), request_id = %id)
-        }))
-        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::internal("handler panicked").into_response()
         }))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                .on_request(())
+                .on_response(access_log)
+                .on_body_chunk(())
+                .on_eos(())
+                .on_failure(()),
+        )
+        .layer(middleware::from_fn(assign_request_id))
         .layer(middleware::from_fn(record_metrics))
 }
 
@@ -151,32 +173,251 @@ async fn enforce_timeout(limit: Duration, req: Request, next: Next) -> Response 
     }
 }
 
-/// Where the router writes the matched route template for [`record_metrics`], which runs
-/// outside the router (and outside the timeout and panic layers, so their answers count too).
-#[derive(Clone, Default)]
-struct RouteSlot(Arc<OnceLock<String>>);
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-async fn note_route(req: Request, next: Next) -> Response {
-    if let (Some(slot), Some(path)) = (
-        req.extensions().get::<RouteSlot>(),
-        req.extensions().get::<MatchedPath>(),
-    ) {
-        let _ = slot.0.set(path.as_str().to_owned());
-    }
-    next.run(req).await
+/// The route template a request matched, or one label for every request that matched none (so
+/// that unknown paths cannot grow the metrics or the logs).
+fn route_of(req: &Request) -> &str {
+    req.extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str)
 }
 
-/// Request count and latency by route template and status.
-async fn record_metrics(mut req: Request, next: Next) -> Response {
+/// A client's `X-Request-Id` is kept when it is 1 to 64 of `[A-Za-z0-9._-]`, so that it cannot
+/// forge log lines; otherwise the request gets a new UUID. Either way the answer carries it.
+async fn assign_request_id(mut req: Request, next: Next) -> Response {
+    let id = req
+        .headers()
+        .get(&REQUEST_ID)
+        .filter(|value| is_acceptable_request_id(value.as_bytes()))
+        .cloned()
+        .unwrap_or_else(|| {
+            let id = uuid::Uuid::new_v4().hyphenated().to_string();
+            HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("-"))
+        });
+    req.headers_mut().insert(REQUEST_ID, id.clone());
+    let mut response = next.run(req).await;
+    response.headers_mut().entry(REQUEST_ID).or_insert(id);
+    response
+}
+
+fn is_acceptable_request_id(id: &[u8]) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+fn request_span(req: &Request) -> tracing::Span {
+    let id = req
+        .headers()
+        .get(&REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-");
+    tracing::info_span!("request", method = %req.method(), route = %route_of(req), request_id = %id)
+}
+
+/// The access log: one INFO line per request, inside the request span (method, route, id).
+fn access_log(response: &Response, latency: Duration, _span: &tracing::Span) {
+    // Whole microseconds, shown as milliseconds with up to three decimals.
+    let latency_ms = latency.as_micros() as f64 / 1000.0;
+    tracing::info!(status = response.status().as_u16(), latency_ms, "served");
+}
+
+/// Methods outside the standard set share one label, so that clients cannot grow the series.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
+}
+
+/// Request count and latency by method, route template and status.
+async fn record_metrics(req: Request, next: Next) -> Response {
     let start = Instant::now();
-    let method = req.method().as_str().to_owned();
-    let slot = RouteSlot::default();
-    req.extensions_mut().insert(slot.clone());
+    let method = method_label(req.method());
+    let route = route_of(&req).to_owned();
     let response = next.run(req).await;
-    let route = slot.0.get().cloned().unwrap_or_else(|| "unmatched".to_owned());
     let status = response.status().as_u16().to_string();
-    let labels = [("method", method), ("route", route), ("status", status)];
+    let labels = [("method", method.to_owned()), ("route", route), ("status", status)];
     metrics::counter!("http_requests_total", &labels).increment(1);
     metrics::histogram!("http_request_duration_seconds", &labels).record(start.elapsed().as_secs_f64());
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+    use std::sync::{Arc, Mutex, OnceLock};
+
+    use axum::body::Body;
+    use metrics_exporter_prometheus::PrometheusBuilder;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    /// Two routes wrapped exactly as the service's routes are.
+    fn app() -> Router {
+        let routes = Router::new()
+            .route("/items/{item_id}", get(async || "item"))
+            .route("/boom", get(async || -> &'static str { panic!("the handler failed") }));
+        with_http_layers(routes, Duration::from_secs(5))
+    }
+
+    async fn send(method: &str, uri: &str, request_id: Option<&str>) -> Response {
+        let mut request = Request::builder().method(method).uri(uri);
+        if let Some(id) = request_id {
+            request = request.header("x-request-id", id);
+        }
+        app()
+            .oneshot(request.body(Body::empty()).expect("a valid request"))
+            .await
+            .expect("the router never fails")
+    }
+
+    fn request_id_of(response: &Response) -> String {
+        response
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .expect("every answer carries X-Request-Id")
+            .to_owned()
+    }
+
+    #[tokio::test]
+    async fn a_well_formed_client_request_id_is_kept() {
+        let response = send("GET", "/items/1", Some("trace-42.a_B")).await;
+        assert_eq!(request_id_of(&response), "trace-42.a_B");
+        let longest = "a".repeat(64);
+        let response = send("GET", "/items/1", Some(&longest)).await;
+        assert_eq!(request_id_of(&response), longest);
+    }
+
+    #[tokio::test]
+    async fn a_missing_or_malformed_request_id_is_replaced_by_a_uuid() {
+        let too_long = "a".repeat(65);
+        for sent in [
+            None,
+            Some(""),
+            Some("zz}: forged line"),
+            Some("a/b"),
+            Some(too_long.as_str()),
+        ] {
+            let response = send("GET", "/items/1", sent).await;
+            let id = request_id_of(&response);
+            assert!(
+                uuid::Uuid::parse_str(&id).is_ok() && id.len() == 36,
+                "{sent:?} was answered with {id:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panic_is_answered_500_problem_with_the_request_id() {
+        let response = send("GET", "/boom", Some("panic-1")).await;
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(request_id_of(&response), "panic-1");
+        assert_eq!(response.headers()["content-type"], PROBLEM);
+    }
+
+    fn metrics() -> &'static PrometheusHandle {
+        static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+        HANDLE.get_or_init(|| {
+            PrometheusBuilder::new()
+                .install_recorder()
+                .expect("the only recorder of this test process")
+        })
+    }
+
+    #[tokio::test]
+    async fn metrics_label_the_route_template_and_fold_unknown_methods_and_routes() {
+        let handle = metrics();
+        send("GET", "/items/7", None).await;
+        send("BLAH", "/items/7", None).await;
+        send("GET", "/nowhere/at/all", None).await;
+        let text = handle.render();
+        for series in [
+            r#"http_requests_total{method="GET",route="/items/{item_id}",status="200"}"#,
+            r#"http_requests_total{method="OTHER",route="/items/{item_id}",status="405"}"#,
+            r#"http_requests_total{method="GET",route="unmatched",status="404"}"#,
+        ] {
+            assert!(text.contains(series), "{series} in\n{text}");
+        }
+        assert!(!text.contains("BLAH") && !text.contains("/nowhere"), "{text}");
+    }
+
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.lock().expect("not poisoned").extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// The lines logged while `run` runs on this thread, with the server's default filter.
+    async fn logged(run: impl AsyncFnOnce()) -> Vec<String> {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("info,sqlx=warn"))
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        let guard = tracing::subscriber::set_default(subscriber);
+        run().await;
+        drop(guard);
+        let bytes = captured.0.lock().expect("not poisoned").clone();
+        String::from_utf8_lossy(&bytes).lines().map(str::to_owned).collect()
+    }
+
+    #[tokio::test]
+    async fn each_request_logs_one_info_line_with_method_route_status_latency_and_id() {
+        let lines = logged(async || {
+            send("GET", "/items/7", Some("log-test-1")).await;
+        })
+        .await;
+        let mine: Vec<&String> = lines.iter().filter(|l| l.contains("log-test-1")).collect();
+        assert_eq!(mine.len(), 1, "one line per request: {lines:#?}");
+        let line = mine[0];
+        for part in [
+            " INFO ",
+            "method=GET",
+            "route=/items/{item_id}",
+            "status=200",
+            "latency_ms=",
+        ] {
+            assert!(line.contains(part), "{part:?} in {line}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panic_is_logged_inside_the_request_span() {
+        let lines = logged(async || {
+            send("GET", "/boom", Some("panic-2")).await;
+        })
+        .await;
+        let error = lines
+            .iter()
+            .find(|l| l.contains(" ERROR "))
+            .unwrap_or_else(|| panic!("an error line: {lines:#?}"));
+        assert!(error.contains("request_id=panic-2"), "{error}");
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("request_id=panic-2") && l.contains("status=500")),
+            "{lines:#?}"
+        );
+    }
 }

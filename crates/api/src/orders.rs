@@ -1,10 +1,8 @@
 //! Orders and their life: create (direct or from the cart), pay, cancel, refund, read.
 
-use axum::Router;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use ecommerce_domain::order::{LineRequest, Order, OrderStatus};
 use ecommerce_domain::store::{IdempotencyScope, Store, Tx};
 use ecommerce_domain::usecase::{self, Actor, OrderSource};
@@ -14,26 +12,21 @@ use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
-use crate::catalog::PageQuery;
 use crate::error::{ApiError, Result};
 use crate::extract::{
-    Auth, Json, OptionalJson, Paging, PathParams, UserScope, idempotency_key, non_null, query_rejection,
+    Auth, Json, OptionalJson, PageQuery, Paging, PathParams, UserScope, idempotency_key, non_null, query_rejection,
 };
 use crate::idempotency::{Claimed, abort, claim, finish, request_hash};
+use crate::openapi::operations;
 
-const PROBLEM: &str = "application/problem+json";
-
-pub fn routes<S: Store>() -> Router<AppState<S>> {
-    Router::new()
-        .route(
-            "/api/v1/users/{user_id}/orders",
-            post(create_order::<S>).get(list_orders::<S>),
-        )
-        .route("/api/v1/orders/{order_id}", get(get_order::<S>))
-        .route("/api/v1/orders/{order_id}/payment", post(pay_order::<S>))
-        .route("/api/v1/orders/{order_id}/cancel", post(cancel_order::<S>))
-        .route("/api/v1/orders/{order_id}/refund", post(refund_order::<S>))
-}
+operations!(
+    create_order::<S>,
+    list_orders::<S>,
+    get_order::<S>,
+    pay_order::<S>,
+    cancel_order::<S>,
+    refund_order::<S>,
+);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -156,21 +149,27 @@ pub struct OrderPage {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct OrderQuery {
     /// Filter by (computed) status.
     pub status: Option<OrderStatusDto>,
 }
 
-#[utoipa::path(post, path = "/api/v1/users/{user_id}/orders", tag = "orders", request_body = CreateOrderRequest,
-    params(("user_id" = i64, Path)), security(("bearer" = [])),
+/// Create an order
+///
+/// Either `items` (1 to 50 lines, each product at most once) or `"from_cart": true` (every line
+/// of the cart). Prices are fixed now; stock is checked but not reserved, and the order waits
+/// `PENDING_PAYMENT` until it is paid, cancelled or expires. The cart is left as it is.
+#[utoipa::path(post, path = "/api/v1/users/{user_id}/orders", tag = "orders",
+    request_body(content = CreateOrderRequest, example = json!({"items": [{"product_id": 7, "quantity": 2}, {"product_id": 8, "quantity": 1}]})),
+    params(("user_id" = i64, Path, description = "User id: the caller's own, or any with an admin token")), security(("bearer" = [])),
     responses(
-        (status = 201, description = "Order saved PENDING_PAYMENT; stock checked, not reserved",
-            body = OrderResponse, headers(("Location" = String, description = "/api/v1/orders/{order_id}"))),
-        (status = 400, description = "VALIDATION_FAILED, CART_EMPTY", body = crate::Problem, content_type = PROBLEM),
-        (status = 401, description = "UNAUTHORIZED", body = crate::Problem, content_type = PROBLEM),
-        (status = 403, description = "FORBIDDEN", body = crate::Problem, content_type = PROBLEM),
-        (status = 404, description = "PRODUCT_NOT_FOUND, USER_NOT_FOUND", body = crate::Problem, content_type = PROBLEM),
-        (status = 409, description = "PRODUCT_NOT_ON_SALE, OUT_OF_STOCK", body = crate::Problem, content_type = PROBLEM),
+        (status = 201, description = "Order saved PENDING_PAYMENT", body = OrderResponse,
+            headers(("Location" = String, description = "The order's path, `/api/v1/orders/{order_id}`")),
+            example = pending_order_example),
+        (status = 400, description = "CART_EMPTY"),
+        (status = 404, description = "PRODUCT_NOT_FOUND"),
+        (status = 409, description = "PRODUCT_NOT_ON_SALE, OUT_OF_STOCK"),
     ))]
 pub async fn create_order<S: Store>(
     State(app): State<AppState<S>>,
@@ -206,14 +205,15 @@ pub async fn create_order<S: Store>(
     Ok(response)
 }
 
+/// List the user's orders
+///
+/// Newest first, optionally only those with a `status` (a pending order past `expires_at` is
+/// `EXPIRED`).
 #[utoipa::path(get, path = "/api/v1/users/{user_id}/orders", tag = "orders",
-    params(("user_id" = i64, Path), OrderQuery, PageQuery), security(("bearer" = [])),
+    params(("user_id" = i64, Path, description = "User id: the caller's own, or any with an admin token"), OrderQuery, PageQuery), security(("bearer" = [])),
     responses(
-        (status = 200, description = "The user's orders, newest first", body = OrderPage),
-        (status = 400, description = "VALIDATION_FAILED", body = crate::Problem, content_type = PROBLEM),
-        (status = 401, description = "UNAUTHORIZED", body = crate::Problem, content_type = PROBLEM),
-        (status = 403, description = "FORBIDDEN", body = crate::Problem, content_type = PROBLEM),
-        (status = 404, description = "USER_NOT_FOUND", body = crate::Problem, content_type = PROBLEM),
+        (status = 200, description = "The user's orders, newest first", body = OrderPage,
+            example = json!({"items": [paid_order_example()], "next_after": null})),
     ))]
 pub async fn list_orders<S: Store>(
     State(app): State<AppState<S>>,
@@ -235,12 +235,14 @@ pub async fn list_orders<S: Store>(
     }))
 }
 
-#[utoipa::path(get, path = "/api/v1/orders/{order_id}", tag = "orders", params(("order_id" = i64, Path)), security(("bearer" = [])),
+/// Get an order
+///
+/// Its owner or an admin; another user's order is `ORDER_NOT_FOUND`.
+#[utoipa::path(get, path = "/api/v1/orders/{order_id}", tag = "orders",
+    params(("order_id" = i64, Path, description = "Order id")), security(("bearer" = [])),
     responses(
-        (status = 200, description = "The order (its owner or an admin)", body = OrderResponse),
-        (status = 400, description = "VALIDATION_FAILED", body = crate::Problem, content_type = PROBLEM),
-        (status = 401, description = "UNAUTHORIZED", body = crate::Problem, content_type = PROBLEM),
-        (status = 404, description = "ORDER_NOT_FOUND (also another user's)", body = crate::Problem, content_type = PROBLEM),
+        (status = 200, description = "The order", body = OrderResponse, example = paid_order_example),
+        (status = 404, description = "ORDER_NOT_FOUND"),
     ))]
 pub async fn get_order<S: Store>(
     State(app): State<AppState<S>>,
@@ -257,17 +259,26 @@ pub async fn get_order<S: Store>(
     Ok(axum::Json(OrderResponse::new(order, Timestamp::now())))
 }
 
-#[utoipa::path(post, path = "/api/v1/orders/{order_id}/payment", tag = "orders", request_body(content = Option<PayOrderRequest>, description = "Optional; none, {} and {\"user_coupon_id\": null} mean no coupon"),
-    params(("order_id" = i64, Path),
-        ("Idempotency-Key" = Option<String>, Header, description = "Optional; same rules as balance charges")),
+/// Pay an order
+///
+/// In one transaction: the stock of every line is taken, the coupon's discount applied to the
+/// whole order, the balance debited by `paid_amount`, the coupon marked `USED`, a `PAYMENT`
+/// history line written, the paid products removed from the cart and an `order.paid` event
+/// recorded. On any failure nothing changes and the order stays `PENDING_PAYMENT`. Errors come
+/// in this order: order state, coupon, stock, balance. The body is optional (none, `{}` and
+/// `{"user_coupon_id": null}` mean no coupon), and so is `Idempotency-Key`, with the rules
+/// of balance charges.
+#[utoipa::path(post, path = "/api/v1/orders/{order_id}/payment", tag = "orders",
+    request_body(content = Option<PayOrderRequest>, description = "Optional: the user coupon to apply",
+        example = json!({"user_coupon_id": 91})),
+    params(("order_id" = i64, Path, description = "Order id"),
+        ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[!-~]+$",
+            description = "Optional; 1 to 255 visible ASCII characters, new for each intended payment")),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "Paid: stock taken, coupon used, balance debited, event recorded — all in one transaction", body = OrderResponse),
-        (status = 400, description = "VALIDATION_FAILED", body = crate::Problem, content_type = PROBLEM),
-        (status = 401, description = "UNAUTHORIZED", body = crate::Problem, content_type = PROBLEM),
-        (status = 404, description = "ORDER_NOT_FOUND, COUPON_NOT_FOUND", body = crate::Problem, content_type = PROBLEM),
-        (status = 409, description = "ORDER_NOT_PENDING, ORDER_EXPIRED, COUPON_ALREADY_USED, COUPON_EXPIRED, OUT_OF_STOCK, INSUFFICIENT_BALANCE, REQUEST_IN_PROGRESS (in this order)", body = crate::Problem, content_type = PROBLEM),
-        (status = 422, description = "IDEMPOTENCY_KEY_REUSED", body = crate::Problem, content_type = PROBLEM),
+        (status = 200, description = "Paid", body = OrderResponse, example = paid_order_example),
+        (status = 404, description = "ORDER_NOT_FOUND, COUPON_NOT_FOUND"),
+        (status = 409, description = "ORDER_NOT_PENDING, ORDER_EXPIRED, COUPON_ALREADY_USED, COUPON_EXPIRED, OUT_OF_STOCK, INSUFFICIENT_BALANCE"),
     ))]
 pub async fn pay_order<S: Store>(
     State(app): State<AppState<S>>,
@@ -320,6 +331,28 @@ pub async fn pay_order<S: Store>(
     }
 }
 
+fn pending_order_example() -> Value {
+    serde_json::json!({
+        "id": 12, "user_id": 42, "status": "PENDING_PAYMENT",
+        "items": [
+            {"product_id": 7, "name": "Linen shirt", "unit_price": 39000, "quantity": 2, "amount": 78000},
+            {"product_id": 8, "name": "Wool coat", "unit_price": 189000, "quantity": 1, "amount": 189000}
+        ],
+        "total_amount": 267000, "discount_amount": 0, "paid_amount": 0, "user_coupon_id": null,
+        "created_at": "2026-03-01T10:00:00.000Z", "expires_at": "2026-03-01T10:15:00.000Z", "paid_at": null
+    })
+}
+
+fn paid_order_example() -> Value {
+    serde_json::json!({
+        "id": 11, "user_id": 42, "status": "PAID",
+        "items": [{"product_id": 7, "name": "Linen shirt", "unit_price": 39000, "quantity": 1, "amount": 39000}],
+        "total_amount": 39000, "discount_amount": 3900, "paid_amount": 35100, "user_coupon_id": 91,
+        "created_at": "2026-03-01T09:12:01.250Z", "expires_at": "2026-03-01T09:27:01.250Z",
+        "paid_at": "2026-03-01T09:12:44.512Z"
+    })
+}
+
 async fn settle<S: Store>(
     app: &AppState<S>,
     actor: Actor,
@@ -334,13 +367,20 @@ async fn settle<S: Store>(
     Ok(axum::Json(OrderResponse::new(order, now)))
 }
 
-#[utoipa::path(post, path = "/api/v1/orders/{order_id}/cancel", tag = "orders", params(("order_id" = i64, Path)), security(("bearer" = [])),
+/// Cancel an order
+///
+/// Only a `PENDING_PAYMENT` order that has not expired.
+#[utoipa::path(post, path = "/api/v1/orders/{order_id}/cancel", tag = "orders",
+    params(("order_id" = i64, Path, description = "Order id")), security(("bearer" = [])),
     responses(
-        (status = 200, description = "Cancelled", body = OrderResponse),
-        (status = 400, description = "VALIDATION_FAILED", body = crate::Problem, content_type = PROBLEM),
-        (status = 401, description = "UNAUTHORIZED", body = crate::Problem, content_type = PROBLEM),
-        (status = 404, description = "ORDER_NOT_FOUND", body = crate::Problem, content_type = PROBLEM),
-        (status = 409, description = "ORDER_NOT_PENDING, ORDER_EXPIRED", body = crate::Problem, content_type = PROBLEM),
+        (status = 200, description = "Cancelled", body = OrderResponse, example = json!({
+            "id": 11, "user_id": 42, "status": "CANCELLED",
+            "items": [{"product_id": 7, "name": "Linen shirt", "unit_price": 39000, "quantity": 1, "amount": 39000}],
+            "total_amount": 39000, "discount_amount": 0, "paid_amount": 0, "user_coupon_id": null,
+            "created_at": "2026-03-01T09:12:01.250Z", "expires_at": "2026-03-01T09:27:01.250Z", "paid_at": null
+        })),
+        (status = 404, description = "ORDER_NOT_FOUND"),
+        (status = 409, description = "ORDER_NOT_PENDING, ORDER_EXPIRED"),
     ))]
 pub async fn cancel_order<S: Store>(
     State(app): State<AppState<S>>,
@@ -353,13 +393,25 @@ pub async fn cancel_order<S: Store>(
     .await
 }
 
-#[utoipa::path(post, path = "/api/v1/orders/{order_id}/refund", tag = "orders", params(("order_id" = i64, Path)), security(("bearer" = [])),
+/// Refund an order
+///
+/// Only a `PAID` order, by its owner or an admin. Gives back `paid_amount` (a `REFUND` history
+/// line), puts the stock back, makes the coupon `AVAILABLE` again unless it has expired, and
+/// records an `order.refunded` event. `BALANCE_LIMIT_EXCEEDED` when the refund would lift the
+/// balance over 10,000,000.
+#[utoipa::path(post, path = "/api/v1/orders/{order_id}/refund", tag = "orders",
+    params(("order_id" = i64, Path, description = "Order id")), security(("bearer" = [])),
     responses(
-        (status = 200, description = "Refunded: balance and stock back, coupon available again unless expired, event recorded", body = OrderResponse),
-        (status = 400, description = "VALIDATION_FAILED, BALANCE_LIMIT_EXCEEDED (the refund would lift the balance over 10,000,000)", body = crate::Problem, content_type = PROBLEM),
-        (status = 401, description = "UNAUTHORIZED", body = crate::Problem, content_type = PROBLEM),
-        (status = 404, description = "ORDER_NOT_FOUND", body = crate::Problem, content_type = PROBLEM),
-        (status = 409, description = "ORDER_NOT_PAID", body = crate::Problem, content_type = PROBLEM),
+        (status = 200, description = "Refunded", body = OrderResponse, example = json!({
+            "id": 11, "user_id": 42, "status": "REFUNDED",
+            "items": [{"product_id": 7, "name": "Linen shirt", "unit_price": 39000, "quantity": 1, "amount": 39000}],
+            "total_amount": 39000, "discount_amount": 3900, "paid_amount": 35100, "user_coupon_id": 91,
+            "created_at": "2026-03-01T09:12:01.250Z", "expires_at": "2026-03-01T09:27:01.250Z",
+            "paid_at": "2026-03-01T09:12:44.512Z"
+        })),
+        (status = 400, description = "BALANCE_LIMIT_EXCEEDED"),
+        (status = 404, description = "ORDER_NOT_FOUND"),
+        (status = 409, description = "ORDER_NOT_PAID"),
     ))]
 pub async fn refund_order<S: Store>(
     State(app): State<AppState<S>>,

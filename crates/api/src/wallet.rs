@@ -1,10 +1,8 @@
 //! The prepaid balance: read, charge (idempotent), history.
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use axum::routing::{get, post};
 use ecommerce_domain::store::{IdempotencyScope, Store};
 use ecommerce_domain::wallet::{BalanceEntry, EntryKind};
 use ecommerce_domain::{Error, Timestamp, usecase};
@@ -13,19 +11,12 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::AppState;
-use crate::catalog::PageQuery;
 use crate::error::{ApiError, Result};
-use crate::extract::{Json, Paging, UserScope, idempotency_key};
+use crate::extract::{Json, PageQuery, Paging, UserScope, idempotency_key};
 use crate::idempotency::{Claimed, abort, claim, finish, request_hash};
+use crate::openapi::operations;
 
-const PROBLEM: &str = "application/problem+json";
-
-pub fn routes<S: Store>() -> Router<AppState<S>> {
-    Router::new()
-        .route("/api/v1/users/{user_id}/balance", get(get_balance::<S>))
-        .route("/api/v1/users/{user_id}/balance/charges", post(charge_balance::<S>))
-        .route("/api/v1/users/{user_id}/balance/history", get(balance_history::<S>))
-}
+operations!(get_balance::<S>, charge_balance::<S>, balance_history::<S>);
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct BalanceResponse {
@@ -92,14 +83,14 @@ pub struct BalanceHistoryPage {
     pub next_after: Option<i64>,
 }
 
+/// Get the balance
+///
+/// The user's prepaid balance in KRW; 0 for a new user.
 #[utoipa::path(get, path = "/api/v1/users/{user_id}/balance", tag = "balance",
-    params(("user_id" = i64, Path)), security(("bearer" = [])),
+    params(("user_id" = i64, Path, description = "User id: the caller's own, or any with an admin token")),
+    security(("bearer" = [])),
     responses(
-        (status = 200, description = "The balance (0 for a new user)", body = BalanceResponse),
-        (status = 400, description = "VALIDATION_FAILED", body = crate::Problem, content_type = PROBLEM),
-        (status = 401, description = "UNAUTHORIZED", body = crate::Problem, content_type = PROBLEM),
-        (status = 403, description = "FORBIDDEN", body = crate::Problem, content_type = PROBLEM),
-        (status = 404, description = "USER_NOT_FOUND", body = crate::Problem, content_type = PROBLEM),
+        (status = 200, description = "The balance", body = BalanceResponse, example = json!({"user_id": 42, "balance": 150000})),
     ))]
 pub async fn get_balance<S: Store>(
     State(app): State<AppState<S>>,
@@ -112,18 +103,22 @@ pub async fn get_balance<S: Store>(
     }))
 }
 
-#[utoipa::path(post, path = "/api/v1/users/{user_id}/balance/charges", tag = "balance", request_body = ChargeRequest,
-    params(("user_id" = i64, Path),
-        ("Idempotency-Key" = String, Header, description = "1 to 255 visible ASCII characters; the same key with the same body replays the first answer")),
+/// Charge the balance
+///
+/// Adds 1,000 to 1,000,000 KRW; the balance never exceeds 10,000,000. Idempotent: the same
+/// `Idempotency-Key` with the same body answers the first answer again and the balance moves
+/// once; with another body it is `IDEMPOTENCY_KEY_REUSED`; while the first request with the key
+/// still runs, `REQUEST_IN_PROGRESS`. Keys are per user and kept at least 24 hours.
+#[utoipa::path(post, path = "/api/v1/users/{user_id}/balance/charges", tag = "balance",
+    request_body(content = ChargeRequest, example = json!({"amount": 50000})),
+    params(("user_id" = i64, Path, description = "User id: the caller's own, or any with an admin token"),
+        ("Idempotency-Key" = String, Header, min_length = 1, max_length = 255, pattern = "^[!-~]+$",
+            description = "1 to 255 visible ASCII characters, new for each intended charge")),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "Charged (or the replayed first answer)", body = ChargeResponse),
-        (status = 400, description = "INVALID_CHARGE_AMOUNT, BALANCE_LIMIT_EXCEEDED, IDEMPOTENCY_KEY_MISSING, VALIDATION_FAILED", body = crate::Problem, content_type = PROBLEM),
-        (status = 401, description = "UNAUTHORIZED", body = crate::Problem, content_type = PROBLEM),
-        (status = 403, description = "FORBIDDEN", body = crate::Problem, content_type = PROBLEM),
-        (status = 404, description = "USER_NOT_FOUND", body = crate::Problem, content_type = PROBLEM),
-        (status = 409, description = "REQUEST_IN_PROGRESS", body = crate::Problem, content_type = PROBLEM),
-        (status = 422, description = "IDEMPOTENCY_KEY_REUSED", body = crate::Problem, content_type = PROBLEM),
+        (status = 200, description = "Charged, or the first answer replayed", body = ChargeResponse,
+            example = json!({"user_id": 42, "charged_amount": 50000, "balance": 200000})),
+        (status = 400, description = "INVALID_CHARGE_AMOUNT, BALANCE_LIMIT_EXCEEDED"),
     ))]
 pub async fn charge_balance<S: Store>(
     State(app): State<AppState<S>>,
@@ -163,14 +158,23 @@ pub async fn charge_balance<S: Store>(
     finish(tx, Some(&idempotency), StatusCode::OK, &body).await
 }
 
+/// List the balance history
+///
+/// Every change to the balance, newest first. Amounts are signed: `CHARGE` and `REFUND`
+/// positive, `PAYMENT` negative or 0, so the balance is the sum of the history.
 #[utoipa::path(get, path = "/api/v1/users/{user_id}/balance/history", tag = "balance",
-    params(("user_id" = i64, Path), PageQuery), security(("bearer" = [])),
+    params(("user_id" = i64, Path, description = "User id: the caller's own, or any with an admin token"), PageQuery),
+    security(("bearer" = [])),
     responses(
-        (status = 200, description = "Balance changes, newest first", body = BalanceHistoryPage),
-        (status = 400, description = "VALIDATION_FAILED", body = crate::Problem, content_type = PROBLEM),
-        (status = 401, description = "UNAUTHORIZED", body = crate::Problem, content_type = PROBLEM),
-        (status = 403, description = "FORBIDDEN", body = crate::Problem, content_type = PROBLEM),
-        (status = 404, description = "USER_NOT_FOUND", body = crate::Problem, content_type = PROBLEM),
+        (status = 200, description = "Balance changes, newest first", body = BalanceHistoryPage, example = json!({
+            "items": [
+                {"id": 3, "type": "PAYMENT", "amount": -35100, "balance_after": 164900, "order_id": 11,
+                    "created_at": "2026-03-01T09:12:44.512Z"},
+                {"id": 2, "type": "CHARGE", "amount": 50000, "balance_after": 200000, "order_id": null,
+                    "created_at": "2026-03-01T09:10:02.031Z"}
+            ],
+            "next_after": null
+        })),
     ))]
 pub async fn balance_history<S: Store>(
     State(app): State<AppState<S>>,

@@ -26,13 +26,8 @@ log() { printf '[asyncapi %3ds] %s\n' "$(($(date +%s) - START))" "$*" >&2; }
 
 # --- 1. tooling ----------------------------------------------------------------------------------
 command -v node >/dev/null || { echo "check-asyncapi: node is not installed" >&2; exit 1; }
-stamp=$TOOLS/node_modules/.package-lock.sha256
-want=$(sha256sum "$TOOLS/package-lock.json" | cut -d' ' -f1)
-if [[ "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
-  log "npm ci in scripts/asyncapi-check"
-  (cd "$TOOLS" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
-  echo "$want" >"$stamp"
-fi
+. "$ROOT/scripts/lib/tools.sh"
+npm_tool_dir "$TOOLS"
 
 # --- 2. the document -----------------------------------------------------------------------------
 log "validating docs/asyncapi.json"

@@ -25,7 +25,7 @@
 # 3  the same against the machine's shared PostgreSQL cluster (pg_ctlcluster stop/start). This
 #    breaks every other user of PostgreSQL on the machine for a few seconds: opt-in only.
 #
-# Environment: FAULTS_SKIP_BUILD=1 uses the existing target/debug/ecommerce; PGHOST/PGPORT/PGUSER
+# Environment: FAULTS_SKIP_BUILD=1 uses the existing ${CARGO_TARGET_DIR:-target}/debug/ecommerce; PGHOST/PGPORT/PGUSER
 # (default 127.0.0.1/5432/postgres) for the shared PostgreSQL; FAULTS_USERS (default 400) and
 # FAULTS_COUPONS (default 250) size the rush.
 set -euo pipefail
@@ -35,7 +35,7 @@ ROOT=$PWD
 export PGHOST="${PGHOST:-127.0.0.1}" PGPORT="${PGPORT:-5432}" PGUSER="${PGUSER:-postgres}"
 USERS="${FAULTS_USERS:-400}"
 COUPONS="${FAULTS_COUPONS:-250}"
-BIN=$ROOT/target/debug/ecommerce
+BIN=${CARGO_TARGET_DIR:-$ROOT/target}/debug/ecommerce
 SECRET="faults-jwt-secret-$$-$RANDOM$RANDOM"
 ADMIN_EMAIL=faults-admin@example.com
 ADMIN_PASSWORD=faults-admin-password

@@ -19,7 +19,7 @@
 # runs are reproducible; set FUZZ_SEED=random for a new seed), FUZZ_STRICT=1 additionally runs
 # status_code_conformance, negative_data_rejection and positive_data_acceptance (these report
 # gaps of the OpenAPI document: undocumented 415s, missing minimum/maximum bounds) and fails on them.
-# FUZZ_SKIP_BUILD=1 uses the existing target/debug/ecommerce.
+# FUZZ_SKIP_BUILD=1 uses the existing ${CARGO_TARGET_DIR:-target}/debug/ecommerce.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -44,7 +44,7 @@ if [[ "${FUZZ_SKIP_BUILD:-0}" != 1 ]]; then
   log "cargo build -p ecommerce"
   cargo build --quiet -p ecommerce
 fi
-BIN=target/debug/ecommerce
+BIN=${CARGO_TARGET_DIR:-$PWD/target}/debug/ecommerce
 
 WORK=$(mktemp -d -t ecommerce-fuzz.XXXXXX)
 SERVER_PID=""

@@ -16,6 +16,7 @@ pub struct Config {
     pub db_max_connections: u32,
     pub expiry_interval: Duration,
     pub relay_interval: Duration,
+    pub cors_origins: ecommerce_api::CorsOrigins,
 }
 
 fn var(name: &str) -> Option<String> {
@@ -54,6 +55,10 @@ impl Config {
             db_max_connections: number("ECOMMERCE_DB_MAX_CONNECTIONS", 16)?,
             expiry_interval: Duration::from_millis(number("ECOMMERCE_EXPIRY_INTERVAL_MS", 5_000)?),
             relay_interval: Duration::from_millis(number("ECOMMERCE_RELAY_INTERVAL_MS", 200)?),
+            cors_origins: var("ECOMMERCE_CORS_ORIGINS")
+                .unwrap_or_default()
+                .parse()
+                .map_err(|e| format!("ECOMMERCE_CORS_ORIGINS: {e}"))?,
         })
     }
 }

@@ -108,6 +108,7 @@ async fn launch<S: Store>(store: S, config: Config, metrics: PrometheusHandle) -
     let api = ApiConfig {
         order_ttl_seconds: config.order_ttl_seconds,
         popular_cache: config.popular_cache,
+        cors_origins: config.cors_origins.clone(),
         ..ApiConfig::default()
     };
     let state = AppState::new(store.clone(), secret.as_bytes(), api, Some(metrics));

@@ -73,6 +73,7 @@ pub struct AppContext<S> {
     pub metrics: Option<PrometheusHandle>,
     pub popular: catalog::PopularCache,
     pub coupons: coupons::CouponCache,
+    pub readiness: ops::Readiness,
 }
 
 /// Shared by every request; cheap to clone.
@@ -101,6 +102,7 @@ impl<S: Store> AppState<S> {
             metrics,
             popular: catalog::PopularCache::default(),
             coupons: coupons::CouponCache::default(),
+            readiness: ops::Readiness::default(),
         }))
     }
 }
@@ -136,6 +138,8 @@ pub fn router<S: Store>(state: AppState<S>) -> Router {
     let api = resource_routes()
         // Not in the OpenAPI document: for the scraper, not for clients.
         .route("/metrics", get(ops::metrics_text::<S>))
+        // Not in the OpenAPI document, like the OpenAPI document itself.
+        .route("/api-docs/asyncapi.json", get(ops::asyncapi_document))
         .with_state(state);
     with_http_layers(api.merge(ops::swagger_ui()), policy)
 }

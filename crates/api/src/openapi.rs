@@ -141,7 +141,7 @@ where
         (name = "coupons", description = "First-come-first-served coupons and the user's coupons"),
         (name = "orders", description = "Orders: create, pay, cancel, refund, read"),
         (name = "admin", description = "Catalog and coupon management (admin token only)"),
-        (name = "operations", description = "Health of the instance and its database"),
+        (name = "operations", description = "Health probes: liveness, readiness, and the database check"),
     )
 )]
 struct DocumentHead;
@@ -579,6 +579,7 @@ mod tests {
     const UNDOCUMENTED: &[(&str, &str)] = &[
         ("GET", "/metrics"),
         ("GET", "/api-docs/openapi.json"),
+        ("GET", "/api-docs/asyncapi.json"),
         ("GET", "/swagger-ui"),
         ("GET", "/swagger-ui/"),
         ("GET", "/swagger-ui/{*rest}"),

@@ -5,6 +5,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use ecommerce_domain::StoreError;
+use ecommerce_domain::store::StoreResult;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres, Transaction};
 
@@ -100,4 +101,23 @@ impl PgStore {
     async fn begin_write(&self) -> Result<Transaction<'static, Db>, sqlx::Error> {
         self.pool.begin().await
     }
+
+    /// A standby (in recovery) or a read-only server refuses every write: not ready.
+    async fn probe_writes(&self) -> StoreResult<()> {
+        let (in_recovery, read_only) = sqlx::query_as::<Db, (bool, String)>(
+            "select pg_is_in_recovery(), current_setting('transaction_read_only')",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(store_err)?;
+        match (in_recovery, read_only.as_str()) {
+            (true, _) => Err(refusing_writes("the PostgreSQL server is in recovery (a standby)")),
+            (_, "on") => Err(refusing_writes("the PostgreSQL server is read-only")),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn refusing_writes(why: &str) -> StoreError {
+    StoreError::unavailable(std::io::Error::other(why.to_owned()))
 }

@@ -42,6 +42,24 @@ pub const PROBLEM: &str = "application/problem+json";
 /// Largest accepted request body.
 pub const BODY_LIMIT: usize = 64 * 1024;
 
+/// A `201 Created` answer: the new resource's path in `Location` (RFC 9110 §15.3.2), its JSON in
+/// the body.
+pub struct Created<T>(pub String, pub T);
+
+impl<T: serde::Serialize> IntoResponse for Created<T> {
+    fn into_response(self) -> Response {
+        let Created(location, body) = self;
+        let mut response = (StatusCode::CREATED, axum::Json(body)).into_response();
+        match HeaderValue::try_from(location) {
+            Ok(location) => {
+                response.headers_mut().insert(axum::http::header::LOCATION, location);
+                response
+            }
+            Err(err) => ApiError::internal(format!("a Location that is no header value: {err}")).into_response(),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ApiConfig {
     /// How long a pending order can be paid.

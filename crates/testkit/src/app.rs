@@ -156,6 +156,11 @@ impl TestApp {
         self.db.path(&format!("events-{index}.jsonl"))
     }
 
+    /// What instance `index` wrote on stderr so far (the last lines).
+    pub fn stderr(&self, index: usize) -> String {
+        self.servers[index].stderr_text()
+    }
+
     /// Starts one more instance on the same database; returns its index.
     pub async fn add_instance(&mut self) -> usize {
         let index = self.servers.len();

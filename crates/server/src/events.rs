@@ -117,7 +117,6 @@ pub async fn tail(args: TailArgs) -> anyhow::Result<()> {
         // and acknowledged, and a resumed durable consumer repeats none.
         loop {
             tokio::select! {
-                biased;
                 message = batch.next() => match message {
                     None => break,
                     Some(Ok(message)) => {

@@ -905,6 +905,21 @@ async fn events_tail_prints_every_event_of_the_stream_as_json_lines_and_follows_
         .map(|m| m.event["id"].as_str().expect("id").to_owned())
         .collect();
 
+    // The server made the stream replayable: kept by age on disk, not deleted once read.
+    let client = async_nats::connect(nats.url()).await.expect("connect to NATS");
+    let mut stream = async_nats::jetstream::new(client)
+        .get_stream(STREAM)
+        .await
+        .expect("the stream");
+    let config = stream.info().await.expect("stream info").config.clone();
+    assert_eq!(config.retention, async_nats::jetstream::stream::RetentionPolicy::Limits);
+    assert_eq!(config.storage, async_nats::jetstream::stream::StorageType::File);
+    assert_eq!(
+        config.max_age,
+        Duration::from_secs(30 * 86_400),
+        "ECOMMERCE_EVENTS_MAX_AGE_DAYS default"
+    );
+
     let mut tail = events_tail(Some(&nats.url()))
         .spawn()
         .expect("start ecommerce events tail");
@@ -950,4 +965,165 @@ async fn events_tail_without_nats_url_fails_and_says_to_set_it() {
         "nothing on stdout: {:?}",
         String::from_utf8_lossy(&output.stdout)
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Replay: `events tail --from-sequence`, `--since`, `--durable`
+// ---------------------------------------------------------------------------------------------
+
+/// A broker with the server's stream (as a relaying instance creates it) and `count` events
+/// `e1`, `e2`, … published straight to it; returns the JetStream context.
+async fn stream_with_events(nats: &NatsServer, count: u64) -> async_nats::jetstream::Context {
+    let client = async_nats::connect(nats.url()).await.expect("connect to NATS");
+    let js = async_nats::jetstream::new(client);
+    ecommerce::events::ensure_stream(&js, Duration::from_secs(3600))
+        .await
+        .expect("create the stream as the server does");
+    publish_events(&js, 1..=count).await;
+    js
+}
+
+/// Publishes the events `e{n}` for every `n`, each acknowledged by the broker.
+async fn publish_events(js: &async_nats::jetstream::Context, numbers: std::ops::RangeInclusive<u64>) {
+    for n in numbers {
+        let event = json!({"id": format!("e{n}"), "type": "order.paid", "data": {"order_id": n}});
+        js.publish("ecommerce.order.paid", event.to_string().into())
+            .await
+            .expect("publish")
+            .await
+            .expect("the broker has the event");
+    }
+}
+
+/// The `e{n}` numbers of printed events.
+fn numbers(events: &[Value]) -> Vec<u64> {
+    events
+        .iter()
+        .map(|e| {
+            e["id"]
+                .as_str()
+                .and_then(|id| id.strip_prefix('e')?.parse().ok())
+                .expect("an e{n} id")
+        })
+        .collect()
+}
+
+/// A running `events tail` and its stdout lines.
+struct Tail {
+    child: tokio::process::Child,
+    lines: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+}
+
+impl Tail {
+    fn start(nats: &NatsServer, args: &[&str]) -> Tail {
+        let mut child = events_tail(Some(&nats.url()))
+            .args(args)
+            .spawn()
+            .expect("start ecommerce events tail");
+        let lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+        Tail { child, lines }
+    }
+
+    /// The next `count` events printed.
+    async fn read(&mut self, count: usize) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut events = Vec::with_capacity(count);
+        for _ in 0..count {
+            events.push(next_json_line(&mut self.lines, deadline).await);
+        }
+        events
+    }
+
+    /// Asks the tail to stop (SIGTERM, as an operator or systemd would), and returns every line
+    /// it printed until it exited; it must exit 0.
+    async fn stop(mut self) -> Vec<Value> {
+        let pid = self.child.id().expect("a running tail");
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM {pid}");
+        let mut rest = Vec::new();
+        let read_all = async {
+            while let Some(line) = self.lines.next_line().await.expect("read events tail") {
+                rest.push(serde_json::from_str(&line).expect("a JSON line"));
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(30), read_all)
+            .await
+            .expect("events tail stops within 30 s of SIGTERM");
+        let exit = self.child.wait().await.expect("wait for events tail");
+        assert!(exit.success(), "events tail exits 0 on SIGTERM: {exit}");
+        rest
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_tail_replays_from_a_sequence_number_or_a_time() {
+    let nats = NatsServer::start().await;
+    let js = stream_with_events(&nats, 6).await;
+
+    let mut from_four = Tail::start(&nats, &["--from-sequence", "4"]);
+    assert_eq!(numbers(&from_four.read(3).await), [4, 5, 6]);
+    from_four.stop().await;
+
+    // `--since` the time the broker stored the 5th event: events 5 and 6, then new ones.
+    let stream = js.get_stream(ecommerce::events::STREAM).await.expect("the stream");
+    let fifth = stream.get_raw_message(5).await.expect("the 5th message");
+    let since = fifth
+        .time
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("format");
+    let mut since_fifth = Tail::start(&nats, &["--since", &since]);
+    assert_eq!(numbers(&since_fifth.read(2).await), [5, 6]);
+    publish_events(&js, 7..=7).await;
+    assert_eq!(numbers(&since_fifth.read(1).await), [7], "then it follows new events");
+    since_fifth.stop().await;
+
+    let both = events_tail(Some(&nats.url()))
+        .args(["--from-sequence", "1", "--since", &since])
+        .output()
+        .await
+        .expect("run events tail");
+    assert!(
+        !both.status.success(),
+        "--from-sequence and --since together are refused"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_durable_tail_stopped_mid_stream_and_resumed_loses_and_repeats_nothing() {
+    let nats = NatsServer::start().await;
+    let js = stream_with_events(&nats, 10).await;
+
+    let mut first = Tail::start(&nats, &["--durable", "warehouse"]);
+    let mut printed = first.read(10).await;
+    // More events arrive, and the tail is stopped while they stream in.
+    publish_events(&js, 11..=40).await;
+    printed.extend(first.read(5).await);
+    printed.extend(first.stop().await);
+    let stopped_after = printed.len();
+    assert!(
+        (15..=40).contains(&stopped_after),
+        "stopped mid-stream after {stopped_after} events"
+    );
+    // Events keep coming while nobody reads.
+    publish_events(&js, 41..=50).await;
+
+    let mut resumed = Tail::start(&nats, &["--durable", "warehouse"]);
+    printed.extend(resumed.read(50 - stopped_after).await);
+    printed.extend(resumed.stop().await);
+    assert_eq!(
+        numbers(&printed),
+        (1..=50).collect::<Vec<_>>(),
+        "every event once, in stream order, across the stop (stopped after {stopped_after})"
+    );
+
+    // Nothing is left for the consumer to deliver again: every line printed was acknowledged.
+    let stream = js.get_stream(ecommerce::events::STREAM).await.expect("the stream");
+    let mut consumer: async_nats::jetstream::consumer::PullConsumer =
+        stream.get_consumer("warehouse").await.expect("the durable consumer");
+    let info = consumer.info().await.expect("consumer info");
+    assert_eq!((info.num_pending, info.num_ack_pending), (0, 0), "{info:?}");
+    assert_eq!(info.ack_floor.stream_sequence, 50, "{info:?}");
 }

@@ -7,11 +7,11 @@ use ecommerce_domain::{Error, Timestamp, usecase};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::{AppState, Created};
 use crate::auth::{TOKEN_TTL_SECONDS, hash_password, verify_password};
 use crate::error::Result;
 use crate::extract::{Json, UserScope};
 use crate::openapi::operations;
+use crate::{AppState, Created};
 
 operations!(create_user::<S>, get_user::<S>, create_token::<S>);
 

@@ -14,10 +14,10 @@ use ecommerce_domain::{Timestamp, check_range, usecase};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::{AppState, Created};
 use crate::error::{ApiError, Result};
 use crate::extract::{Admin, Json, PageQuery, Paging, PathParams, non_null, query_rejection};
 use crate::openapi::operations;
+use crate::{AppState, Created};
 
 operations!(
     list_products::<S>,

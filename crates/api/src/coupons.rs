@@ -19,10 +19,10 @@ use ecommerce_domain::{CouponId, Error, Timestamp, UserId, check_range, usecase}
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::{AppState, Created};
 use crate::error::Result;
 use crate::extract::{Admin, Json, PageQuery, Paging, PathParams, UserScope, query_rejection};
 use crate::openapi::operations;
+use crate::{AppState, Created};
 
 operations!(
     create_coupon::<S>,

@@ -24,6 +24,7 @@ loadgen — load generator for the ecommerce server (loopback targets only)
 USAGE
   loadgen run <scenario> --target URL[,URL...] [options]
   loadgen bare-server [--addr 127.0.0.1:0] [--body-file FILE | --body-from URL] [--exit-after SECS]
+  loadgen check --database-url URL [--coupon ID --requests N --coupon-total Q]
   loadgen report --results DIR [--pgbench FILE] [--meta KEY=VALUE]... [--json FILE] [--markdown FILE] [--svg-dir DIR]
 
 SCENARIOS
@@ -57,6 +58,11 @@ RUN OPTIONS
   --no-setup                make nothing (popular against the bare server)
   --no-checks               skip the database checks even with --database-url
 
+CHECK
+  Checks the invariants of DESIGN.md in the database (balances and their history, stock, one
+  order.paid per paid order, coupons), and with --coupon that a rush of --requests users
+  issued exactly min(requests, total). Prints one line per check (scripts/faults.sh uses it).
+
 Exit status: 0 when every check passed, 2 when a check failed, 1 on an error.
 ";
 
@@ -78,6 +84,7 @@ fn main() -> ExitCode {
         "run" => runtime.block_on(run(&args)),
         "bare-server" => runtime.block_on(bare_server(&args)).map(|()| ExitCode::SUCCESS),
         "report" => report(&args),
+        "check" => runtime.block_on(check(&args)),
         other => Err(format!("unknown command {other}; see loadgen --help")),
     };
     outcome.unwrap_or_else(|e| fail(&e))
@@ -86,6 +93,29 @@ fn main() -> ExitCode {
 fn fail(message: &str) -> ExitCode {
     eprintln!("loadgen: {message}");
     ExitCode::FAILURE
+}
+
+/// `loadgen check`: the database invariants, one line each.
+async fn check(args: &Args) -> Result<ExitCode, String> {
+    args.reject_unknown(&["database-url", "coupon", "requests", "coupon-total"])?;
+    let url = args.text("database-url").ok_or("check: --database-url URL")?;
+    let mut checks = checks::database(&url).await;
+    if let Some(coupon) = args.number::<i64>("coupon")? {
+        let requests = args.number::<i64>("requests")?.ok_or("check --coupon: --requests N")?;
+        let total = args
+            .number::<i64>("coupon-total")?
+            .ok_or("check --coupon: --coupon-total Q")?;
+        checks.extend(checks::coupon_count(&url, coupon, requests, total).await);
+    }
+    for check in &checks {
+        let mark = if check.ok { "ok  " } else { "FAIL" };
+        println!("{mark} {}: {}", check.name, check.detail);
+    }
+    Ok(if checks.iter().all(|check| check.ok) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
 }
 
 async fn run(args: &Args) -> Result<ExitCode, String> {

@@ -8,8 +8,6 @@
 //! kills it on drop; the machine's shared broker is never touched. Events on the stream are read
 //! back with a JetStream pull consumer from the first message, de-duplicated by event id.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
@@ -17,11 +15,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
-use common::*;
+use ecommerce::jobs::Sink;
+use ecommerce_testkit::*;
 use futures_util::StreamExt;
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 use tokio::io::{AsyncBufReadExt, BufReader};
+
+mod steps;
 
 const NATS_SERVER: &str = "/usr/sbin/nats-server";
 const STREAM: &str = "ECOMMERCE_ORDERS";
@@ -199,72 +198,6 @@ async fn read_stream(url: &str) -> Vec<StreamEvent> {
 // Shopping helpers
 // ---------------------------------------------------------------------------------------------
 
-fn id_of(value: &Value) -> i64 {
-    value["id"].as_i64().expect("an integer id")
-}
-
-/// Charges the user `amount` (at most 1,000,000) with a fresh key.
-async fn fund(app: &TestApp, user: &TestUser, amount: i64) {
-    app.charge(user, amount, &unique_key()).await.expect_status(200);
-}
-
-/// Creates a direct order of `(product_id, quantity)` lines on instance `index`; returns it.
-async fn create_order_on(app: &TestApp, index: usize, user: &TestUser, lines: &[(i64, i64)]) -> Value {
-    let items: Vec<Value> = lines
-        .iter()
-        .map(|(product_id, quantity)| json!({"product_id": product_id, "quantity": quantity}))
-        .collect();
-    let path = format!("/api/v1/users/{}/orders", user.id);
-    app.request_on(index, Method::POST, &path)
-        .bearer_auth(&user.token)
-        .json(&json!({ "items": items }))
-        .fetch()
-        .await
-        .expect_status(201)
-        .clone()
-}
-
-async fn create_order(app: &TestApp, user: &TestUser, lines: &[(i64, i64)]) -> Value {
-    create_order_on(app, 0, user, lines).await
-}
-
-/// `POST /api/v1/orders/{id}/payment` on instance `index`.
-async fn pay_on(
-    app: &TestApp,
-    index: usize,
-    user: &TestUser,
-    order_id: i64,
-    user_coupon_id: Option<i64>,
-) -> TestResponse {
-    app.request_on(index, Method::POST, &format!("/api/v1/orders/{order_id}/payment"))
-        .bearer_auth(&user.token)
-        .json(&json!({ "user_coupon_id": user_coupon_id }))
-        .fetch()
-        .await
-}
-
-/// Pays and returns the paid order; panics unless 200 `PAID`.
-async fn pay(app: &TestApp, user: &TestUser, order_id: i64, user_coupon_id: Option<i64>) -> Value {
-    let response = pay_on(app, 0, user, order_id, user_coupon_id).await;
-    let order = response.expect_status(200).clone();
-    assert_eq!(order["status"], json!("PAID"), "paid order: {order}");
-    order
-}
-
-/// Refunds and returns the refunded order; panics unless 200 `REFUNDED`.
-async fn refund(app: &TestApp, user: &TestUser, order_id: i64) -> Value {
-    let path = format!("/api/v1/orders/{order_id}/refund");
-    let order = app
-        .request_on(0, Method::POST, &path)
-        .bearer_auth(&user.token)
-        .fetch()
-        .await
-        .expect_status(200)
-        .clone();
-    assert_eq!(order["status"], json!("REFUNDED"), "refunded order: {order}");
-    order
-}
-
 /// Creates a coupon as the admin and issues it to the user; returns the user coupon id.
 async fn issue_rate_coupon(app: &TestApp, user: &TestUser, percent: i64) -> i64 {
     let admin = app.admin().await.token.clone();
@@ -302,6 +235,11 @@ async fn recorded_events(app: &TestApp) -> i64 {
 }
 
 /// Waits (bounded) until the outbox holds `total` events and none is unsent.
+///
+/// The tests that use it are about the relay loops of the running instances (several relays
+/// racing, a broker outage and its back-off, a killed instance's leases running out), so they
+/// watch the real processes; a test of what one relay round writes calls the job's step
+/// in-process instead (`steps::Jobs::drain_outbox`).
 async fn wait_until_delivered(app: &TestApp, total: i64) {
     let deadline = Instant::now() + DRAIN_DEADLINE;
     loop {
@@ -338,24 +276,6 @@ fn read_event_file(path: &Path) -> Vec<Value> {
                 .unwrap_or_else(|err| panic!("{} has a line that is not JSON ({err}): {line:?}", path.display()))
         })
         .collect()
-}
-
-fn keys(value: &Value) -> BTreeSet<&str> {
-    value
-        .as_object()
-        .unwrap_or_else(|| panic!("{value} is not an object"))
-        .keys()
-        .map(String::as_str)
-        .collect()
-}
-
-fn instant(value: &Value) -> OffsetDateTime {
-    let text = value
-        .as_str()
-        .unwrap_or_else(|| panic!("timestamp {value} is not a string"));
-    let parsed = OffsetDateTime::parse(text, &Rfc3339).unwrap_or_else(|err| panic!("{text:?} is not RFC 3339: {err}"));
-    assert!(parsed.offset().is_utc(), "{text:?} is not in UTC");
-    parsed
 }
 
 /// The event's `data.items` as the order's lines say they must be.
@@ -499,7 +419,7 @@ fn assert_one_event_each(
 async fn pending_orders(app: &TestApp, users: &[TestUser], count: usize) -> Vec<(TestUser, i64)> {
     let product = id_of(&app.create_product("Event tee", 1_000, 100_000).await);
     for user in users {
-        fund(app, user, 1_000_000).await;
+        app.fund(user, 1_000_000).await;
     }
     let mut orders = Vec::with_capacity(count);
     for chunk in (0..count).collect::<Vec<_>>().chunks(10) {
@@ -507,7 +427,7 @@ async fn pending_orders(app: &TestApp, users: &[TestUser], count: usize) -> Vec<
             let user = &users[i % users.len()];
             let index = i % app.instance_count();
             async move {
-                let order = create_order_on(app, index, user, &[(product, 1)]).await;
+                let order = app.place_order_on(index, user, &[(product, 1)]).await;
                 (user.clone(), id_of(&order))
             }
         });
@@ -523,7 +443,7 @@ async fn pay_all(app: &TestApp, orders: &[(TestUser, i64)], instances: &[usize])
         let payments = chunk.iter().enumerate().map(|(i, (user, order_id))| {
             let index = instances[(chunk_no * 10 + i) % instances.len()];
             async move {
-                let response = pay_on(app, index, user, *order_id, None).await;
+                let response = app.pay_on(index, user, *order_id, None).await;
                 let order = response.expect_status(200);
                 assert_eq!(order["status"], json!("PAID"), "{order}");
             }
@@ -532,109 +452,123 @@ async fn pay_all(app: &TestApp, orders: &[(TestUser, i64)], instances: &[usize])
     }
 }
 
-async fn create_users(app: &TestApp, count: usize) -> Vec<TestUser> {
-    futures_util::future::join_all((0..count).map(|_| app.create_user())).await
-}
-
 // ---------------------------------------------------------------------------------------------
 // File sink
 // ---------------------------------------------------------------------------------------------
 
-engine_tests! {
-    async fn the_file_sink_gets_one_order_paid_per_payment_and_one_order_refunded_per_refund_in_the_documented_envelope(engine: Engine) {
-        let app = TestApp::builder(engine)
-            .env("ECOMMERCE_RELAY_INTERVAL_MS", RELAY_INTERVAL_MS)
-            .spawn()
-            .await;
-        let shirt = id_of(&app.create_product("Shirt", 10_000, 100).await);
-        let socks = id_of(&app.create_product("Socks", 3_333, 100).await);
-        let user = app.create_user().await;
-        fund(&app, &user, 200_000).await;
-        let coupon = issue_rate_coupon(&app, &user, 10).await;
+engine_tests!(
+    the_file_sink_gets_one_order_paid_per_payment_and_one_order_refunded_per_refund_in_the_documented_envelope,
+    with_three_instances_every_paid_order_has_exactly_one_order_paid_across_their_files,
+);
 
-        // 2 × 10,000 + 3 × 3,333 = 29,999; 10 % off is floor(2,999.9) = 2,999; pays 27,000.
-        let with_coupon = create_order(&app, &user, &[(shirt, 2), (socks, 3)]).await;
-        let with_coupon = pay(&app, &user, id_of(&with_coupon), Some(coupon)).await;
-        assert_eq!(
-            (with_coupon["total_amount"].as_i64(), with_coupon["discount_amount"].as_i64(), with_coupon["paid_amount"].as_i64()),
-            (Some(29_999), Some(2_999), Some(27_000)),
-            "{with_coupon}"
-        );
-        let refunded = create_order(&app, &user, &[(socks, 1)]).await;
-        let paid_then_refunded = pay(&app, &user, id_of(&refunded), None).await;
-        let refunded = refund(&app, &user, id_of(&refunded)).await;
-        // Orders that are never paid, and a payment that fails, record nothing.
-        let _pending = create_order(&app, &user, &[(shirt, 1)]).await;
-        let cancelled = create_order(&app, &user, &[(shirt, 1)]).await;
-        app.post_empty(&format!("/api/v1/orders/{}/cancel", id_of(&cancelled)), Some(&user.token))
-            .await
-            .expect_status(200);
-        let too_dear = create_order(&app, &user, &[(shirt, 50)]).await;
-        pay_on(&app, 0, &user, id_of(&too_dear), None)
-            .await
-            .assert_problem(409, "INSUFFICIENT_BALANCE");
+async fn the_file_sink_gets_one_order_paid_per_payment_and_one_order_refunded_per_refund_in_the_documented_envelope(
+    engine: Engine,
+) {
+    let app = TestApp::builder(engine)
+        .env("ECOMMERCE_RELAY_INTERVAL_MS", steps::NEVER_MS)
+        .spawn()
+        .await;
+    let shirt = id_of(&app.create_product("Shirt", 10_000, 100).await);
+    let socks = id_of(&app.create_product("Socks", 3_333, 100).await);
+    let user = app.create_user().await;
+    app.fund(&user, 200_000).await;
+    let coupon = issue_rate_coupon(&app, &user, 10).await;
 
-        wait_until_delivered(&app, 3).await;
-        let events = read_event_file(&app.events_file(0));
-        assert_eq!(events.len(), 3, "three events, each once: {events:#?}");
-        let grouped = distinct_ids_by_order(&events);
-        assert_one_event_each(
-            &grouped,
-            &BTreeSet::from([id_of(&with_coupon), id_of(&refunded)]),
-            &BTreeSet::from([id_of(&refunded)]),
-        );
-        let find = |kind: &str, order_id: i64| {
-            events
-                .iter()
-                .position(|e| e["type"] == json!(kind) && e["data"]["order_id"] == json!(order_id))
-                .unwrap_or_else(|| panic!("no {kind} for order {order_id} in {events:#?}"))
-        };
-        let coupon_paid = find("order.paid", id_of(&with_coupon));
-        assert_paid_event(&events[coupon_paid], &with_coupon);
-        assert_eq!(events[coupon_paid]["data"]["user_coupon_id"], json!(coupon));
-        let plain_paid = find("order.paid", id_of(&refunded));
-        assert_paid_event(&events[plain_paid], &paid_then_refunded);
-        assert_eq!(events[plain_paid]["data"]["user_coupon_id"], Value::Null);
-        let refund_line = find("order.refunded", id_of(&refunded));
-        assert_refunded_event(&events[refund_line], &refunded);
-        assert_eq!(events[refund_line]["data"]["refunded_amount"], json!(3_333));
-        assert!(
-            plain_paid < refund_line,
-            "order.paid must come before order.refunded of the same order: lines {plain_paid} and {refund_line}"
-        );
+    // 2 × 10,000 + 3 × 3,333 = 29,999; 10 % off is floor(2,999.9) = 2,999; pays 27,000.
+    let with_coupon = app.place_order(&user, &[(shirt, 2), (socks, 3)]).await;
+    let with_coupon = app.pay_ok(&user, id_of(&with_coupon), Some(coupon)).await;
+    assert_eq!(
+        (
+            with_coupon["total_amount"].as_i64(),
+            with_coupon["discount_amount"].as_i64(),
+            with_coupon["paid_amount"].as_i64()
+        ),
+        (Some(29_999), Some(2_999), Some(27_000)),
+        "{with_coupon}"
+    );
+    let refunded = app.place_order(&user, &[(socks, 1)]).await;
+    let paid_then_refunded = app.pay_ok(&user, id_of(&refunded), None).await;
+    let refunded = app.refund_ok(&user, id_of(&refunded)).await;
+    // Orders that are never paid, and a payment that fails, record nothing.
+    let _pending = app.place_order(&user, &[(shirt, 1)]).await;
+    let cancelled = app.place_order(&user, &[(shirt, 1)]).await;
+    app.post_empty(
+        &format!("/api/v1/orders/{}/cancel", id_of(&cancelled)),
+        Some(&user.token),
+    )
+    .await
+    .expect_status(200);
+    let too_dear = app.place_order(&user, &[(shirt, 50)]).await;
+    app.pay_on(0, &user, id_of(&too_dear), None)
+        .await
+        .assert_problem(409, "INSUFFICIENT_BALANCE");
+
+    // The server's relay ran once at start-up; one in-process relay writes its file.
+    let sink = Sink::file(&app.events_file(0)).expect("the events file");
+    assert_eq!(steps::Jobs::open(app.db()).await.drain_outbox(&sink).await, 3);
+    assert_eq!(unsent_events(&app).await, 0);
+    let events = read_event_file(&app.events_file(0));
+    assert_eq!(events.len(), 3, "three events, each once: {events:#?}");
+    let grouped = distinct_ids_by_order(&events);
+    assert_one_event_each(
+        &grouped,
+        &BTreeSet::from([id_of(&with_coupon), id_of(&refunded)]),
+        &BTreeSet::from([id_of(&refunded)]),
+    );
+    let find = |kind: &str, order_id: i64| {
+        events
+            .iter()
+            .position(|e| e["type"] == json!(kind) && e["data"]["order_id"] == json!(order_id))
+            .unwrap_or_else(|| panic!("no {kind} for order {order_id} in {events:#?}"))
+    };
+    let coupon_paid = find("order.paid", id_of(&with_coupon));
+    assert_paid_event(&events[coupon_paid], &with_coupon);
+    assert_eq!(events[coupon_paid]["data"]["user_coupon_id"], json!(coupon));
+    let plain_paid = find("order.paid", id_of(&refunded));
+    assert_paid_event(&events[plain_paid], &paid_then_refunded);
+    assert_eq!(events[plain_paid]["data"]["user_coupon_id"], Value::Null);
+    let refund_line = find("order.refunded", id_of(&refunded));
+    assert_refunded_event(&events[refund_line], &refunded);
+    assert_eq!(events[refund_line]["data"]["refunded_amount"], json!(3_333));
+    assert!(
+        plain_paid < refund_line,
+        "order.paid must come before order.refunded of the same order: lines {plain_paid} and {refund_line}"
+    );
+}
+
+async fn with_three_instances_every_paid_order_has_exactly_one_order_paid_across_their_files(engine: Engine) {
+    let app = TestApp::builder(engine)
+        .instances(3)
+        .env("ECOMMERCE_RELAY_INTERVAL_MS", RELAY_INTERVAL_MS)
+        .spawn()
+        .await;
+    let users = app.create_users(3).await;
+    let orders = pending_orders(&app, &users, 30).await;
+    pay_all(&app, &orders, &[0, 1, 2]).await;
+    // Refund every third order right after the payments.
+    let mut refunded = BTreeSet::new();
+    for (user, order_id) in orders.iter().step_by(3) {
+        app.refund_ok(user, *order_id).await;
+        refunded.insert(*order_id);
     }
+    wait_until_delivered(&app, 30 + refunded.len() as i64).await;
 
-    async fn with_three_instances_every_paid_order_has_exactly_one_order_paid_across_their_files(engine: Engine) {
-        let app = TestApp::builder(engine)
-            .instances(3)
-            .env("ECOMMERCE_RELAY_INTERVAL_MS", RELAY_INTERVAL_MS)
-            .spawn()
-            .await;
-        let users = create_users(&app, 3).await;
-        let orders = pending_orders(&app, &users, 30).await;
-        pay_all(&app, &orders, &[0, 1, 2]).await;
-        // Refund every third order right after the payments.
-        let mut refunded = BTreeSet::new();
-        for (user, order_id) in orders.iter().step_by(3) {
-            refund(&app, user, *order_id).await;
-            refunded.insert(*order_id);
-        }
-        wait_until_delivered(&app, 30 + refunded.len() as i64).await;
-
-        let per_file: Vec<Vec<Value>> = (0..3).map(|i| read_event_file(&app.events_file(i))).collect();
-        let all: Vec<&Value> = per_file.iter().flatten().collect();
-        let paid: BTreeSet<i64> = orders.iter().map(|(_, id)| *id).collect();
-        assert_one_event_each(&distinct_ids_by_order(all.iter().copied()), &paid, &refunded);
-        // In one file, an order's paid event precedes its refund.
-        for (index, events) in per_file.iter().enumerate() {
-            for (line, event) in events.iter().enumerate() {
-                if event["type"] == json!("order.refunded") {
-                    let order_id = &event["data"]["order_id"];
-                    let paid_later = events[line..]
-                        .iter()
-                        .any(|e| e["type"] == json!("order.paid") && &e["data"]["order_id"] == order_id);
-                    assert!(!paid_later, "file {index}: order {order_id} refunded before its order.paid");
-                }
+    let per_file: Vec<Vec<Value>> = (0..3).map(|i| read_event_file(&app.events_file(i))).collect();
+    let all: Vec<&Value> = per_file.iter().flatten().collect();
+    let paid: BTreeSet<i64> = orders.iter().map(|(_, id)| *id).collect();
+    assert_one_event_each(&distinct_ids_by_order(all.iter().copied()), &paid, &refunded);
+    // In one file, an order's paid event precedes its refund.
+    for (index, events) in per_file.iter().enumerate() {
+        for (line, event) in events.iter().enumerate() {
+            if event["type"] == json!("order.refunded") {
+                let order_id = &event["data"]["order_id"];
+                let paid_later = events[line..]
+                    .iter()
+                    .any(|e| e["type"] == json!("order.paid") && &e["data"]["order_id"] == order_id);
+                assert!(
+                    !paid_later,
+                    "file {index}: order {order_id} refunded before its order.paid"
+                );
             }
         }
     }
@@ -644,255 +578,285 @@ engine_tests! {
 // NATS JetStream
 // ---------------------------------------------------------------------------------------------
 
-engine_tests! {
-    async fn jetstream_gets_every_event_on_its_subject_with_the_event_id_as_nats_msg_id_in_order_per_order(engine: Engine) {
-        let nats = NatsServer::start().await;
-        let app = TestApp::builder(engine)
-            .instances(2)
-            .env("NATS_URL", nats.url())
-            .env("ECOMMERCE_RELAY_INTERVAL_MS", RELAY_INTERVAL_MS)
-            .spawn()
-            .await;
-        let users = create_users(&app, 2).await;
-        let orders = pending_orders(&app, &users, 12).await;
-        let mut paid_orders = BTreeMap::new();
-        for (i, (user, order_id)) in orders.iter().enumerate() {
-            let order = pay_on(&app, i % 2, user, *order_id, None).await.expect_status(200).clone();
-            paid_orders.insert(*order_id, order);
-        }
-        let coupon_user = &users[0];
-        let coupon = issue_rate_coupon(&app, coupon_user, 25).await;
-        let product = id_of(&app.create_product("Cap", 4_001, 10).await);
-        let with_coupon = create_order(&app, coupon_user, &[(product, 1)]).await;
-        let with_coupon = pay(&app, coupon_user, id_of(&with_coupon), Some(coupon)).await;
-        assert_eq!(with_coupon["discount_amount"], json!(1_000), "floor(4,001 × 25 / 100)");
-        paid_orders.insert(id_of(&with_coupon), with_coupon.clone());
-        // Refund half the orders straight after their payment, alternating instances.
-        let mut refunded_orders = BTreeMap::new();
-        for (user, order_id) in orders.iter().step_by(2) {
-            let order = refund(&app, user, *order_id).await;
-            refunded_orders.insert(*order_id, order);
-        }
-        let total = (paid_orders.len() + refunded_orders.len()) as i64;
-        wait_until_delivered(&app, total).await;
+engine_tests!(jetstream_gets_every_event_on_its_subject_with_the_event_id_as_nats_msg_id_in_order_per_order,);
 
-        let messages = read_stream(&nats.url()).await;
-        let events: Vec<Value> = messages.iter().map(|m| m.event.clone()).collect();
-        let grouped = distinct_ids_by_order(&events);
-        assert_one_event_each(
-            &grouped,
-            &paid_orders.keys().copied().collect(),
-            &refunded_orders.keys().copied().collect(),
-        );
-        for (position, message) in messages.iter().enumerate() {
-            let event = &message.event;
-            let kind = event["type"].as_str().expect("type");
-            assert_eq!(message.subject, format!("ecommerce.{kind}"), "subject of {event}");
-            assert_eq!(message.msg_id.as_deref(), event["id"].as_str(), "Nats-Msg-Id of {event}");
-            let order_id = event["data"]["order_id"].as_i64().expect("order_id");
-            match kind {
-                "order.paid" => assert_paid_event(event, &paid_orders[&order_id]),
-                "order.refunded" => {
-                    assert_refunded_event(event, &refunded_orders[&order_id]);
-                    let paid_at = messages
-                        .iter()
-                        .position(|m| m.event["type"] == json!("order.paid") && m.event["data"]["order_id"] == json!(order_id))
-                        .expect("the order.paid of a refunded order");
-                    assert!(paid_at < position, "order {order_id}: order.refunded (#{position}) before order.paid (#{paid_at}) on the stream");
-                }
-                other => panic!("unexpected event type {other:?}"),
-            }
-        }
-        let coupon_event = messages
-            .iter()
-            .find(|m| m.event["data"]["order_id"] == with_coupon["id"])
-            .expect("the coupon order's event");
-        assert_eq!(coupon_event.event["data"]["user_coupon_id"], json!(coupon));
-        assert_eq!(coupon_event.event["data"]["paid_amount"], json!(3_001));
-        // With a broker, the file sink is not used.
-        for index in 0..2 {
-            assert!(
-                read_event_file(&app.events_file(index)).is_empty(),
-                "instance {index} wrote events to its file although NATS_URL is set"
-            );
-        }
+async fn jetstream_gets_every_event_on_its_subject_with_the_event_id_as_nats_msg_id_in_order_per_order(engine: Engine) {
+    let nats = NatsServer::start().await;
+    let app = TestApp::builder(engine)
+        .instances(2)
+        .env("NATS_URL", nats.url())
+        .env("ECOMMERCE_RELAY_INTERVAL_MS", RELAY_INTERVAL_MS)
+        .spawn()
+        .await;
+    let users = app.create_users(2).await;
+    let orders = pending_orders(&app, &users, 12).await;
+    let mut paid_orders = BTreeMap::new();
+    for (i, (user, order_id)) in orders.iter().enumerate() {
+        let order = app
+            .pay_on(i % 2, user, *order_id, None)
+            .await
+            .expect_status(200)
+            .clone();
+        paid_orders.insert(*order_id, order);
     }
-}
-
-engine_tests! {
-    /// While the broker is down, each order's `order.paid` and `order.refunded` wait side by side
-    /// in the outbox; three relays then race for them and must still publish the payment first.
-    async fn the_events_of_one_order_reach_the_stream_in_commit_order_after_waiting_together(engine: Engine) {
-        let mut nats = NatsServer::start().await;
-        let app = TestApp::builder(engine)
-            .instances(3)
-            .env("NATS_URL", nats.url())
-            .env("ECOMMERCE_RELAY_INTERVAL_MS", RELAY_INTERVAL_MS)
-            .spawn()
-            .await;
-        let users = create_users(&app, 3).await;
-        let orders = pending_orders(&app, &users, 30).await;
-
-        nats.stop();
-        for (i, (user, order_id)) in orders.iter().enumerate() {
-            pay_on(&app, i % 3, user, *order_id, None).await.expect_status(200);
-            let path = format!("/api/v1/orders/{order_id}/refund");
-            app.request_on((i + 1) % 3, Method::POST, &path)
-                .bearer_auth(&user.token)
-                .fetch()
-                .await
-                .expect_status(200);
-        }
-        assert_eq!(unsent_events(&app).await, 60, "every event waits while the broker is down");
-        nats.restart().await;
-        wait_until_delivered(&app, 60).await;
-
-        let messages = read_stream(&nats.url()).await;
-        let events: Vec<Value> = messages.iter().map(|m| m.event.clone()).collect();
-        let ids: BTreeSet<i64> = orders.iter().map(|(_, id)| *id).collect();
-        assert_one_event_each(&distinct_ids_by_order(&events), &ids, &ids);
-        for order_id in ids {
-            let first = |kind: &str| {
-                events
-                    .iter()
-                    .position(|e| e["type"] == json!(kind) && e["data"]["order_id"] == json!(order_id))
-                    .unwrap_or_else(|| panic!("no {kind} for order {order_id}"))
-            };
-            let (paid, refunded) = (first("order.paid"), first("order.refunded"));
-            assert!(paid < refunded, "order {order_id}: order.refunded (#{refunded}) before order.paid (#{paid}) on the stream");
-        }
+    let coupon_user = &users[0];
+    let coupon = issue_rate_coupon(&app, coupon_user, 25).await;
+    let product = id_of(&app.create_product("Cap", 4_001, 10).await);
+    let with_coupon = app.place_order(coupon_user, &[(product, 1)]).await;
+    let with_coupon = app.pay_ok(coupon_user, id_of(&with_coupon), Some(coupon)).await;
+    assert_eq!(with_coupon["discount_amount"], json!(1_000), "floor(4,001 × 25 / 100)");
+    paid_orders.insert(id_of(&with_coupon), with_coupon.clone());
+    // Refund half the orders straight after their payment, alternating instances.
+    let mut refunded_orders = BTreeMap::new();
+    for (user, order_id) in orders.iter().step_by(2) {
+        let order = app.refund_ok(user, *order_id).await;
+        refunded_orders.insert(*order_id, order);
     }
-}
+    let total = (paid_orders.len() + refunded_orders.len()) as i64;
+    wait_until_delivered(&app, total).await;
 
-postgres_tests! {
-    async fn events_paid_while_the_broker_is_down_wait_in_the_outbox_and_all_arrive_when_it_is_back(engine: Engine) {
-        let mut nats = NatsServer::start().await;
-        let app = TestApp::builder(engine)
-            .instances(3)
-            .env("NATS_URL", nats.url())
-            .env("ECOMMERCE_RELAY_INTERVAL_MS", RELAY_INTERVAL_MS)
-            .spawn()
-            .await;
-        let users = create_users(&app, 10).await;
-        let orders = pending_orders(&app, &users, 101).await;
-        let (warm_up, outage_orders) = orders.split_first().expect("orders");
-        // The broker works before the outage.
-        pay_all(&app, std::slice::from_ref(warm_up), &[0]).await;
-        wait_until_delivered(&app, 1).await;
-
-        nats.stop();
-        pay_all(&app, outage_orders, &[0, 1, 2]).await;
-        assert_eq!(recorded_events(&app).await, 101, "every payment recorded its event");
+    let messages = read_stream(&nats.url()).await;
+    let events: Vec<Value> = messages.iter().map(|m| m.event.clone()).collect();
+    let grouped = distinct_ids_by_order(&events);
+    assert_one_event_each(
+        &grouped,
+        &paid_orders.keys().copied().collect(),
+        &refunded_orders.keys().copied().collect(),
+    );
+    for (position, message) in messages.iter().enumerate() {
+        let event = &message.event;
+        let kind = event["type"].as_str().expect("type");
+        assert_eq!(message.subject, format!("ecommerce.{kind}"), "subject of {event}");
         assert_eq!(
-            unsent_events(&app).await,
-            100,
-            "with the broker down, the 100 new events wait unsent in the outbox"
+            message.msg_id.as_deref(),
+            event["id"].as_str(),
+            "Nats-Msg-Id of {event}"
         );
-
-        nats.restart().await;
-        wait_until_delivered(&app, 101).await;
-        let messages = read_stream(&nats.url()).await;
-        let events: Vec<Value> = messages.iter().map(|m| m.event.clone()).collect();
-        let paid: BTreeSet<i64> = orders.iter().map(|(_, id)| *id).collect();
-        let grouped = distinct_ids_by_order(&events);
-        assert_one_event_each(&grouped, &paid, &BTreeSet::new());
-        let distinct: BTreeSet<&str> = events.iter().filter_map(|e| e["id"].as_str()).collect();
-        assert_eq!(distinct.len(), 101, "1 event before and 100 during the outage, none lost");
-        for message in &messages {
-            assert_eq!(message.subject, "ecommerce.order.paid");
-            assert_eq!(message.msg_id.as_deref(), message.event["id"].as_str());
+        let order_id = event["data"]["order_id"].as_i64().expect("order_id");
+        match kind {
+            "order.paid" => assert_paid_event(event, &paid_orders[&order_id]),
+            "order.refunded" => {
+                assert_refunded_event(event, &refunded_orders[&order_id]);
+                let paid_at = messages
+                    .iter()
+                    .position(|m| {
+                        m.event["type"] == json!("order.paid") && m.event["data"]["order_id"] == json!(order_id)
+                    })
+                    .expect("the order.paid of a refunded order");
+                assert!(
+                    paid_at < position,
+                    "order {order_id}: order.refunded (#{position}) before order.paid (#{paid_at}) on the stream"
+                );
+            }
+            other => panic!("unexpected event type {other:?}"),
         }
     }
-
-    async fn when_an_instance_is_killed_while_relaying_the_other_instances_deliver_every_event(engine: Engine) {
-        let nats = NatsServer::start().await;
-        let mut app = TestApp::builder(engine)
-            .instances(3)
-            .env("NATS_URL", nats.url())
-            .env("ECOMMERCE_RELAY_INTERVAL_MS", RELAY_INTERVAL_MS)
-            .spawn()
-            .await;
-        let users = create_users(&app, 6).await;
-        let orders = pending_orders(&app, &users, 70).await;
-        let (before_crash, after_crash) = orders.split_at(60);
-        pay_all(&app, before_crash, &[0, 1, 2]).await;
-        app.kill_instance(1);
-        // The survivors keep taking payments.
-        pay_all(&app, after_crash, &[0, 2]).await;
-
-        wait_until_delivered(&app, 70).await;
-        assert_eq!(unsent_events(&app).await, 0);
-        let messages = read_stream(&nats.url()).await;
-        let events: Vec<Value> = messages.iter().map(|m| m.event.clone()).collect();
-        let paid: BTreeSet<i64> = orders.iter().map(|(_, id)| *id).collect();
-        assert_one_event_each(&distinct_ids_by_order(&events), &paid, &BTreeSet::new());
-        assert_eq!(messages.len(), 70, "a re-published event is dropped by JetStream (same Nats-Msg-Id)");
-        for message in &messages {
-            assert_eq!(message.msg_id.as_deref(), message.event["id"].as_str());
-        }
+    let coupon_event = messages
+        .iter()
+        .find(|m| m.event["data"]["order_id"] == with_coupon["id"])
+        .expect("the coupon order's event");
+    assert_eq!(coupon_event.event["data"]["user_coupon_id"], json!(coupon));
+    assert_eq!(coupon_event.event["data"]["paid_amount"], json!(3_001));
+    // With a broker, the file sink is not used.
+    for index in 0..2 {
+        assert!(
+            read_event_file(&app.events_file(index)).is_empty(),
+            "instance {index} wrote events to its file although NATS_URL is set"
+        );
     }
 }
 
-engine_tests! {
-    /// Deterministic crash: the broker is down, so the only instance leases every event and
-    /// holds the leases while it retries; it is then killed, two fresh instances start, the broker
-    /// comes back, and the leases of the dead instance must run out and its events be delivered.
-    async fn events_leased_by_a_killed_instance_are_delivered_by_the_others_once_the_lease_runs_out(engine: Engine) {
-        let mut nats = NatsServer::start().await;
-        let mut app = TestApp::builder(engine)
-            .env("NATS_URL", nats.url())
-            .env("ECOMMERCE_RELAY_INTERVAL_MS", RELAY_INTERVAL_MS)
-            .spawn()
-            .await;
-        let users = create_users(&app, 2).await;
-        let orders = pending_orders(&app, &users, 20).await;
-        nats.stop();
-        pay_all(&app, &orders, &[0]).await;
+engine_tests!(the_events_of_one_order_reach_the_stream_in_commit_order_after_waiting_together,);
 
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let now_ms = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .expect("after 1970")
-                .as_millis() as i64;
-            let leased = app
-                .db()
-                .query_i64("select count(*) from outbox where sent_at is null and lease_until > $1", &[now_ms + 1_000])
-                .await;
-            if leased == 20 {
-                break;
-            }
-            assert!(Instant::now() < deadline, "the relay leased only {leased} of 20 events while the broker was down");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        app.kill_instance(0);
-        app.add_instance().await;
-        app.add_instance().await;
-        nats.restart().await;
+/// While the broker is down, each order's `order.paid` and `order.refunded` wait side by side
+/// in the outbox; three relays then race for them and must still publish the payment first.
+async fn the_events_of_one_order_reach_the_stream_in_commit_order_after_waiting_together(engine: Engine) {
+    let mut nats = NatsServer::start().await;
+    let app = TestApp::builder(engine)
+        .instances(3)
+        .env("NATS_URL", nats.url())
+        .env("ECOMMERCE_RELAY_INTERVAL_MS", RELAY_INTERVAL_MS)
+        .spawn()
+        .await;
+    let users = app.create_users(3).await;
+    let orders = pending_orders(&app, &users, 30).await;
 
-        wait_until_delivered(&app, 20).await;
-        let messages = read_stream(&nats.url()).await;
-        let events: Vec<Value> = messages.iter().map(|m| m.event.clone()).collect();
-        let paid: BTreeSet<i64> = orders.iter().map(|(_, id)| *id).collect();
-        assert_one_event_each(&distinct_ids_by_order(&events), &paid, &BTreeSet::new());
+    nats.stop();
+    for (i, (user, order_id)) in orders.iter().enumerate() {
+        app.pay_on(i % 3, user, *order_id, None).await.expect_status(200);
+        let path = format!("/api/v1/orders/{order_id}/refund");
+        app.request_on((i + 1) % 3, Method::POST, &path)
+            .bearer_auth(&user.token)
+            .fetch()
+            .await
+            .expect_status(200);
     }
+    assert_eq!(
+        unsent_events(&app).await,
+        60,
+        "every event waits while the broker is down"
+    );
+    nats.restart().await;
+    wait_until_delivered(&app, 60).await;
+
+    let messages = read_stream(&nats.url()).await;
+    let events: Vec<Value> = messages.iter().map(|m| m.event.clone()).collect();
+    let ids: BTreeSet<i64> = orders.iter().map(|(_, id)| *id).collect();
+    assert_one_event_each(&distinct_ids_by_order(&events), &ids, &ids);
+    for order_id in ids {
+        let first = |kind: &str| {
+            events
+                .iter()
+                .position(|e| e["type"] == json!(kind) && e["data"]["order_id"] == json!(order_id))
+                .unwrap_or_else(|| panic!("no {kind} for order {order_id}"))
+        };
+        let (paid, refunded) = (first("order.paid"), first("order.refunded"));
+        assert!(
+            paid < refunded,
+            "order {order_id}: order.refunded (#{refunded}) before order.paid (#{paid}) on the stream"
+        );
+    }
+}
+
+postgres_tests!(
+    events_paid_while_the_broker_is_down_wait_in_the_outbox_and_all_arrive_when_it_is_back,
+    when_an_instance_is_killed_while_relaying_the_other_instances_deliver_every_event,
+);
+
+async fn events_paid_while_the_broker_is_down_wait_in_the_outbox_and_all_arrive_when_it_is_back(engine: Engine) {
+    let mut nats = NatsServer::start().await;
+    let app = TestApp::builder(engine)
+        .instances(3)
+        .env("NATS_URL", nats.url())
+        .env("ECOMMERCE_RELAY_INTERVAL_MS", RELAY_INTERVAL_MS)
+        .spawn()
+        .await;
+    let users = app.create_users(10).await;
+    let orders = pending_orders(&app, &users, 101).await;
+    let (warm_up, outage_orders) = orders.split_first().expect("orders");
+    // The broker works before the outage.
+    pay_all(&app, std::slice::from_ref(warm_up), &[0]).await;
+    wait_until_delivered(&app, 1).await;
+
+    nats.stop();
+    pay_all(&app, outage_orders, &[0, 1, 2]).await;
+    assert_eq!(recorded_events(&app).await, 101, "every payment recorded its event");
+    assert_eq!(
+        unsent_events(&app).await,
+        100,
+        "with the broker down, the 100 new events wait unsent in the outbox"
+    );
+
+    nats.restart().await;
+    wait_until_delivered(&app, 101).await;
+    let messages = read_stream(&nats.url()).await;
+    let events: Vec<Value> = messages.iter().map(|m| m.event.clone()).collect();
+    let paid: BTreeSet<i64> = orders.iter().map(|(_, id)| *id).collect();
+    let grouped = distinct_ids_by_order(&events);
+    assert_one_event_each(&grouped, &paid, &BTreeSet::new());
+    let distinct: BTreeSet<&str> = events.iter().filter_map(|e| e["id"].as_str()).collect();
+    assert_eq!(
+        distinct.len(),
+        101,
+        "1 event before and 100 during the outage, none lost"
+    );
+    for message in &messages {
+        assert_eq!(message.subject, "ecommerce.order.paid");
+        assert_eq!(message.msg_id.as_deref(), message.event["id"].as_str());
+    }
+}
+
+async fn when_an_instance_is_killed_while_relaying_the_other_instances_deliver_every_event(engine: Engine) {
+    let nats = NatsServer::start().await;
+    let mut app = TestApp::builder(engine)
+        .instances(3)
+        .env("NATS_URL", nats.url())
+        .env("ECOMMERCE_RELAY_INTERVAL_MS", RELAY_INTERVAL_MS)
+        .spawn()
+        .await;
+    let users = app.create_users(6).await;
+    let orders = pending_orders(&app, &users, 70).await;
+    let (before_crash, after_crash) = orders.split_at(60);
+    pay_all(&app, before_crash, &[0, 1, 2]).await;
+    app.kill_instance(1);
+    // The survivors keep taking payments.
+    pay_all(&app, after_crash, &[0, 2]).await;
+
+    wait_until_delivered(&app, 70).await;
+    assert_eq!(unsent_events(&app).await, 0);
+    let messages = read_stream(&nats.url()).await;
+    let events: Vec<Value> = messages.iter().map(|m| m.event.clone()).collect();
+    let paid: BTreeSet<i64> = orders.iter().map(|(_, id)| *id).collect();
+    assert_one_event_each(&distinct_ids_by_order(&events), &paid, &BTreeSet::new());
+    assert_eq!(
+        messages.len(),
+        70,
+        "a re-published event is dropped by JetStream (same Nats-Msg-Id)"
+    );
+    for message in &messages {
+        assert_eq!(message.msg_id.as_deref(), message.event["id"].as_str());
+    }
+}
+
+engine_tests!(events_leased_by_a_killed_instance_are_delivered_by_the_others_once_the_lease_runs_out,);
+
+/// Deterministic crash: the broker is down, so the only instance leases every event and
+/// holds the leases while it retries; it is then killed, two fresh instances start, the broker
+/// comes back, and the leases of the dead instance must run out and its events be delivered.
+async fn events_leased_by_a_killed_instance_are_delivered_by_the_others_once_the_lease_runs_out(engine: Engine) {
+    let mut nats = NatsServer::start().await;
+    let mut app = TestApp::builder(engine)
+        .env("NATS_URL", nats.url())
+        .env("ECOMMERCE_RELAY_INTERVAL_MS", RELAY_INTERVAL_MS)
+        .spawn()
+        .await;
+    let users = app.create_users(2).await;
+    let orders = pending_orders(&app, &users, 20).await;
+    nats.stop();
+    pay_all(&app, &orders, &[0]).await;
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_millis() as i64;
+        let leased = app
+            .db()
+            .query_i64(
+                "select count(*) from outbox where sent_at is null and lease_until > $1",
+                &[now_ms + 1_000],
+            )
+            .await;
+        if leased == 20 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the relay leased only {leased} of 20 events while the broker was down"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    app.kill_instance(0);
+    app.add_instance().await;
+    app.add_instance().await;
+    nats.restart().await;
+
+    wait_until_delivered(&app, 20).await;
+    let messages = read_stream(&nats.url()).await;
+    let events: Vec<Value> = messages.iter().map(|m| m.event.clone()).collect();
+    let paid: BTreeSet<i64> = orders.iter().map(|(_, id)| *id).collect();
+    assert_one_event_each(&distinct_ids_by_order(&events), &paid, &BTreeSet::new());
 }
 
 // ---------------------------------------------------------------------------------------------
 // `ecommerce events tail`
 // ---------------------------------------------------------------------------------------------
 
-/// `ecommerce events tail` with only `NATS_URL` (when given) from the test's environment.
+/// `ecommerce events tail ARGS…` with only `NATS_URL` (when given) from the test's environment.
 fn events_tail(nats_url: Option<&str>) -> tokio::process::Command {
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_ecommerce"));
-    for (key, _) in std::env::vars_os() {
-        if key
-            .to_str()
-            .is_some_and(|key| key.starts_with("ECOMMERCE_") || key == "DATABASE_URL" || key == "NATS_URL")
-        {
-            command.env_remove(&key);
-        }
-    }
+    use_server_binary(env!("CARGO_BIN_EXE_ecommerce"));
+    let mut command = tokio::process::Command::from(server_command());
     if let Some(url) = nats_url {
         command.env("NATS_URL", url);
     }
@@ -928,18 +892,33 @@ async fn events_tail_prints_every_event_of_the_stream_as_json_lines_and_follows_
         .await;
     let product = id_of(&app.create_product("Tail tee", 2_000, 100).await);
     let user = app.create_user().await;
-    fund(&app, &user, 100_000).await;
-    let first = create_order(&app, &user, &[(product, 1)]).await;
-    pay(&app, &user, id_of(&first), None).await;
-    let second = create_order(&app, &user, &[(product, 2)]).await;
-    pay(&app, &user, id_of(&second), None).await;
-    refund(&app, &user, id_of(&second)).await;
+    app.fund(&user, 100_000).await;
+    let first = app.place_order(&user, &[(product, 1)]).await;
+    app.pay_ok(&user, id_of(&first), None).await;
+    let second = app.place_order(&user, &[(product, 2)]).await;
+    app.pay_ok(&user, id_of(&second), None).await;
+    app.refund_ok(&user, id_of(&second)).await;
     wait_until_delivered(&app, 3).await;
     let on_stream: BTreeSet<String> = read_stream(&nats.url())
         .await
         .iter()
         .map(|m| m.event["id"].as_str().expect("id").to_owned())
         .collect();
+
+    // The server made the stream replayable: kept by age on disk, not deleted once read.
+    let client = async_nats::connect(nats.url()).await.expect("connect to NATS");
+    let mut stream = async_nats::jetstream::new(client)
+        .get_stream(STREAM)
+        .await
+        .expect("the stream");
+    let config = stream.info().await.expect("stream info").config.clone();
+    assert_eq!(config.retention, async_nats::jetstream::stream::RetentionPolicy::Limits);
+    assert_eq!(config.storage, async_nats::jetstream::stream::StorageType::File);
+    assert_eq!(
+        config.max_age,
+        Duration::from_secs(30 * 86_400),
+        "ECOMMERCE_EVENTS_MAX_AGE_DAYS default"
+    );
 
     let mut tail = events_tail(Some(&nats.url()))
         .spawn()
@@ -962,8 +941,8 @@ async fn events_tail_prints_every_event_of_the_stream_as_json_lines_and_follows_
     );
 
     // A payment made while tailing shows up too.
-    let third = create_order(&app, &user, &[(product, 1)]).await;
-    let third = pay(&app, &user, id_of(&third), None).await;
+    let third = app.place_order(&user, &[(product, 1)]).await;
+    let third = app.pay_ok(&user, id_of(&third), None).await;
     let fourth = next_json_line(&mut lines, deadline).await;
     assert_eq!(fourth["type"], json!("order.paid"));
     assert_paid_event(&fourth, &third);
@@ -986,4 +965,165 @@ async fn events_tail_without_nats_url_fails_and_says_to_set_it() {
         "nothing on stdout: {:?}",
         String::from_utf8_lossy(&output.stdout)
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Replay: `events tail --from-sequence`, `--since`, `--durable`
+// ---------------------------------------------------------------------------------------------
+
+/// A broker with the server's stream (as a relaying instance creates it) and `count` events
+/// `e1`, `e2`, … published straight to it; returns the JetStream context.
+async fn stream_with_events(nats: &NatsServer, count: u64) -> async_nats::jetstream::Context {
+    let client = async_nats::connect(nats.url()).await.expect("connect to NATS");
+    let js = async_nats::jetstream::new(client);
+    ecommerce::events::ensure_stream(&js, Duration::from_secs(3600))
+        .await
+        .expect("create the stream as the server does");
+    publish_events(&js, 1..=count).await;
+    js
+}
+
+/// Publishes the events `e{n}` for every `n`, each acknowledged by the broker.
+async fn publish_events(js: &async_nats::jetstream::Context, numbers: std::ops::RangeInclusive<u64>) {
+    for n in numbers {
+        let event = json!({"id": format!("e{n}"), "type": "order.paid", "data": {"order_id": n}});
+        js.publish("ecommerce.order.paid", event.to_string().into())
+            .await
+            .expect("publish")
+            .await
+            .expect("the broker has the event");
+    }
+}
+
+/// The `e{n}` numbers of printed events.
+fn numbers(events: &[Value]) -> Vec<u64> {
+    events
+        .iter()
+        .map(|e| {
+            e["id"]
+                .as_str()
+                .and_then(|id| id.strip_prefix('e')?.parse().ok())
+                .expect("an e{n} id")
+        })
+        .collect()
+}
+
+/// A running `events tail` and its stdout lines.
+struct Tail {
+    child: tokio::process::Child,
+    lines: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+}
+
+impl Tail {
+    fn start(nats: &NatsServer, args: &[&str]) -> Tail {
+        let mut child = events_tail(Some(&nats.url()))
+            .args(args)
+            .spawn()
+            .expect("start ecommerce events tail");
+        let lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+        Tail { child, lines }
+    }
+
+    /// The next `count` events printed.
+    async fn read(&mut self, count: usize) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut events = Vec::with_capacity(count);
+        for _ in 0..count {
+            events.push(next_json_line(&mut self.lines, deadline).await);
+        }
+        events
+    }
+
+    /// Asks the tail to stop (SIGTERM, as an operator or systemd would), and returns every line
+    /// it printed until it exited; it must exit 0.
+    async fn stop(mut self) -> Vec<Value> {
+        let pid = self.child.id().expect("a running tail");
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM {pid}");
+        let mut rest = Vec::new();
+        let read_all = async {
+            while let Some(line) = self.lines.next_line().await.expect("read events tail") {
+                rest.push(serde_json::from_str(&line).expect("a JSON line"));
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(30), read_all)
+            .await
+            .expect("events tail stops within 30 s of SIGTERM");
+        let exit = self.child.wait().await.expect("wait for events tail");
+        assert!(exit.success(), "events tail exits 0 on SIGTERM: {exit}");
+        rest
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_tail_replays_from_a_sequence_number_or_a_time() {
+    let nats = NatsServer::start().await;
+    let js = stream_with_events(&nats, 6).await;
+
+    let mut from_four = Tail::start(&nats, &["--from-sequence", "4"]);
+    assert_eq!(numbers(&from_four.read(3).await), [4, 5, 6]);
+    from_four.stop().await;
+
+    // `--since` the time the broker stored the 5th event: events 5 and 6, then new ones.
+    let stream = js.get_stream(ecommerce::events::STREAM).await.expect("the stream");
+    let fifth = stream.get_raw_message(5).await.expect("the 5th message");
+    let since = fifth
+        .time
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("format");
+    let mut since_fifth = Tail::start(&nats, &["--since", &since]);
+    assert_eq!(numbers(&since_fifth.read(2).await), [5, 6]);
+    publish_events(&js, 7..=7).await;
+    assert_eq!(numbers(&since_fifth.read(1).await), [7], "then it follows new events");
+    since_fifth.stop().await;
+
+    let both = events_tail(Some(&nats.url()))
+        .args(["--from-sequence", "1", "--since", &since])
+        .output()
+        .await
+        .expect("run events tail");
+    assert!(
+        !both.status.success(),
+        "--from-sequence and --since together are refused"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_durable_tail_stopped_mid_stream_and_resumed_loses_and_repeats_nothing() {
+    let nats = NatsServer::start().await;
+    let js = stream_with_events(&nats, 10).await;
+
+    let mut first = Tail::start(&nats, &["--durable", "warehouse"]);
+    let mut printed = first.read(10).await;
+    // More events arrive, and the tail is stopped while they stream in.
+    publish_events(&js, 11..=40).await;
+    printed.extend(first.read(5).await);
+    printed.extend(first.stop().await);
+    let stopped_after = printed.len();
+    assert!(
+        (15..=40).contains(&stopped_after),
+        "stopped mid-stream after {stopped_after} events"
+    );
+    // Events keep coming while nobody reads.
+    publish_events(&js, 41..=50).await;
+
+    let mut resumed = Tail::start(&nats, &["--durable", "warehouse"]);
+    printed.extend(resumed.read(50 - stopped_after).await);
+    printed.extend(resumed.stop().await);
+    assert_eq!(
+        numbers(&printed),
+        (1..=50).collect::<Vec<_>>(),
+        "every event once, in stream order, across the stop (stopped after {stopped_after})"
+    );
+
+    // Nothing is left for the consumer to deliver again: every line printed was acknowledged.
+    let stream = js.get_stream(ecommerce::events::STREAM).await.expect("the stream");
+    let mut consumer: async_nats::jetstream::consumer::PullConsumer =
+        stream.get_consumer("warehouse").await.expect("the durable consumer");
+    let info = consumer.info().await.expect("consumer info");
+    assert_eq!((info.num_pending, info.num_ack_pending), (0, 0), "{info:?}");
+    assert_eq!(info.ack_floor.stream_sequence, 50, "{info:?}");
 }

@@ -1,19 +1,16 @@
 //! Harness of the storage conformance suite: a fresh database per test on each engine, and the
 //! small fixtures the tests build their worlds from.
 //!
-//! SQLite gets a new file in its own temporary folder, removed afterwards (also on panic).
-//! PostgreSQL gets `CREATE DATABASE <unique>` on the server named by `ECOMMERCE_TEST_PG_URL`
-//! (default `postgres://postgres@127.0.0.1:5432/postgres`), dropped `WITH (FORCE)` afterwards:
-//! the test runs in its own task, so a panic comes back as a `JoinError` after the drop. When the
-//! server is unreachable the PostgreSQL half is skipped, unless `CI=true`, where it fails.
+//! The database lifecycle is the workspace's test kit (`ecommerce_testkit::TestDb`): SQLite gets
+//! a new file in its own temporary folder, PostgreSQL a fresh database on the server named by
+//! `ECOMMERCE_TEST_PG_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`); both are
+//! removed when the test ends, also on panic. When PostgreSQL is unreachable its half is
+//! skipped, unless `CI=true`, where it fails.
 
 #![allow(dead_code)] // not every test binary uses every fixture
 
 use std::future::Future;
 use std::marker::PhantomData;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ecommerce_domain::account::{NewUser, Role};
 use ecommerce_domain::catalog::{NewProduct, Product};
@@ -24,11 +21,9 @@ use ecommerce_domain::store::{Store, Tx};
 use ecommerce_domain::usecase::{self, Actor, OrderSource, Settled};
 use ecommerce_domain::{CouponId, Error, OrderId, ProductId, StoreError, Timestamp, UserCouponId, UserId};
 use ecommerce_store::{PgStore, PoolOptions, SqliteStore};
-use sqlx::{AssertSqlSafe, Connection, Executor, PgConnection};
 
 /// Small pools: the PostgreSQL server allows 100 connections and tests run in parallel.
 pub const POOL: PoolOptions = PoolOptions { max_connections: 5 };
-const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
 /// An engine under test: how to open it, and a peek below the port where a rule has no read.
 pub trait Engine: Store {
@@ -67,45 +62,37 @@ impl Engine for SqliteStore {
     }
 }
 
-/// A fresh, empty database; [`TestDb::connect`] opens (and migrates) it like a server would.
+/// A fresh, empty database ([`ecommerce_testkit::TestDb`], dropped with the value);
+/// [`TestDb::connect`] opens (and migrates) it like a server would.
 pub struct TestDb<S> {
     pub url: String,
+    _db: ecommerce_testkit::TestDb,
     engine: PhantomData<fn() -> S>,
 }
 
 impl<S: Engine> TestDb<S> {
-    fn new(url: String) -> Self {
-        Self {
-            url,
-            engine: PhantomData,
-        }
-    }
-
     pub async fn connect(&self) -> S {
         S::open(&self.url).await.expect("connect to the test database")
     }
 }
 
-fn unique_name() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    format!(
-        "ecommerce_conformance_{}_{}_{nanos}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-/// Removes the SQLite test folder when the test ends, passed or not.
-struct TempFolder(PathBuf);
-
-impl Drop for TempFolder {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+/// Runs `test` on a fresh database of `engine`, or skips it when the engine is unavailable
+/// (PostgreSQL unreachable and `CI` not `true`).
+async fn run<S, F, Fut>(engine: ecommerce_testkit::Engine, test: F)
+where
+    F: FnOnce(TestDb<S>) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    if !engine.available().await {
+        return;
     }
+    let db = ecommerce_testkit::TestDb::create(engine).await;
+    test(TestDb {
+        url: db.url().to_owned(),
+        _db: db,
+        engine: PhantomData,
+    })
+    .await;
 }
 
 pub async fn run_sqlite<F, Fut>(test: F)
@@ -113,63 +100,15 @@ where
     F: FnOnce(TestDb<SqliteStore>) -> Fut,
     Fut: Future<Output = ()>,
 {
-    let folder = TempFolder(std::env::temp_dir().join(unique_name()));
-    let url = format!("sqlite://{}", folder.0.join("conformance.db").display());
-    test(TestDb::new(url)).await;
-}
-
-/// `base` with its database name replaced by `database`.
-fn with_database(base: &str, database: &str) -> String {
-    let (address, query) = match base.split_once('?') {
-        Some((address, query)) => (address, format!("?{query}")),
-        None => (base, String::new()),
-    };
-    let host_start = address.find("://").map_or(0, |i| i + 3);
-    let root = match address[host_start..].find('/') {
-        Some(slash) => &address[..host_start + slash],
-        None => address,
-    };
-    format!("{root}/{database}{query}")
+    run(ecommerce_testkit::Engine::Sqlite, test).await;
 }
 
 pub async fn run_postgres<F, Fut>(test: F)
 where
     F: FnOnce(TestDb<PgStore>) -> Fut,
-    Fut: Future<Output = ()> + Send + 'static,
+    Fut: Future<Output = ()>,
 {
-    let base = std::env::var("ECOMMERCE_TEST_PG_URL").unwrap_or_else(|_| DEFAULT_PG_URL.to_owned());
-    let admin = match tokio::time::timeout(Duration::from_secs(5), PgConnection::connect(&base)).await {
-        Ok(Ok(conn)) => conn,
-        outcome => {
-            let why = match outcome {
-                Ok(Err(err)) => err.to_string(),
-                _ => "timed out".to_owned(),
-            };
-            if std::env::var("CI").is_ok_and(|v| v == "true") {
-                panic!("PostgreSQL at {base} is unreachable ({why}) and CI=true");
-            }
-            eprintln!("skipping the PostgreSQL half: {base} is unreachable ({why})");
-            return;
-        }
-    };
-    let mut admin = admin;
-    let name = unique_name();
-    admin
-        .execute(AssertSqlSafe(format!("create database {name}")))
-        .await
-        .expect("create the test database");
-    let outcome = tokio::spawn(test(TestDb::new(with_database(&base, &name)))).await;
-    admin
-        .execute(AssertSqlSafe(format!("drop database if exists {name} with (force)")))
-        .await
-        .expect("drop the test database");
-    let _ = admin.close().await;
-    if let Err(err) = outcome {
-        match err.try_into_panic() {
-            Ok(panic) => std::panic::resume_unwind(panic),
-            Err(err) => panic!("test task failed: {err}"),
-        }
-    }
+    run(ecommerce_testkit::Engine::Postgres, test).await;
 }
 
 /// Generates, for each generic test `name<S: Engine>(TestDb<S>)`, a module `name` with the
@@ -357,17 +296,4 @@ pub async fn join_all<T: Send + 'static>(tasks: Vec<tokio::task::JoinHandle<T>>)
         }
     }
     results
-}
-
-#[test]
-fn database_name_is_replaced_in_urls() {
-    assert_eq!(
-        with_database("postgres://postgres@127.0.0.1:5432/postgres", "t1"),
-        "postgres://postgres@127.0.0.1:5432/t1"
-    );
-    assert_eq!(
-        with_database("postgres://u:p@h/db?sslmode=disable", "t1"),
-        "postgres://u:p@h/t1?sslmode=disable"
-    );
-    assert_eq!(with_database("postgres://h:5432", "t1"), "postgres://h:5432/t1");
 }

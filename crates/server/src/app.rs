@@ -1,0 +1,179 @@
+//! Building and running the server: bind first, then the side effects (database, admin, jobs),
+//! so that a wrong setting fails before anything is created.
+
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use ecommerce_api::AppState;
+use ecommerce_domain::Timestamp;
+use ecommerce_domain::account::{NewUser, Role, check_password, parse_email};
+use ecommerce_domain::store::{Store, Tx};
+use ecommerce_store::{Engine, PgStore, SqliteStore};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::jobs::{JobSettings, Jobs, Sink};
+
+/// How long background jobs get to finish their round at shutdown.
+const JOB_GRACE: Duration = Duration::from_secs(5);
+
+/// A built server: listening, migrated, its admin in place and its jobs running.
+pub struct App {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    router: Router,
+    jobs: Jobs,
+}
+
+impl App {
+    /// Checks the settings, binds the listener, and only then opens (and migrates) the database,
+    /// makes sure of the signing secret and the admin, and starts the background jobs.
+    pub async fn build(config: Config) -> anyhow::Result<App> {
+        config.validate()?;
+        let listener = TcpListener::bind(&config.addr)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.addr))?;
+        let local_addr = listener.local_addr().context("cannot read the listening address")?;
+        let sink = match &config.nats_url {
+            Some(url) => Sink::jetstream(url).await?,
+            None => Sink::file(&config.events_file)?,
+        };
+        let metrics = metrics_handle()?;
+        let (router, jobs) = match config.database_url.engine()? {
+            Engine::Postgres => {
+                let store = PgStore::connect(config.database_url.as_str(), config.pool())
+                    .await
+                    .context("cannot open the PostgreSQL database")?;
+                assemble(store, &config, sink, metrics).await?
+            }
+            Engine::Sqlite => {
+                let store = SqliteStore::connect(config.database_url.as_str(), config.pool())
+                    .await
+                    .context("cannot open the SQLite database")?;
+                assemble(store, &config, sink, metrics).await?
+            }
+        };
+        Ok(App {
+            listener,
+            local_addr,
+            router,
+            jobs,
+        })
+    }
+
+    /// Where the server listens (the real port when the address asked for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Serves until SIGTERM or Ctrl-C, finishing the requests in flight, then stops the jobs.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        self.run_until(crate::shutdown_signal()).await
+    }
+
+    /// Serves until `shutdown` completes, finishing the requests in flight, then stops the jobs.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        tracing::info!(addr = %self.local_addr, "serving; Swagger UI at http://{}/swagger-ui/", self.local_addr);
+        // `into_make_service` hands each connection a clone of the built router; serving the
+        // router itself would rebuild its whole route table for every new connection.
+        axum::serve(self.listener, self.router.into_make_service())
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                tracing::info!("shutting down: finishing requests in flight");
+            })
+            .await
+            .context("the HTTP server failed")?;
+        self.jobs.stop(JOB_GRACE).await;
+        Ok(())
+    }
+}
+
+/// The engine-specific half of [`App::build`], after the database is open.
+async fn assemble<S: Store>(
+    store: S,
+    config: &Config,
+    sink: Sink,
+    metrics: PrometheusHandle,
+) -> anyhow::Result<(Router, Jobs)> {
+    let secret = match &config.jwt_secret {
+        Some(secret) => secret.expose().to_owned(),
+        None => {
+            // Generated once; every instance on this database reads the same one.
+            let candidate: String = (0..48).map(|_| format!("{:02x}", rand::random::<u8>())).collect();
+            store
+                .setting_or_insert("jwt_secret", &candidate)
+                .await
+                .context("cannot read or store the signing secret")?
+        }
+    };
+    ensure_admin(&store, config).await?;
+    let state = AppState::new(store.clone(), secret.as_bytes(), config.api(), Some(metrics));
+    let router = ecommerce_api::router(state);
+    let settings = JobSettings {
+        expiry_interval: config.expiry_interval(),
+        relay_interval: config.relay_interval(),
+        events_max_age: config.events_max_age(),
+    };
+    Ok((router, Jobs::start(store, sink, &settings)))
+}
+
+/// An admin exists after start-up: the configured one, or on a database with none, a new one
+/// whose password is printed once so that a newcomer can use the admin API straight away.
+async fn ensure_admin<S: Store>(store: &S, config: &Config) -> anyhow::Result<()> {
+    let (email, password, generated) = match (&config.admin_email, &config.admin_password) {
+        (Some(email), Some(password)) => (email.clone(), password.expose().to_owned(), false),
+        _ if store.admin_exists().await.context("cannot look for an admin")? => return Ok(()),
+        _ => {
+            let password: String = (0..12).map(|_| format!("{:x}", rand::random::<u8>() % 16)).collect();
+            ("admin@ecommerce.local".to_owned(), password, true)
+        }
+    };
+    let email = parse_email(&email).map_err(|e| anyhow::anyhow!("ECOMMERCE_ADMIN_EMAIL: {e}"))?;
+    check_password(&password).map_err(|e| anyhow::anyhow!("ECOMMERCE_ADMIN_PASSWORD: {e}"))?;
+    let password_hash = ecommerce_api::auth::hash_password(password.clone())
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot hash the admin password: {}", e.detail))?;
+    let admin = NewUser {
+        email: email.clone(),
+        password_hash,
+        name: "Admin".into(),
+        role: Role::Admin,
+    };
+    let mut tx = store.begin().await.context("cannot save the admin")?;
+    tx.upsert_admin(&admin, Timestamp::now())
+        .await
+        .context("cannot save the admin")?;
+    tx.commit().await.context("cannot save the admin")?;
+    if generated {
+        eprintln!(
+            "ecommerce: created admin account {email} with password {password} (shown once; set ECOMMERCE_ADMIN_EMAIL/ECOMMERCE_ADMIN_PASSWORD to choose your own)"
+        );
+    }
+    Ok(())
+}
+
+/// The process-wide Prometheus recorder, installed on first use (a process may build several
+/// apps, e.g. in tests).
+fn metrics_handle() -> anyhow::Result<PrometheusHandle> {
+    static HANDLE: Mutex<Option<PrometheusHandle>> = Mutex::new(None);
+    let mut handle = HANDLE.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(handle) = handle.as_ref() {
+        return Ok(handle.clone());
+    }
+    let installed = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full("http_request_duration_seconds".into()),
+            &[
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+            ],
+        )
+        .context("metrics buckets")?
+        .install_recorder()
+        .context("cannot install the metrics recorder")?;
+    *handle = Some(installed.clone());
+    Ok(installed)
+}

@@ -1,0 +1,31 @@
+//! Idempotency keys are kept [`RETENTION_SECONDS`] (the contract promises at least 24 hours),
+//! then forgotten.
+
+use std::time::Duration;
+
+use ecommerce_domain::store::Store;
+use ecommerce_domain::{StoreError, Timestamp};
+
+use super::Shutdown;
+
+/// How long idempotency keys are kept.
+pub const RETENTION_SECONDS: i64 = 48 * 3_600;
+/// How often old keys are looked for; far below the retention, so none lives much longer.
+pub const EVERY: Duration = Duration::from_secs(60);
+
+/// Forgets the keys older than the retention at `now`; returns how many.
+pub async fn step<S: Store>(store: &S, now: Timestamp) -> Result<u64, StoreError> {
+    store.purge_idempotency_keys(now.plus_seconds(-RETENTION_SECONDS)).await
+}
+
+/// Runs [`step`] every [`EVERY`] until shutdown.
+pub async fn run<S: Store>(store: S, mut shutdown: Shutdown) {
+    loop {
+        if let Err(err) = step(&store, Timestamp::now()).await {
+            tracing::warn!(error = %err, "idempotency key purge failed");
+        }
+        if shutdown.sleep(EVERY).await {
+            return;
+        }
+    }
+}

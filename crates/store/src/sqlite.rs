@@ -45,8 +45,9 @@ const PROBE_LOCK_WAIT: Duration = Duration::from_millis(500);
 pub struct SqliteStore {
     reader: SqlitePool,
     writer: SqlitePool,
-    /// How the readiness probe opens its own connection to the file.
-    probe: SqliteConnectOptions,
+    /// How the readiness probe opens its own connection to the file (shared: the store is
+    /// cloned for every request).
+    probe: std::sync::Arc<SqliteConnectOptions>,
 }
 
 impl SqliteStore {
@@ -76,7 +77,7 @@ impl SqliteStore {
                 .acquire_timeout(Duration::from_secs(10))
                 .connect_lazy_with(connect.clone().read_only(true)),
             writer,
-            probe: connect.busy_timeout(PROBE_LOCK_WAIT),
+            probe: std::sync::Arc::new(connect.busy_timeout(PROBE_LOCK_WAIT)),
         };
         store.migrate().await?;
         Ok(store)

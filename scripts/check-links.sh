@@ -24,7 +24,6 @@ PENDING = {
     "crates/testkit",           # server stream
     "docs/EVENTS.md",           # server stream
     "docs/SCALING.md",          # speed work (phase 2)
-    "clients/typescript",       # integrators' kit (phase 2)
 }
 TOP = {"crates", "docs", "deploy", "scripts", "bench", ".ci", ".config", "clients", "tests"}
 

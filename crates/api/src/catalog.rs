@@ -33,31 +33,6 @@ pub fn routes<S: Store>() -> Router<AppState<S>> {
         )
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum ProductStatusDto {
-    OnSale,
-    Stopped,
-}
-
-impl From<ProductStatus> for ProductStatusDto {
-    fn from(s: ProductStatus) -> Self {
-        match s {
-            ProductStatus::OnSale => Self::OnSale,
-            ProductStatus::Stopped => Self::Stopped,
-        }
-    }
-}
-
-impl From<ProductStatusDto> for ProductStatus {
-    fn from(s: ProductStatusDto) -> Self {
-        match s {
-            ProductStatusDto::OnSale => Self::OnSale,
-            ProductStatusDto::Stopped => Self::Stopped,
-        }
-    }
-}
-
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ProductResponse {
     pub id: i64,
@@ -66,7 +41,7 @@ pub struct ProductResponse {
     pub price: i64,
     /// Units left.
     pub stock: i64,
-    pub status: ProductStatusDto,
+    pub status: ProductStatus,
 }
 
 impl From<Product> for ProductResponse {
@@ -76,7 +51,7 @@ impl From<Product> for ProductResponse {
             name: p.name,
             price: p.price,
             stock: p.stock,
-            status: p.status.into(),
+            status: p.status,
         }
     }
 }
@@ -109,7 +84,7 @@ pub struct PatchProductRequest {
     #[serde(default, deserialize_with = "non_null")]
     pub price: Option<i64>,
     #[serde(default, deserialize_with = "non_null")]
-    pub status: Option<ProductStatusDto>,
+    pub status: Option<ProductStatus>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -204,7 +179,7 @@ pub async fn patch_product<S: Store>(
     Json(body): Json<PatchProductRequest>,
 ) -> Result<axum::Json<ProductResponse>> {
     let id = params.id("product_id")?;
-    let patch = ProductPatch::parse(body.name.as_deref(), body.price, body.status.map(Into::into))?;
+    let patch = ProductPatch::parse(body.name.as_deref(), body.price, body.status)?;
     let mut tx = app.store.begin().await?;
     let product = usecase::patch_product(&mut tx, id, &patch).await?;
     tx.commit().await?;

@@ -87,48 +87,12 @@ impl CouponCache {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum DiscountTypeDto {
-    /// A fixed number of KRW off, at most the order total.
-    Fixed,
-    /// A percentage off, rounded down.
-    Rate,
-}
-
-impl From<DiscountType> for DiscountTypeDto {
-    fn from(t: DiscountType) -> Self {
-        match t {
-            DiscountType::Fixed => Self::Fixed,
-            DiscountType::Rate => Self::Rate,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum UserCouponStatusDto {
-    Available,
-    Used,
-    Expired,
-}
-
-impl From<UserCouponStatus> for UserCouponStatusDto {
-    fn from(s: UserCouponStatus) -> Self {
-        match s {
-            UserCouponStatus::Available => Self::Available,
-            UserCouponStatus::Used => Self::Used,
-            UserCouponStatus::Expired => Self::Expired,
-        }
-    }
-}
-
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct CreateCouponRequest {
     /// 1 to 100 characters after trimming.
     #[schema(min_length = 1, max_length = 100)]
     pub name: String,
-    pub discount_type: DiscountTypeDto,
+    pub discount_type: DiscountType,
     /// FIXED: 1 to 10,000,000 KRW; RATE: 1 to 100 percent.
     #[schema(minimum = 1, maximum = 10_000_000)]
     pub discount_value: i64,
@@ -144,7 +108,7 @@ pub struct CreateCouponRequest {
 pub struct CouponResponse {
     pub id: i64,
     pub name: String,
-    pub discount_type: DiscountTypeDto,
+    pub discount_type: DiscountType,
     pub discount_value: i64,
     pub total_quantity: i64,
     pub remaining_quantity: i64,
@@ -156,7 +120,7 @@ impl From<Coupon> for CouponResponse {
         Self {
             id: c.id,
             name: c.name,
-            discount_type: c.discount.kind.into(),
+            discount_type: c.discount.kind,
             discount_value: c.discount.value,
             total_quantity: c.total_quantity,
             remaining_quantity: c.remaining_quantity,
@@ -182,10 +146,10 @@ pub struct UserCouponResponse {
     pub id: i64,
     pub coupon_id: i64,
     pub name: String,
-    pub discount_type: DiscountTypeDto,
+    pub discount_type: DiscountType,
     pub discount_value: i64,
     /// EXPIRED is computed on read: past `expires_at` and unused.
-    pub status: UserCouponStatusDto,
+    pub status: UserCouponStatus,
     pub issued_at: String,
     pub expires_at: String,
     pub used_at: Option<String>,
@@ -197,9 +161,9 @@ impl UserCouponResponse {
         Self {
             id: c.id,
             coupon_id: c.coupon_id,
-            status: c.status(now).into(),
+            status: c.status(now),
             name: c.name,
-            discount_type: c.discount.kind.into(),
+            discount_type: c.discount.kind,
             discount_value: c.discount.value,
             issued_at: c.issued_at.to_rfc3339(),
             expires_at: c.expires_at.to_rfc3339(),
@@ -218,7 +182,7 @@ pub struct UserCouponPage {
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct UserCouponQuery {
     /// AVAILABLE, USED or EXPIRED; all when absent.
-    pub status: Option<UserCouponStatusDto>,
+    pub status: Option<UserCouponStatus>,
 }
 
 #[utoipa::path(post, path = "/api/v1/admin/coupons", tag = "admin", request_body = CreateCouponRequest, security(("bearer" = [])),
@@ -233,13 +197,9 @@ pub async fn create_coupon<S: Store>(
     _admin: Admin,
     Json(body): Json<CreateCouponRequest>,
 ) -> Result<(StatusCode, axum::Json<CouponResponse>)> {
-    let kind = match body.discount_type {
-        DiscountTypeDto::Fixed => DiscountType::Fixed,
-        DiscountTypeDto::Rate => DiscountType::Rate,
-    };
     let coupon = NewCoupon::parse(
         &body.name,
-        kind,
+        body.discount_type,
         body.discount_value,
         body.total_quantity,
         body.valid_for_seconds,
@@ -371,13 +331,8 @@ pub async fn list_user_coupons<S: Store>(
 ) -> Result<axum::Json<UserCouponPage>> {
     let Query(query) = query.map_err(query_rejection)?;
     scope.require_user(&app).await?;
-    let status = query.status.map(|s| match s {
-        UserCouponStatusDto::Available => UserCouponStatus::Available,
-        UserCouponStatusDto::Used => UserCouponStatus::Used,
-        UserCouponStatusDto::Expired => UserCouponStatus::Expired,
-    });
     let now = Timestamp::now();
-    let coupons = app.store.user_coupons(scope.user_id, status, now, page).await?;
+    let coupons = app.store.user_coupons(scope.user_id, query.status, now, page).await?;
     let next_after = page.next_after(&coupons, |c| c.id);
     Ok(axum::Json(UserCouponPage {
         items: coupons.into_iter().map(|c| UserCouponResponse::new(c, now)).collect(),

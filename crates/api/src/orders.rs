@@ -35,40 +35,6 @@ pub fn routes<S: Store>() -> Router<AppState<S>> {
         .route("/api/v1/orders/{order_id}/refund", post(refund_order::<S>))
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum OrderStatusDto {
-    PendingPayment,
-    Paid,
-    Refunded,
-    Cancelled,
-    Expired,
-}
-
-impl From<OrderStatus> for OrderStatusDto {
-    fn from(s: OrderStatus) -> Self {
-        match s {
-            OrderStatus::PendingPayment => Self::PendingPayment,
-            OrderStatus::Paid => Self::Paid,
-            OrderStatus::Refunded => Self::Refunded,
-            OrderStatus::Cancelled => Self::Cancelled,
-            OrderStatus::Expired => Self::Expired,
-        }
-    }
-}
-
-impl From<OrderStatusDto> for OrderStatus {
-    fn from(s: OrderStatusDto) -> Self {
-        match s {
-            OrderStatusDto::PendingPayment => Self::PendingPayment,
-            OrderStatusDto::Paid => Self::Paid,
-            OrderStatusDto::Refunded => Self::Refunded,
-            OrderStatusDto::Cancelled => Self::Cancelled,
-            OrderStatusDto::Expired => Self::Expired,
-        }
-    }
-}
-
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct OrderLineRequest {
     #[schema(minimum = 1)]
@@ -110,7 +76,7 @@ pub struct OrderResponse {
     pub id: i64,
     pub user_id: i64,
     /// A pending order past `expires_at` reads EXPIRED.
-    pub status: OrderStatusDto,
+    pub status: OrderStatus,
     pub items: Vec<OrderItemResponse>,
     pub total_amount: i64,
     pub discount_amount: i64,
@@ -126,7 +92,7 @@ impl OrderResponse {
         Self {
             id: order.id,
             user_id: order.user_id,
-            status: order.status(now).into(),
+            status: order.status(now),
             items: order
                 .lines
                 .into_iter()
@@ -158,7 +124,7 @@ pub struct OrderPage {
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct OrderQuery {
     /// Filter by (computed) status.
-    pub status: Option<OrderStatusDto>,
+    pub status: Option<OrderStatus>,
 }
 
 #[utoipa::path(post, path = "/api/v1/users/{user_id}/orders", tag = "orders", request_body = CreateOrderRequest,
@@ -224,10 +190,7 @@ pub async fn list_orders<S: Store>(
     let Query(query) = query.map_err(query_rejection)?;
     scope.require_user(&app).await?;
     let now = Timestamp::now();
-    let orders = app
-        .store
-        .orders(scope.user_id, query.status.map(Into::into), now, page)
-        .await?;
+    let orders = app.store.orders(scope.user_id, query.status, now, page).await?;
     let next_after = page.next_after(&orders, |o| o.id);
     Ok(axum::Json(OrderPage {
         items: orders.into_iter().map(|o| OrderResponse::new(o, now)).collect(),

@@ -49,18 +49,10 @@ pub struct ChargeResponse {
     pub balance: i64,
 }
 
-#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum EntryKindDto {
-    Charge,
-    Payment,
-    Refund,
-}
-
 #[derive(Debug, Serialize, ToSchema)]
 pub struct BalanceEntryResponse {
     pub id: i64,
-    pub r#type: EntryKindDto,
+    pub r#type: EntryKind,
     /// The signed change to the balance: CHARGE and REFUND positive, PAYMENT negative or 0.
     pub amount: i64,
     pub balance_after: i64,
@@ -70,14 +62,9 @@ pub struct BalanceEntryResponse {
 
 impl From<BalanceEntry> for BalanceEntryResponse {
     fn from(e: BalanceEntry) -> Self {
-        let kind = match e.kind {
-            EntryKind::Charge => EntryKindDto::Charge,
-            EntryKind::Payment => EntryKindDto::Payment,
-            EntryKind::Refund => EntryKindDto::Refund,
-        };
         Self {
             id: e.id,
-            r#type: kind,
+            r#type: e.kind,
             amount: e.amount,
             balance_after: e.balance_after,
             order_id: e.order_id,

@@ -2,26 +2,11 @@
 
 use crate::{Error, UserId, char_len, parse_name};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    User,
-    Admin,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::User => "USER",
-            Role::Admin => "ADMIN",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "USER" => Some(Role::User),
-            "ADMIN" => Some(Role::Admin),
-            _ => None,
-        }
+string_enum! {
+    /// What an account may do: `ADMIN` manages the catalog and coupons and sees every user.
+    pub enum Role {
+        User = "USER",
+        Admin = "ADMIN",
     }
 }
 

@@ -8,26 +8,11 @@ pub const MAX_RESTOCK: i64 = 1_000_000;
 /// Stock never exceeds this, whatever the restocks.
 pub const MAX_STOCK: i64 = 10_000_000;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProductStatus {
-    OnSale,
-    Stopped,
-}
-
-impl ProductStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ProductStatus::OnSale => "ON_SALE",
-            ProductStatus::Stopped => "STOPPED",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "ON_SALE" => Some(Self::OnSale),
-            "STOPPED" => Some(Self::Stopped),
-            _ => None,
-        }
+string_enum! {
+    /// Whether a product can be put in a cart and ordered.
+    pub enum ProductStatus {
+        OnSale = "ON_SALE",
+        Stopped = "STOPPED",
     }
 }
 

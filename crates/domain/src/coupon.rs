@@ -2,26 +2,12 @@
 
 use crate::{CouponId, Error, OrderId, Timestamp, UserCouponId, UserId, check_range, parse_name};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DiscountType {
-    Fixed,
-    Rate,
-}
-
-impl DiscountType {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DiscountType::Fixed => "FIXED",
-            DiscountType::Rate => "RATE",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "FIXED" => Some(Self::Fixed),
-            "RATE" => Some(Self::Rate),
-            _ => None,
-        }
+string_enum! {
+    /// How a coupon's `discount_value` is read: FIXED a number of KRW off (at most the order
+    /// total), RATE a percentage off (rounded down).
+    pub enum DiscountType {
+        Fixed = "FIXED",
+        Rate = "RATE",
     }
 }
 
@@ -95,29 +81,12 @@ impl NewCoupon {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UserCouponStatus {
-    Available,
-    Used,
-    Expired,
-}
-
-impl UserCouponStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            UserCouponStatus::Available => "AVAILABLE",
-            UserCouponStatus::Used => "USED",
-            UserCouponStatus::Expired => "EXPIRED",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "AVAILABLE" => Some(Self::Available),
-            "USED" => Some(Self::Used),
-            "EXPIRED" => Some(Self::Expired),
-            _ => None,
-        }
+string_enum! {
+    /// A user coupon's state; `EXPIRED` is computed on read (past `expires_at` and unused).
+    pub enum UserCouponStatus {
+        Available = "AVAILABLE",
+        Used = "USED",
+        Expired = "EXPIRED",
     }
 }
 

@@ -5,6 +5,9 @@
 //! and SQLite adapters implement. Use cases ([`usecase`]) run against a unit of work so that the
 //! caller owns the transaction boundary (idempotent requests save their answer in it).
 
+#[macro_use]
+mod macros;
+
 pub mod account;
 pub mod catalog;
 pub mod coupon;
@@ -53,5 +56,72 @@ pub fn check_range(value: i64, range: std::ops::RangeInclusive<i64>, what: &str)
             range.start(),
             range.end()
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::fmt::Debug;
+
+    use serde::Serialize;
+    use serde::de::DeserializeOwned;
+
+    use crate::account::Role;
+    use crate::catalog::ProductStatus;
+    use crate::coupon::{DiscountType, UserCouponStatus};
+    use crate::order::OrderStatus;
+    use crate::wallet::EntryKind;
+
+    /// Every variant survives the database string and JSON, and no two share a string.
+    fn round_trips<T>(all: &[T], as_str: fn(T) -> &'static str, parse: fn(&str) -> Option<T>)
+    where
+        T: Copy + PartialEq + Debug + Serialize + DeserializeOwned,
+    {
+        let mut seen = HashSet::new();
+        for &v in all {
+            let text = as_str(v);
+            assert_eq!(parse(text), Some(v), "{v:?} does not parse back from {text:?}");
+            assert!(seen.insert(text), "{text:?} names two variants");
+            assert!(
+                !text.is_empty() && text.chars().all(|c| c.is_ascii_uppercase() || c == '_'),
+                "{text:?} is not SCREAMING_SNAKE_CASE"
+            );
+            let json = serde_json::to_string(&v).expect("serialize");
+            assert_eq!(json, format!("\"{text}\""), "JSON of {v:?}");
+            assert_eq!(serde_json::from_str::<T>(&json).expect("deserialize"), v);
+            assert_eq!(parse(&text.to_lowercase()), None, "parse is case-sensitive");
+        }
+        assert_eq!(parse("NO_SUCH_NAME"), None);
+    }
+
+    #[test]
+    fn role_round_trips() {
+        round_trips(Role::ALL, Role::as_str, Role::parse);
+    }
+
+    #[test]
+    fn product_status_round_trips() {
+        round_trips(ProductStatus::ALL, ProductStatus::as_str, ProductStatus::parse);
+    }
+
+    #[test]
+    fn discount_type_round_trips() {
+        round_trips(DiscountType::ALL, DiscountType::as_str, DiscountType::parse);
+    }
+
+    #[test]
+    fn user_coupon_status_round_trips() {
+        round_trips(UserCouponStatus::ALL, UserCouponStatus::as_str, UserCouponStatus::parse);
+    }
+
+    #[test]
+    fn order_status_round_trips() {
+        round_trips(OrderStatus::ALL, OrderStatus::as_str, OrderStatus::parse);
+    }
+
+    #[test]
+    fn entry_kind_round_trips() {
+        round_trips(EntryKind::ALL, EntryKind::as_str, EntryKind::parse);
     }
 }

@@ -9,35 +9,14 @@ use std::collections::HashSet;
 use crate::catalog::{Product, ProductStatus};
 use crate::{Error, OrderId, ProductId, Timestamp, UserCouponId, UserId, check_range};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum OrderStatus {
-    PendingPayment,
-    Paid,
-    Refunded,
-    Cancelled,
-    Expired,
-}
-
-impl OrderStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OrderStatus::PendingPayment => "PENDING_PAYMENT",
-            OrderStatus::Paid => "PAID",
-            OrderStatus::Refunded => "REFUNDED",
-            OrderStatus::Cancelled => "CANCELLED",
-            OrderStatus::Expired => "EXPIRED",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "PENDING_PAYMENT" => Some(Self::PendingPayment),
-            "PAID" => Some(Self::Paid),
-            "REFUNDED" => Some(Self::Refunded),
-            "CANCELLED" => Some(Self::Cancelled),
-            "EXPIRED" => Some(Self::Expired),
-            _ => None,
-        }
+string_enum! {
+    /// Where an order is in its life; a pending order past `expires_at` reads `EXPIRED`.
+    pub enum OrderStatus {
+        PendingPayment = "PENDING_PAYMENT",
+        Paid = "PAID",
+        Refunded = "REFUNDED",
+        Cancelled = "CANCELLED",
+        Expired = "EXPIRED",
     }
 }
 

@@ -6,29 +6,12 @@ pub const MIN_CHARGE: i64 = 1_000;
 pub const MAX_CHARGE: i64 = 1_000_000;
 pub const MAX_BALANCE: i64 = 10_000_000;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EntryKind {
-    Charge,
-    Payment,
-    Refund,
-}
-
-impl EntryKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EntryKind::Charge => "CHARGE",
-            EntryKind::Payment => "PAYMENT",
-            EntryKind::Refund => "REFUND",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "CHARGE" => Some(Self::Charge),
-            "PAYMENT" => Some(Self::Payment),
-            "REFUND" => Some(Self::Refund),
-            _ => None,
-        }
+string_enum! {
+    /// Why the balance changed.
+    pub enum EntryKind {
+        Charge = "CHARGE",
+        Payment = "PAYMENT",
+        Refund = "REFUND",
     }
 }
 

@@ -1,33 +1,51 @@
 //! Business rules of the e-commerce server, free of I/O.
 //!
-//! Everything here is plain Rust: validation of user input into domain values, money limits,
-//! discount math, the order state machine, and the storage port ([`store`]) that the PostgreSQL
-//! and SQLite adapters implement. Use cases ([`usecase`]) run against a unit of work so that the
-//! caller owns the transaction boundary (idempotent requests save their answer in it).
+//! Everything here is plain Rust, one module per noun: validation of user input into domain
+//! values, money limits, discount math, the order state machine, and the storage port
+//! ([`store`]) that the PostgreSQL and SQLite adapters implement. The use cases of each noun live
+//! in its module and run against a unit of work (`&mut impl Tx`) so that the caller owns the
+//! transaction boundary (idempotent requests save their answer in it); reads that need no
+//! transaction take the store (`&impl Store`). Whatever comes from outside (the clock, random
+//! numbers, event ids) is passed in, so every rule is deterministic under test.
 
 #[macro_use]
 mod macros;
 
 pub mod account;
+pub mod cart;
 pub mod catalog;
 pub mod coupon;
 pub mod error;
 pub mod events;
+pub mod money;
 pub mod order;
 pub mod paging;
+pub mod payment;
+pub mod ranking;
 pub mod store;
 pub mod time;
-pub mod usecase;
 pub mod wallet;
 
 pub use error::{Error, StoreError};
-pub use time::Timestamp;
+pub use money::Krw;
+pub use time::{Hour, Timestamp};
 
-pub type UserId = i64;
-pub type ProductId = i64;
-pub type OrderId = i64;
-pub type CouponId = i64;
-pub type UserCouponId = i64;
+i64_newtype! {
+    /// An account (user or admin).
+    UserId;
+    /// A product of the catalog.
+    ProductId;
+    /// An order.
+    OrderId;
+    /// A coupon definition.
+    CouponId;
+    /// One coupon issued to one user.
+    UserCouponId;
+    /// One line of a balance history.
+    BalanceEntryId;
+    /// A limited-drop draw.
+    DrawId;
+}
 
 /// Counts Unicode scalar values, the unit of every text limit in the contract.
 pub(crate) fn char_len(s: &str) -> usize {

@@ -46,3 +46,20 @@ macro_rules! string_enum {
         }
     };
 }
+/// `i64` newtypes for ids and money: two of them swapped do not compile. They serialize as the
+/// bare number and print as it, so JSON and messages look as with a plain `i64`.
+macro_rules! i64_newtype {
+    ($($(#[$meta:meta])* $name:ident;)+) => {$(
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+        #[derive(serde::Serialize, serde::Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(pub i64);
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                std::fmt::Display::fmt(&self.0, f)
+            }
+        }
+    )+};
+}

@@ -23,10 +23,15 @@ impl Timestamp {
         Self(self.0.saturating_add(seconds.saturating_mul(1000)))
     }
 
-    /// The start of the hour that holds this instant, in hours since the epoch.
-    pub fn hour(self) -> i64 {
-        self.0.div_euclid(3_600_000)
+    /// The hour that holds this instant.
+    pub fn hour(self) -> Hour {
+        Hour(self.0.div_euclid(3_600_000))
     }
+}
+
+i64_newtype! {
+    /// An hour, counted from the Unix epoch: the bucket of the sales figures.
+    Hour;
 }
 
 impl Timestamp {
@@ -53,7 +58,7 @@ mod tests {
 
     #[test]
     fn hour_buckets() {
-        assert_eq!(Timestamp(3_599_999).hour(), 0);
-        assert_eq!(Timestamp(3_600_000).hour(), 1);
+        assert_eq!(Timestamp(3_599_999).hour(), Hour(0));
+        assert_eq!(Timestamp(3_600_000).hour(), Hour(1));
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use ecommerce_api::{ApiConfig, AppState};
 use ecommerce_domain::Timestamp;
-use ecommerce_domain::account::{NewUser, Role, check_password, parse_email};
+use ecommerce_domain::account::{self, NewUser, Role, check_password, parse_email};
 use ecommerce_domain::store::{Store, Tx};
 use ecommerce_store::{Engine, PgStore, PoolOptions, SqliteStore};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -178,7 +178,9 @@ async fn ensure_admin<S: Store>(store: &S, config: &Config) -> Result<(), String
         role: Role::Admin,
     };
     let mut tx = store.begin().await.map_err(db)?;
-    tx.upsert_admin(&admin, Timestamp::now()).await.map_err(db)?;
+    account::ensure_admin(&mut tx, &admin, Timestamp::now())
+        .await
+        .map_err(|e| format!("database: {e}"))?;
     tx.commit().await.map_err(db)?;
     if generated {
         eprintln!(

@@ -7,12 +7,12 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use ecommerce_domain::StoreError;
+use ecommerce_domain::store::StoreResult;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Sqlite, SqlitePool, Transaction};
+use sqlx::{Sqlite, SqliteConnection, SqlitePool, Transaction};
 
-use crate::{PoolOptions, migrator, store_err};
+use crate::{EngineSql, PoolOptions, migrator, store_err};
 
-type Db = Sqlite;
 type EngineStore = SqliteStore;
 
 #[allow(clippy::duplicate_mod)] // compiled once per engine on purpose
@@ -21,26 +21,31 @@ mod shared;
 
 pub use shared::EngineTx as SqliteTx;
 
-/// One writer at a time already; no row locks to skip.
-const EXPIRE_ORDERS_SQL: &str = "update purchase_order set status = 'EXPIRED', closed_at = $1 where id in \
-     (select id from purchase_order where status = 'PENDING_PAYMENT' and expires_at <= $1 order by id limit $2)";
-
-const LEASE_OUTBOX_SQL: &str = "update outbox set lease_until = $2 where seq in \
-     (select o.seq from outbox o where o.sent_at is null and (o.lease_until is null or o.lease_until <= $1) \
-      and not exists (select 1 from outbox e where e.order_id = o.order_id and e.sent_at is null and e.seq < o.seq) \
-      order by o.seq limit $3) \
-     returning seq, event_id, event_type, order_id, payload";
-
-/// Write transactions already run one at a time (`BEGIN IMMEDIATE` on one connection), so a
-/// duplicate request finds the first one committed and replays it.
-async fn try_lock_key(_conn: &mut sqlx::SqliteConnection, _name: &str) -> ecommerce_domain::store::StoreResult<bool> {
-    Ok(true)
-}
-
 #[derive(Clone)]
 pub struct SqliteStore {
     reader: SqlitePool,
     writer: SqlitePool,
+}
+
+impl EngineSql for SqliteStore {
+    type Db = Sqlite;
+
+    // One writer at a time already; no row locks to skip.
+    row_claiming_statements!("");
+
+    fn reader(&self) -> &SqlitePool {
+        &self.reader
+    }
+
+    async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>, sqlx::Error> {
+        self.writer.begin_with("BEGIN IMMEDIATE").await
+    }
+
+    /// Write transactions already run one at a time (`BEGIN IMMEDIATE` on one connection), so a
+    /// duplicate request finds the first one committed and replays it.
+    async fn try_lock_key(_conn: &mut SqliteConnection, _name: &str) -> StoreResult<bool> {
+        Ok(true)
+    }
 }
 
 impl SqliteStore {
@@ -80,30 +85,15 @@ impl SqliteStore {
     /// become savepoints) and a second process finds the migrations applied instead of applying
     /// them again.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        let mut lock = self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(store_err)?;
-        migrator(&[
-            (1, "init", include_str!("../migrations/sqlite/0001_init.sql")),
-            (
-                2,
-                "idempotency key age",
-                include_str!("../migrations/sqlite/0002_idempotency_key_age.sql"),
-            ),
-        ])
-        .run_direct(None, &mut *lock, false)
-        .await
-        .map_err(StoreError::new)?;
+        let mut lock = self.begin_write().await.map_err(store_err)?;
+        migrator(embedded_migrations!("sqlite"))
+            .run_direct(None, &mut *lock, false)
+            .await
+            .map_err(StoreError::new)?;
         lock.commit().await.map_err(store_err)
     }
 
     pub fn pool(&self) -> &SqlitePool {
         &self.writer
-    }
-
-    fn reader(&self) -> &SqlitePool {
-        &self.reader
-    }
-
-    async fn begin_write(&self) -> Result<Transaction<'static, Db>, sqlx::Error> {
-        self.writer.begin_with("BEGIN IMMEDIATE").await
     }
 }

@@ -4,7 +4,7 @@
 //! concurrent writers queue for the connection instead of failing with `SQLITE_BUSY`.
 
 use std::str::FromStr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ecommerce_domain::StoreError;
 use ecommerce_domain::store::StoreResult;
@@ -48,6 +48,44 @@ impl EngineSql for SqliteStore {
     }
 }
 
+/// Opens the pool of the one writer connection.
+///
+/// Switching a fresh file to WAL (the `journal_mode` pragma each connection runs) needs an
+/// exclusive lock that SQLite's busy handler does not wait for: while another process holds any
+/// lock on the file, the switch fails at once with `SQLITE_BUSY`. That happens when several
+/// instances open one fresh file at once; the ones that lose try again a moment later, when the
+/// file is in WAL mode already and the pragma has nothing left to do.
+async fn open_writer(connect: &SqliteConnectOptions) -> Result<SqlitePool, sqlx::Error> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut pause = Duration::from_millis(5);
+    loop {
+        let opened = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(connect.clone())
+            .await;
+        match opened {
+            Err(err) if is_busy(&err) && Instant::now() < deadline => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(100));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// `SQLITE_BUSY`, whatever its extended code.
+fn is_busy(err: &sqlx::Error) -> bool {
+    const SQLITE_BUSY: i64 = 5;
+    match err {
+        sqlx::Error::Database(db) => db
+            .code()
+            .and_then(|code| code.parse::<i64>().ok())
+            .is_some_and(|code| code & 0xff == SQLITE_BUSY),
+        _ => false,
+    }
+}
+
 impl SqliteStore {
     /// Opens (creating the file and its folder when missing) and migrates.
     pub async fn connect(url: &str, options: PoolOptions) -> Result<Self, StoreError> {
@@ -63,12 +101,7 @@ impl SqliteStore {
         {
             std::fs::create_dir_all(folder).map_err(StoreError::new)?;
         }
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .acquire_timeout(Duration::from_secs(30))
-            .connect_with(connect.clone())
-            .await
-            .map_err(store_err)?;
+        let writer = open_writer(&connect).await.map_err(store_err)?;
         let store = Self {
             reader: SqlitePoolOptions::new()
                 .max_connections(options.max_connections.max(2))
@@ -95,5 +128,45 @@ impl SqliteStore {
 
     pub fn pool(&self) -> &SqlitePool {
         &self.writer
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::{Connection, Executor};
+
+    use super::*;
+
+    /// A fresh file on which another connection holds the write lock: the switch to WAL cannot
+    /// wait for it (SQLite answers `SQLITE_BUSY` at once), so connecting must try again
+    /// instead of failing. This is what an instance meets when another one opened the same
+    /// fresh file a moment earlier.
+    #[tokio::test]
+    async fn connecting_waits_out_a_lock_held_while_the_file_is_new() {
+        let folder = std::env::temp_dir().join(format!("ecommerce_sqlite_busy_{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&folder);
+        std::fs::create_dir_all(&folder).expect("create the folder");
+        let url = format!("sqlite://{}", folder.join("fresh.db").display());
+
+        let mut other = SqliteConnection::connect_with(
+            &SqliteConnectOptions::from_str(&url)
+                .expect("url")
+                .create_if_missing(true),
+        )
+        .await
+        .expect("open the file the way an older instance would");
+        other.execute("begin immediate").await.expect("take the write lock");
+
+        let connecting = tokio::spawn({
+            let url = url.clone();
+            async move { SqliteStore::connect(&url, PoolOptions::default()).await.map(drop) }
+        });
+        // Hold the lock long enough for the first attempts to meet it.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!connecting.is_finished(), "connecting must wait for the lock, not fail");
+        other.execute("commit").await.expect("release the lock");
+        let outcome = connecting.await.expect("join");
+        let _ = std::fs::remove_dir_all(&folder);
+        outcome.expect("connect once the lock is gone");
     }
 }

@@ -205,6 +205,16 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// Stored keys carry this hash for 48 hours: a change would answer IDEMPOTENCY_KEY_REUSED
+    /// to a client retrying across a deploy.
+    #[test]
+    fn hash_is_stable_across_releases() {
+        assert_eq!(
+            request_hash(&["7"], &json!({"user_coupon_id": 3, "note": [null, true, "x"]})),
+            "2b5c14f99379e5f4fd6cc0666649261e88eb0d09620dcec350a1a869a453e5a8"
+        );
+    }
+
     #[test]
     fn hash_ignores_key_order_but_not_values() {
         let a = request_hash(&["charge"], &json!({"amount": 1000, "x": [1, {"b": 2, "a": 1}]}));

@@ -27,11 +27,13 @@ conformance!(
     products_are_created_read_and_patched,
     products_on_sale_are_listed_oldest_first_by_keyset,
     restocking_stops_at_the_maximum_stock,
+    returned_stock_is_capped_at_the_maximum,
     stock_is_taken_only_while_it_covers_the_quantity,
     balance_credits_and_debits_respect_their_guards,
     balance_history_is_newest_first_and_pages_by_keyset,
     idempotency_keys_are_fresh_then_replayed_or_reused,
     a_rolled_back_idempotency_key_is_free_again,
+    a_stored_answer_that_cannot_be_read_back_is_an_error,
     purging_removes_only_keys_older_than_the_cutoff,
     the_cart_keeps_items_in_the_order_first_added,
     coupon_quantity_is_spread_over_shards_that_sum_to_the_total,
@@ -56,6 +58,7 @@ conformance!(
     a_payment_failing_on_stock_changes_nothing,
     paying_with_an_unusable_coupon_fails,
     refunding_gives_back_money_stock_and_coupon,
+    a_refund_never_fails_on_the_stock_limit,
     only_pending_unexpired_orders_can_be_cancelled,
     concurrent_stock_takes_never_oversell,
     concurrent_coupon_issues_never_exceed_the_total,
@@ -391,6 +394,37 @@ async fn restocking_stops_at_the_maximum_stock<S: Engine>(db: TestDb<S>) {
     assert_eq!(stock(&store, coat.id).await, MAX_STOCK);
 }
 
+async fn returned_stock_is_capped_at_the_maximum<S: Engine>(db: TestDb<S>) {
+    let store = db.connect().await;
+    let coat = product(&store, "Coat", 1_000, 5).await;
+    let mut tx = store.begin().await.expect("begin");
+    tx.return_stock(coat.id, 3).await.expect("return");
+    assert_eq!(tx.product(coat.id).await.expect("read").map(|p| p.stock), Some(8));
+    tx.add_stock(coat.id, MAX_STOCK - 10).await.expect("add").expect("fits");
+    tx.return_stock(coat.id, 1).await.expect("return");
+    assert_eq!(
+        tx.product(coat.id).await.expect("read").map(|p| p.stock),
+        Some(MAX_STOCK - 1),
+        "under the maximum everything comes back"
+    );
+    tx.return_stock(coat.id, 5).await.expect("return");
+    assert_eq!(
+        tx.product(coat.id).await.expect("read").map(|p| p.stock),
+        Some(MAX_STOCK),
+        "capped, not refused"
+    );
+    tx.return_stock(coat.id, 1).await.expect("return");
+    assert_eq!(
+        tx.product(coat.id).await.expect("read").map(|p| p.stock),
+        Some(MAX_STOCK)
+    );
+    tx.return_stock(coat.id.unknown(), 1)
+        .await
+        .expect("an unknown product changes nothing");
+    tx.commit().await.expect("commit");
+    assert_eq!(stock(&store, coat.id).await, MAX_STOCK);
+}
+
 async fn stock_is_taken_only_while_it_covers_the_quantity<S: Engine>(db: TestDb<S>) {
     let store = db.connect().await;
     let coat = product(&store, "Coat", 1_000, 7).await;
@@ -637,6 +671,26 @@ async fn a_rolled_back_idempotency_key_is_free_again<S: Engine>(db: TestDb<S>) {
     );
 }
 
+async fn a_stored_answer_that_cannot_be_read_back_is_an_error<S: Engine>(db: TestDb<S>) {
+    let store = db.connect().await;
+    let key = scope(UserId(1), "charge", "key-1");
+    let mut tx = store.begin().await.expect("begin");
+    assert_eq!(
+        tx.claim_idempotency_key(&key, "hash-a", T0).await.expect("claim"),
+        KeyClaim::Fresh
+    );
+    tx.save_idempotent_response(&key, 200, "ok").await.expect("save");
+    tx.commit().await.expect("commit");
+    store
+        .execute("update idempotency_key set status_code = 70000 where key = 'key-1'")
+        .await;
+    let mut tx = store.begin().await.expect("begin");
+    assert!(
+        tx.claim_idempotency_key(&key, "hash-a", at(1)).await.is_err(),
+        "an impossible status is not replayed as 200"
+    );
+}
+
 async fn purging_removes_only_keys_older_than_the_cutoff<S: Engine>(db: TestDb<S>) {
     let store = db.connect().await;
     let old = scope(UserId(1), "charge", "old");
@@ -715,6 +769,7 @@ async fn the_cart_keeps_items_in_the_order_first_added<S: Engine>(db: TestDb<S>)
     );
 
     let mut tx = store.begin().await.expect("begin");
+    tx.remove_cart_items(kim, &[]).await.expect("removing nothing is fine");
     tx.remove_cart_items(kim, &[a.id, b.id, a.id.unknown()])
         .await
         .expect("remove");
@@ -768,15 +823,7 @@ async fn take_coupon_starts_at_the_given_shard_and_moves_on_when_it_is_empty<S: 
     expected[15] = 0;
     expected[0] = 1; // wraps around after the last shard
     assert_eq!(store.coupon_shards(rush.id).await, expected);
-    assert_eq!(
-        store
-            .coupon(rush.id)
-            .await
-            .expect("read")
-            .expect("exists")
-            .remaining_quantity,
-        26
-    );
+    assert_eq!(remaining(&store, rush.id).await, 26);
 }
 
 async fn take_coupon_hands_out_exactly_the_total_quantity<S: Engine>(db: TestDb<S>) {
@@ -793,15 +840,7 @@ async fn take_coupon_hands_out_exactly_the_total_quantity<S: Engine>(db: TestDb<
     assert!(!tx.take_coupon(rush.id, 9).await.expect("take"));
     tx.commit().await.expect("commit");
     assert!(store.coupon_shards(rush.id).await.iter().all(|&left| left == 0));
-    assert_eq!(
-        store
-            .coupon(rush.id)
-            .await
-            .expect("read")
-            .expect("a sold-out coupon is still readable")
-            .remaining_quantity,
-        0
-    );
+    assert_eq!(remaining(&store, rush.id).await, 0);
 }
 
 async fn coupons_in_stock_are_newest_first_and_hide_sold_out_ones<S: Engine>(db: TestDb<S>) {
@@ -824,15 +863,7 @@ async fn coupons_in_stock_are_newest_first_and_hide_sold_out_ones<S: Engine>(db:
     assert_eq!(first.iter().map(|c| c.id).collect::<Vec<_>>(), vec![c3.id]);
     let rest = store.coupons_in_stock(page(Some(c3.id.0), 1)).await.expect("list");
     assert_eq!(rest.iter().map(|c| c.id).collect::<Vec<_>>(), vec![c1.id]);
-    assert_eq!(
-        store
-            .coupon(c2.id)
-            .await
-            .expect("read")
-            .expect("exists")
-            .remaining_quantity,
-        0
-    );
+    assert_eq!(remaining(&store, c2.id).await, 0);
 }
 
 async fn a_user_holds_a_coupon_at_most_once<S: Engine>(db: TestDb<S>) {
@@ -859,30 +890,13 @@ async fn a_user_holds_a_coupon_at_most_once<S: Engine>(db: TestDb<S>) {
         Err(Error::CouponAlreadyIssued)
     ));
     drop(tx);
-    assert_eq!(
-        store
-            .coupon(deal.id)
-            .await
-            .expect("read")
-            .expect("exists")
-            .remaining_quantity,
-        9,
-        "a refused issue takes nothing"
-    );
+    assert_eq!(remaining(&store, deal.id).await, 9, "a refused issue takes nothing");
 
     issue(&store, lee, &deal).await;
     assert!(store.has_user_coupon(kim, deal.id).await.expect("read"));
     assert!(store.has_user_coupon(lee, deal.id).await.expect("read"));
     assert!(!store.has_user_coupon(lee, deal.id.unknown()).await.expect("read"));
-    assert_eq!(
-        store
-            .coupon(deal.id)
-            .await
-            .expect("read")
-            .expect("exists")
-            .remaining_quantity,
-        8
-    );
+    assert_eq!(remaining(&store, deal.id).await, 8);
     assert_eq!(
         store
             .user_coupons(kim, None, T0, page(None, 10))
@@ -1874,6 +1888,24 @@ async fn refunding_gives_back_money_stock_and_coupon<S: Engine>(db: TestDb<S>) {
     assert_eq!(balance(&store, shop.kim).await, 20_000, "refunded once");
 }
 
+/// Audit L6: stock restocked up to the maximum while an order was paid comes back capped.
+async fn a_refund_never_fails_on_the_stock_limit<S: Engine>(db: TestDb<S>) {
+    let store = db.connect().await;
+    let kim = user(&store, "kim@example.com").await;
+    let free = product(&store, "Sample", 0, 1_000).await;
+    let bought = order(&store, kim, &[(free.id, 1_000)], T0).await;
+    pay(&store, bought.id, kim, None, at(1)).await.expect("pay");
+    let mut tx = store.begin().await.expect("begin");
+    catalog::restock(&mut tx, free.id, MAX_STOCK)
+        .await
+        .expect("restock to the maximum");
+    tx.commit().await.expect("commit");
+
+    let settled = refund(&store, bought.id, kim, at(2)).await.expect("refund");
+    assert_eq!(settled.order.stored_status, OrderStatus::Refunded);
+    assert_eq!(stock(&store, free.id).await, MAX_STOCK);
+}
+
 async fn only_pending_unexpired_orders_can_be_cancelled<S: Engine>(db: TestDb<S>) {
     let store = db.connect().await;
     let kim = user_with_balance(&store, "kim@example.com", 50_000).await;
@@ -1981,15 +2013,7 @@ async fn concurrent_coupon_issues_never_exceed_the_total<S: Engine>(db: TestDb<S
         .collect();
     let issued = join_all(tasks).await.into_iter().filter(|&t| t).count();
     assert_eq!(issued, 30);
-    assert_eq!(
-        store
-            .coupon(rush.id)
-            .await
-            .expect("read")
-            .expect("exists")
-            .remaining_quantity,
-        0
-    );
+    assert_eq!(remaining(&store, rush.id).await, 0);
     let mut holders = 0;
     for &user in &users {
         holders += usize::from(store.has_user_coupon(user, rush.id).await.expect("read"));
@@ -2020,15 +2044,7 @@ async fn concurrent_issues_to_one_user_give_one_coupon<S: Engine>(db: TestDb<S>)
         })
         .collect();
     assert_eq!(join_all(tasks).await.into_iter().filter(|&t| t).count(), 1);
-    assert_eq!(
-        store
-            .coupon(rush.id)
-            .await
-            .expect("read")
-            .expect("exists")
-            .remaining_quantity,
-        29
-    );
+    assert_eq!(remaining(&store, rush.id).await, 29);
     assert_eq!(
         store
             .user_coupons(kim, None, T0, page(None, 10))

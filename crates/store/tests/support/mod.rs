@@ -36,6 +36,8 @@ pub trait Engine: Store {
     fn open(url: &str) -> impl Future<Output = Result<Self, StoreError>> + Send;
     /// What is left in each counter row of a coupon, by shard number.
     fn coupon_shards(&self, coupon: CouponId) -> impl Future<Output = Vec<i64>> + Send;
+    /// Runs a statement below the port, to put the database in a state no code path makes.
+    fn execute(&self, sql: &'static str) -> impl Future<Output = ()> + Send;
 }
 
 const SHARDS_SQL: &str = "select remaining from coupon_shard where coupon_id = $1 order by shard";
@@ -52,6 +54,10 @@ impl Engine for PgStore {
             .await
             .expect("read coupon shards")
     }
+
+    async fn execute(&self, sql: &'static str) {
+        sqlx::query(sql).execute(self.pool()).await.expect("execute");
+    }
 }
 
 impl Engine for SqliteStore {
@@ -65,6 +71,10 @@ impl Engine for SqliteStore {
             .fetch_all(self.pool())
             .await
             .expect("read coupon shards")
+    }
+
+    async fn execute(&self, sql: &'static str) {
+        sqlx::query(sql).execute(self.pool()).await.expect("execute");
     }
 }
 
@@ -381,6 +391,16 @@ pub async fn stock<S: Store>(store: &S, product: ProductId) -> i64 {
         .expect("read product")
         .expect("product exists")
         .stock
+}
+
+/// How many of the coupon are left to issue.
+pub async fn remaining<S: Store>(store: &S, coupon: CouponId) -> i64 {
+    store
+        .coupon(coupon)
+        .await
+        .expect("read coupon")
+        .expect("coupon exists")
+        .remaining_quantity
 }
 
 pub async fn balance<S: Store>(store: &S, user: UserId) -> i64 {

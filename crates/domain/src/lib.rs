@@ -113,6 +113,33 @@ mod tests {
         assert_eq!(parse("NO_SUCH_NAME"), None);
     }
 
+    /// The OpenAPI schema lists the same strings (it is derived from serde's names).
+    #[cfg(feature = "openapi")]
+    fn schema_lists<T: utoipa::PartialSchema>(all: &[&str]) {
+        let schema = serde_json::to_value(T::schema()).expect("schema as JSON");
+        let listed: Vec<&str> = schema["enum"]
+            .as_array()
+            .expect("an enum schema")
+            .iter()
+            .filter_map(|v| v.as_str())
+            .collect();
+        assert_eq!(listed, all);
+    }
+
+    #[cfg(feature = "openapi")]
+    #[test]
+    fn openapi_schemas_list_the_stored_strings() {
+        fn names<T: Copy>(all: &[T], as_str: fn(T) -> &'static str) -> Vec<&'static str> {
+            all.iter().map(|&v| as_str(v)).collect()
+        }
+        schema_lists::<Role>(&names(Role::ALL, Role::as_str));
+        schema_lists::<ProductStatus>(&names(ProductStatus::ALL, ProductStatus::as_str));
+        schema_lists::<DiscountType>(&names(DiscountType::ALL, DiscountType::as_str));
+        schema_lists::<UserCouponStatus>(&names(UserCouponStatus::ALL, UserCouponStatus::as_str));
+        schema_lists::<OrderStatus>(&names(OrderStatus::ALL, OrderStatus::as_str));
+        schema_lists::<EntryKind>(&names(EntryKind::ALL, EntryKind::as_str));
+    }
+
     #[test]
     fn role_round_trips() {
         round_trips(Role::ALL, Role::as_str, Role::parse);

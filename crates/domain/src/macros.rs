@@ -2,9 +2,10 @@
 
 /// A closed set of names, each with the one string that the database stores and JSON carries.
 ///
-/// `as_str` and `parse` read the same list that serde's `rename` takes, so the string of a
-/// variant is written exactly once; `ALL` lists every variant (the round-trip tests walk it).
-/// With the crate feature `openapi` the enum also derives `utoipa::ToSchema`.
+/// The strings are the variant names in `SCREAMING_SNAKE_CASE`: serde (and so the OpenAPI
+/// schema, with the crate feature `openapi`) derives them from the names, and `as_str`/`parse`
+/// read the list given here, which the round-trip tests hold to serde's. `ALL` lists every
+/// variant.
 macro_rules! string_enum {
     (
         $(#[$meta:meta])*
@@ -15,8 +16,9 @@ macro_rules! string_enum {
         $(#[$meta])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
         #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+        #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
         pub enum $name {
-            $($(#[$variant_meta])* #[serde(rename = $text)] $variant),+
+            $($(#[$variant_meta])* $variant),+
         }
 
         impl $name {

@@ -24,6 +24,7 @@ conformance!(
     the_first_stored_setting_wins,
     an_email_is_registered_only_once,
     upsert_admin_creates_or_promotes_the_account,
+    every_use_case_about_an_unknown_user_answers_user_not_found,
     products_are_created_read_and_patched,
     products_on_sale_are_listed_oldest_first_by_keyset,
     restocking_stops_at_the_maximum_stock,
@@ -260,6 +261,74 @@ async fn upsert_admin_creates_or_promotes_the_account<S: Engine>(db: TestDb<S>) 
         ),
         (kim, Role::Admin, "new hash")
     );
+}
+
+/// The one existence rule (`account::require_user`), as every use case about an account meets it.
+async fn every_use_case_about_an_unknown_user_answers_user_not_found<S: Engine>(db: TestDb<S>) {
+    let store = db.connect().await;
+    let kim = user(&store, "kim@example.com").await;
+    let coat = product(&store, "Coat", 1_000, 5).await;
+    let deal = coupon(&store, DiscountType::Fixed, 1_000, 5, 3_600).await;
+    let nobody = by_admin(kim.unknown());
+    let not_found = |outcome: Result<(), Error>, what: &str| {
+        assert!(matches!(outcome, Err(Error::UserNotFound)), "{what}: {outcome:?}");
+    };
+
+    let mut tx = store.begin().await.expect("begin");
+    not_found(
+        wallet::charge(&mut tx, nobody, Krw(5_000), T0).await.map(drop),
+        "charge",
+    );
+    not_found(
+        cart::put_cart_item(&mut tx, nobody, coat.id, 1).await.map(drop),
+        "put in cart",
+    );
+    not_found(
+        cart::remove_cart_item(&mut tx, nobody, coat.id).await,
+        "remove from cart",
+    );
+    not_found(cart::clear_cart(&mut tx, nobody).await, "clear the cart");
+    let lines = order::OrderSource::Lines(vec![ecommerce_domain::order::LineRequest {
+        product_id: coat.id,
+        quantity: 1,
+    }]);
+    not_found(
+        order::create_order(&mut tx, nobody, &lines, T0, TTL).await.map(drop),
+        "order",
+    );
+    not_found(
+        coupon::issue_coupon(&mut tx, nobody, &deal, T0, 0).await.map(drop),
+        "issue",
+    );
+    drop(tx);
+    not_found(cart::cart(&store, nobody).await.map(drop), "read the cart");
+    not_found(wallet::balance(&store, nobody).await.map(drop), "read the balance");
+    not_found(
+        wallet::balance_history(&store, nobody, page(None, 10)).await.map(drop),
+        "history",
+    );
+    not_found(
+        order::list_orders(&store, nobody, None, T0, page(None, 10))
+            .await
+            .map(drop),
+        "orders",
+    );
+    not_found(
+        coupon::user_coupons(&store, nobody, None, T0, page(None, 10))
+            .await
+            .map(drop),
+        "coupons",
+    );
+
+    let kim_by_admin = by_admin(kim);
+    assert!(
+        cart::cart(&store, kim_by_admin)
+            .await
+            .expect("an existing user")
+            .is_empty()
+    );
+    assert_eq!(wallet::balance(&store, kim_by_admin).await.expect("balance"), Krw(0));
+    assert_eq!(remaining(&store, deal.id).await, 5, "nothing was issued");
 }
 
 // ---------------------------------------------------------------------------------------------

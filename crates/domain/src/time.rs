@@ -7,6 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub struct Timestamp(pub i64);
 
 impl Timestamp {
+    /// The wall clock, for the edges (handlers and jobs): use cases take `now` as a parameter.
     pub fn now() -> Self {
         let millis = SystemTime::now()
             .duration_since(UNIX_EPOCH)

@@ -582,7 +582,7 @@ export interface components {
         BalanceEntryResponse: {
             /** Format: int64 */
             id: number;
-            type: components["schemas"]["EntryKindDto"];
+            type: components["schemas"]["EntryKind"];
             /**
              * Format: int64
              * @description The signed change to the balance: CHARGE and REFUND positive, PAYMENT negative or 0.
@@ -661,7 +661,7 @@ export interface components {
             /** Format: int64 */
             id: number;
             name: string;
-            discount_type: components["schemas"]["DiscountTypeDto"];
+            discount_type: components["schemas"]["DiscountType"];
             /** Format: int64 */
             discount_value: number;
             /** Format: int64 */
@@ -674,7 +674,7 @@ export interface components {
         CreateCouponRequest: {
             /** @description 1 to 100 characters after trimming. */
             name: string;
-            discount_type: components["schemas"]["DiscountTypeDto"];
+            discount_type: components["schemas"]["DiscountType"];
             /**
              * Format: int64
              * @description FIXED: 1 to 10,000,000 KRW; RATE: 1 to 100 percent.
@@ -727,10 +727,17 @@ export interface components {
              */
             name: string;
         };
-        /** @enum {string} */
-        DiscountTypeDto: "FIXED" | "RATE";
-        /** @enum {string} */
-        EntryKindDto: "CHARGE" | "PAYMENT" | "REFUND";
+        /**
+         * @description How a coupon's `discount_value` is read: FIXED a number of KRW off (at most the order
+         *     total), RATE a percentage off (rounded down).
+         * @enum {string}
+         */
+        DiscountType: "FIXED" | "RATE";
+        /**
+         * @description Why the balance changed.
+         * @enum {string}
+         */
+        EntryKind: "CHARGE" | "PAYMENT" | "REFUND";
         HealthResponse: {
             /** @example ok */
             status: string;
@@ -773,7 +780,7 @@ export interface components {
             /** Format: int64 */
             user_id: number;
             /** @description A pending order past `expires_at` reads EXPIRED. */
-            status: components["schemas"]["OrderStatusDto"];
+            status: components["schemas"]["OrderStatus"];
             items: components["schemas"]["OrderItemResponse"][];
             /** Format: int64 */
             total_amount: number;
@@ -787,14 +794,17 @@ export interface components {
             expires_at: string;
             paid_at?: string | null;
         };
-        /** @enum {string} */
-        OrderStatusDto: "PENDING_PAYMENT" | "PAID" | "REFUNDED" | "CANCELLED" | "EXPIRED";
+        /**
+         * @description Where an order is in its life; a pending order past `expires_at` reads `EXPIRED`.
+         * @enum {string}
+         */
+        OrderStatus: "PENDING_PAYMENT" | "PAID" | "REFUNDED" | "CANCELLED" | "EXPIRED";
         /** @description Any subset of the fields; `{}` changes nothing. `null` is not a value. */
         PatchProductRequest: {
             name?: string | null;
             /** Format: int64 */
             price?: number | null;
-            status?: components["schemas"]["ProductStatusDto"] | null;
+            status?: components["schemas"]["ProductStatus"] | null;
         };
         PayOrderRequest: {
             /**
@@ -866,10 +876,13 @@ export interface components {
              * @description Units left.
              */
             stock: number;
-            status: components["schemas"]["ProductStatusDto"];
+            status: components["schemas"]["ProductStatus"];
         };
-        /** @enum {string} */
-        ProductStatusDto: "ON_SALE" | "STOPPED";
+        /**
+         * @description Whether a product can be put in a cart and ordered.
+         * @enum {string}
+         */
+        ProductStatus: "ON_SALE" | "STOPPED";
         PutCartItemRequest: {
             /**
              * Format: int64
@@ -911,19 +924,22 @@ export interface components {
             /** Format: int64 */
             coupon_id: number;
             name: string;
-            discount_type: components["schemas"]["DiscountTypeDto"];
+            discount_type: components["schemas"]["DiscountType"];
             /** Format: int64 */
             discount_value: number;
             /** @description EXPIRED is computed on read: past `expires_at` and unused. */
-            status: components["schemas"]["UserCouponStatusDto"];
+            status: components["schemas"]["UserCouponStatus"];
             issued_at: string;
             expires_at: string;
             used_at?: string | null;
             /** Format: int64 */
             order_id?: number | null;
         };
-        /** @enum {string} */
-        UserCouponStatusDto: "AVAILABLE" | "USED" | "EXPIRED";
+        /**
+         * @description A user coupon's state; `EXPIRED` is computed on read (past `expires_at` and unused).
+         * @enum {string}
+         */
+        UserCouponStatus: "AVAILABLE" | "USED" | "EXPIRED";
         UserResponse: {
             /** Format: int64 */
             id: number;
@@ -3614,7 +3630,7 @@ export interface operations {
         parameters: {
             query?: {
                 /** @description AVAILABLE, USED or EXPIRED; all when absent. */
-                status?: components["schemas"]["UserCouponStatusDto"];
+                status?: components["schemas"]["UserCouponStatus"];
                 /** @description 1 to 100, default 20. */
                 limit?: number;
                 /** @description Keyset cursor: the `next_after` of the previous page. */
@@ -3880,7 +3896,7 @@ export interface operations {
         parameters: {
             query?: {
                 /** @description Filter by (computed) status. */
-                status?: components["schemas"]["OrderStatusDto"];
+                status?: components["schemas"]["OrderStatus"];
                 /** @description 1 to 100, default 20. */
                 limit?: number;
                 /** @description Keyset cursor: the `next_after` of the previous page. */

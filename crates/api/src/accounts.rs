@@ -1,9 +1,9 @@
 //! Sign-up and access tokens.
 
 use axum::extract::State;
-use ecommerce_domain::account::{NewUser, Role, check_password, parse_email, parse_user_name};
+use ecommerce_domain::account::{self, NewUser, Role, check_password, parse_email, parse_user_name};
 use ecommerce_domain::store::{Store, Tx};
-use ecommerce_domain::{Error, Timestamp, usecase};
+use ecommerce_domain::{Error, Timestamp};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -82,12 +82,12 @@ pub async fn create_user<S: Store>(
         role: Role::User,
     };
     let mut tx = app.store.begin().await?;
-    let id = usecase::sign_up(&mut tx, &user, Timestamp::now()).await?;
+    let id = account::sign_up(&mut tx, &user, Timestamp::now()).await?;
     tx.commit().await?;
     Ok(Created(
         format!("/api/v1/users/{id}"),
         UserResponse {
-            id,
+            id: id.0,
             email: user.email,
             name: user.name,
         },
@@ -108,7 +108,7 @@ pub async fn create_user<S: Store>(
 pub async fn get_user<S: Store>(State(app): State<AppState<S>>, scope: UserScope) -> Result<axum::Json<UserResponse>> {
     let user = app.store.user(scope.user_id).await?.ok_or(Error::UserNotFound)?;
     Ok(axum::Json(UserResponse {
-        id: user.id,
+        id: user.id.0,
         email: user.email,
         name: user.name,
     }))
@@ -142,6 +142,6 @@ pub async fn create_token<S: Store>(
         access_token,
         token_type: "Bearer",
         expires_in: TOKEN_TTL_SECONDS,
-        user_id: credentials.user_id,
+        user_id: credentials.user_id.0,
     }))
 }

@@ -4,8 +4,7 @@ use std::sync::OnceLock;
 
 use argon2::{Algorithm as Argon2Algorithm, Argon2, Params, PasswordHash, PasswordHasher, PasswordVerifier, Version};
 use ecommerce_domain::UserId;
-use ecommerce_domain::account::Role;
-use ecommerce_domain::usecase::Actor;
+use ecommerce_domain::account::{Actor, Role};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
@@ -56,7 +55,7 @@ impl TokenKeys {
         let user_id = data.claims.sub.parse::<i64>().ok().filter(|id| *id > 0)?;
         let role = Role::parse(&data.claims.role)?;
         Some(Actor {
-            user_id,
+            user_id: UserId(user_id),
             is_admin: role == Role::Admin,
         })
     }

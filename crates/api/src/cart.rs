@@ -2,8 +2,9 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use ecommerce_domain::store::{CartItem, Store, Tx};
-use ecommerce_domain::usecase;
+use ecommerce_domain::ProductId;
+use ecommerce_domain::cart::{self, CartItem};
+use ecommerce_domain::store::{Store, Tx};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -41,18 +42,18 @@ pub struct CartResponse {
 
 impl From<Vec<CartItem>> for CartResponse {
     fn from(items: Vec<CartItem>) -> Self {
-        let items: Vec<CartItemResponse> = items
+        let total_amount = cart::total_amount(&items).0;
+        let items = items
             .into_iter()
             .map(|i| CartItemResponse {
-                product_id: i.product.id,
+                amount: i.amount().0,
+                product_id: i.product.id.0,
                 name: i.product.name,
-                price: i.product.price,
+                price: i.product.price.0,
                 stock: i.product.stock,
                 quantity: i.quantity,
-                amount: i.product.price * i.quantity,
             })
             .collect();
-        let total_amount = items.iter().map(|i| i.amount).sum();
         Self { items, total_amount }
     }
 }
@@ -83,8 +84,7 @@ pub struct PutCartItemRequest {
         (status = 200, description = "The cart at current prices", body = CartResponse, example = cart_example),
     ))]
 pub async fn get_cart<S: Store>(State(app): State<AppState<S>>, scope: UserScope) -> Result<axum::Json<CartResponse>> {
-    scope.require_user(&app).await?;
-    Ok(axum::Json(app.store.cart(scope.user_id).await?.into()))
+    Ok(axum::Json(cart::cart(&app.store, scope.addressed()).await?.into()))
 }
 
 /// Set the quantity of a product in the cart
@@ -105,10 +105,9 @@ pub async fn put_cart_item<S: Store>(
     scope: UserScope,
     Json(body): Json<PutCartItemRequest>,
 ) -> Result<axum::Json<CartResponse>> {
-    let product = scope.params.id("product_id")?;
+    let product = ProductId(scope.params.id("product_id")?);
     let mut tx = app.store.begin().await?;
-    usecase::put_cart_item(&mut tx, scope.user_id, product, body.quantity).await?;
-    let cart = tx.cart(scope.user_id).await?;
+    let cart = cart::put_cart_item(&mut tx, scope.addressed(), product, body.quantity).await?;
     tx.commit().await?;
     Ok(axum::Json(cart.into()))
 }
@@ -123,10 +122,9 @@ pub async fn put_cart_item<S: Store>(
         (status = 204, description = "Removed (also when it was not there)"),
     ))]
 pub async fn remove_cart_item<S: Store>(State(app): State<AppState<S>>, scope: UserScope) -> Result<StatusCode> {
-    let product = scope.params.id("product_id")?;
-    scope.require_user(&app).await?;
+    let product = ProductId(scope.params.id("product_id")?);
     let mut tx = app.store.begin().await?;
-    tx.remove_cart_items(scope.user_id, &[product]).await?;
+    cart::remove_cart_item(&mut tx, scope.addressed(), product).await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -140,9 +138,8 @@ pub async fn remove_cart_item<S: Store>(State(app): State<AppState<S>>, scope: U
         (status = 204, description = "Emptied"),
     ))]
 pub async fn clear_cart<S: Store>(State(app): State<AppState<S>>, scope: UserScope) -> Result<StatusCode> {
-    scope.require_user(&app).await?;
     let mut tx = app.store.begin().await?;
-    tx.clear_cart(scope.user_id).await?;
+    cart::clear_cart(&mut tx, scope.addressed()).await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }

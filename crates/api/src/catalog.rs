@@ -8,9 +8,10 @@ use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use ecommerce_domain::catalog::{NewProduct, Product, ProductPatch, ProductStatus, parse_restock_quantity};
+use ecommerce_domain::catalog::{self, NewProduct, Product, ProductPatch, ProductStatus, parse_restock_quantity};
+use ecommerce_domain::ranking::{self, Window};
 use ecommerce_domain::store::{Store, Tx};
-use ecommerce_domain::{Timestamp, check_range, usecase};
+use ecommerce_domain::{Krw, ProductId, Timestamp};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -28,31 +29,6 @@ operations!(
     restock_product::<S>,
 );
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum ProductStatusDto {
-    OnSale,
-    Stopped,
-}
-
-impl From<ProductStatus> for ProductStatusDto {
-    fn from(s: ProductStatus) -> Self {
-        match s {
-            ProductStatus::OnSale => Self::OnSale,
-            ProductStatus::Stopped => Self::Stopped,
-        }
-    }
-}
-
-impl From<ProductStatusDto> for ProductStatus {
-    fn from(s: ProductStatusDto) -> Self {
-        match s {
-            ProductStatusDto::OnSale => Self::OnSale,
-            ProductStatusDto::Stopped => Self::Stopped,
-        }
-    }
-}
-
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ProductResponse {
     pub id: i64,
@@ -61,17 +37,17 @@ pub struct ProductResponse {
     pub price: i64,
     /// Units left.
     pub stock: i64,
-    pub status: ProductStatusDto,
+    pub status: ProductStatus,
 }
 
 impl From<Product> for ProductResponse {
     fn from(p: Product) -> Self {
         Self {
-            id: p.id,
+            id: p.id.0,
             name: p.name,
-            price: p.price,
+            price: p.price.0,
             stock: p.stock,
-            status: p.status.into(),
+            status: p.status,
         }
     }
 }
@@ -104,7 +80,7 @@ pub struct PatchProductRequest {
     #[serde(default, deserialize_with = "non_null")]
     pub price: Option<i64>,
     #[serde(default, deserialize_with = "non_null")]
-    pub status: Option<ProductStatusDto>,
+    pub status: Option<ProductStatus>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -133,7 +109,7 @@ pub async fn list_products<S: Store>(
     Paging(page): Paging,
 ) -> Result<axum::Json<ProductPage>> {
     let products = app.store.products_on_sale(page).await?;
-    let next_after = page.next_after(&products, |p| p.id);
+    let next_after = page.next_after(&products, |p| p.id.0);
     Ok(axum::Json(ProductPage {
         items: products.into_iter().map(Into::into).collect(),
         next_after,
@@ -153,7 +129,7 @@ pub async fn get_product<S: Store>(
     State(app): State<AppState<S>>,
     params: PathParams,
 ) -> Result<axum::Json<ProductResponse>> {
-    let id = params.id("product_id")?;
+    let id = ProductId(params.id("product_id")?);
     let product = app
         .store
         .product(id)
@@ -178,9 +154,9 @@ pub async fn create_product<S: Store>(
     _admin: Admin,
     Json(body): Json<CreateProductRequest>,
 ) -> Result<Created<ProductResponse>> {
-    let product = NewProduct::parse(&body.name, body.price, body.stock)?;
+    let product = NewProduct::parse(&body.name, Krw(body.price), body.stock)?;
     let mut tx = app.store.begin().await?;
-    let created = usecase::create_product(&mut tx, &product, Timestamp::now()).await?;
+    let created = catalog::create_product(&mut tx, &product, Timestamp::now()).await?;
     tx.commit().await?;
     Ok(Created(format!("/api/v1/products/{}", created.id), created.into()))
 }
@@ -203,10 +179,10 @@ pub async fn patch_product<S: Store>(
     params: PathParams,
     Json(body): Json<PatchProductRequest>,
 ) -> Result<axum::Json<ProductResponse>> {
-    let id = params.id("product_id")?;
-    let patch = ProductPatch::parse(body.name.as_deref(), body.price, body.status.map(Into::into))?;
+    let id = ProductId(params.id("product_id")?);
+    let patch = ProductPatch::parse(body.name.as_deref(), body.price.map(Krw), body.status)?;
     let mut tx = app.store.begin().await?;
-    let product = usecase::patch_product(&mut tx, id, &patch).await?;
+    let product = catalog::patch_product(&mut tx, id, &patch).await?;
     tx.commit().await?;
     Ok(axum::Json(product.into()))
 }
@@ -229,10 +205,10 @@ pub async fn restock_product<S: Store>(
     params: PathParams,
     Json(body): Json<RestockRequest>,
 ) -> Result<axum::Json<ProductResponse>> {
-    let id = params.id("product_id")?;
+    let id = ProductId(params.id("product_id")?);
     let quantity = parse_restock_quantity(body.quantity)?;
     let mut tx = app.store.begin().await?;
-    let product = usecase::restock(&mut tx, id, quantity).await?;
+    let product = catalog::restock(&mut tx, id, quantity).await?;
     tx.commit().await?;
     Ok(axum::Json(product.into()))
 }
@@ -274,11 +250,11 @@ pub struct PopularResponse {
 /// Per-instance cache of the serialized answer, by `(days, limit)`.
 #[derive(Default)]
 pub struct PopularCache {
-    entries: RwLock<HashMap<(i64, i64), (Instant, Bytes)>>,
+    entries: RwLock<HashMap<Window, (Instant, Bytes)>>,
 }
 
 impl PopularCache {
-    fn get(&self, key: (i64, i64), max_age: std::time::Duration) -> Option<Bytes> {
+    fn get(&self, key: Window, max_age: std::time::Duration) -> Option<Bytes> {
         let entries = self.entries.read().ok()?;
         entries
             .get(&key)
@@ -286,7 +262,7 @@ impl PopularCache {
             .map(|(_, bytes)| bytes.clone())
     }
 
-    fn put(&self, key: (i64, i64), bytes: Bytes) {
+    fn put(&self, key: Window, bytes: Bytes) {
         if let Ok(mut entries) = self.entries.write() {
             entries.insert(key, (Instant::now(), bytes));
         }
@@ -313,33 +289,35 @@ pub async fn popular_products<S: Store>(
     query: std::result::Result<Query<PopularQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response> {
     let Query(query) = query.map_err(query_rejection)?;
-    let days = check_range(query.days.unwrap_or(3), 1..=30, "days")?;
-    let limit = check_range(query.limit.unwrap_or(5), 1..=50, "limit")?;
+    let window = Window::parse(query.days, query.limit)?;
     let max_age = app.config.popular_cache;
     let cached = if max_age.is_zero() {
         None
     } else {
-        app.popular.get((days, limit), max_age)
+        app.popular.get(window, max_age)
     };
     let bytes = match cached {
         Some(bytes) => bytes,
         None => {
-            let since = Timestamp::now().plus_seconds(-days * 24 * 3_600).hour();
-            let entries = app.store.popular(since, limit).await?;
+            let entries = ranking::best_sellers(&app.store, window, Timestamp::now()).await?;
             let items = entries
                 .into_iter()
                 .zip(1..)
                 .map(|(e, rank)| PopularItem {
                     rank,
-                    product_id: e.product_id,
+                    product_id: e.product_id.0,
                     name: e.name,
-                    price: e.price,
+                    price: e.price.0,
                     sold_quantity: e.sold_quantity,
                 })
                 .collect();
-            let bytes = Bytes::from(serde_json::to_vec(&PopularResponse { days, items }).map_err(ApiError::internal)?);
+            let response = PopularResponse {
+                days: window.days,
+                items,
+            };
+            let bytes = Bytes::from(serde_json::to_vec(&response).map_err(ApiError::internal)?);
             if !max_age.is_zero() {
-                app.popular.put((days, limit), bytes.clone());
+                app.popular.put(window, bytes.clone());
             }
             bytes
         }

@@ -13,9 +13,10 @@ use std::sync::RwLock;
 
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
-use ecommerce_domain::coupon::{Coupon, DiscountType, NewCoupon, UserCoupon, UserCouponStatus};
+use ecommerce_domain::account::require_user;
+use ecommerce_domain::coupon::{self, Coupon, CouponRequest, DiscountType, NewCoupon, UserCoupon, UserCouponStatus};
 use ecommerce_domain::store::{Store, Tx};
-use ecommerce_domain::{CouponId, Error, Timestamp, UserId, check_range, usecase};
+use ecommerce_domain::{CouponId, Error, Timestamp, UserId, check_range};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -80,48 +81,12 @@ impl CouponCache {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum DiscountTypeDto {
-    /// A fixed number of KRW off, at most the order total.
-    Fixed,
-    /// A percentage off, rounded down.
-    Rate,
-}
-
-impl From<DiscountType> for DiscountTypeDto {
-    fn from(t: DiscountType) -> Self {
-        match t {
-            DiscountType::Fixed => Self::Fixed,
-            DiscountType::Rate => Self::Rate,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum UserCouponStatusDto {
-    Available,
-    Used,
-    Expired,
-}
-
-impl From<UserCouponStatus> for UserCouponStatusDto {
-    fn from(s: UserCouponStatus) -> Self {
-        match s {
-            UserCouponStatus::Available => Self::Available,
-            UserCouponStatus::Used => Self::Used,
-            UserCouponStatus::Expired => Self::Expired,
-        }
-    }
-}
-
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct CreateCouponRequest {
     /// 1 to 100 characters after trimming.
     #[schema(min_length = 1, max_length = 100)]
     pub name: String,
-    pub discount_type: DiscountTypeDto,
+    pub discount_type: DiscountType,
     /// FIXED: 1 to 10,000,000 KRW; RATE: 1 to 100 percent.
     #[schema(minimum = 1, maximum = 10_000_000)]
     pub discount_value: i64,
@@ -137,7 +102,7 @@ pub struct CreateCouponRequest {
 pub struct CouponResponse {
     pub id: i64,
     pub name: String,
-    pub discount_type: DiscountTypeDto,
+    pub discount_type: DiscountType,
     pub discount_value: i64,
     pub total_quantity: i64,
     pub remaining_quantity: i64,
@@ -147,9 +112,9 @@ pub struct CouponResponse {
 impl From<Coupon> for CouponResponse {
     fn from(c: Coupon) -> Self {
         Self {
-            id: c.id,
+            id: c.id.0,
             name: c.name,
-            discount_type: c.discount.kind.into(),
+            discount_type: c.discount.kind,
             discount_value: c.discount.value,
             total_quantity: c.total_quantity,
             remaining_quantity: c.remaining_quantity,
@@ -190,10 +155,10 @@ pub struct UserCouponResponse {
     pub id: i64,
     pub coupon_id: i64,
     pub name: String,
-    pub discount_type: DiscountTypeDto,
+    pub discount_type: DiscountType,
     pub discount_value: i64,
     /// EXPIRED is computed on read: past `expires_at` and unused.
-    pub status: UserCouponStatusDto,
+    pub status: UserCouponStatus,
     pub issued_at: String,
     pub expires_at: String,
     pub used_at: Option<String>,
@@ -203,16 +168,16 @@ pub struct UserCouponResponse {
 impl UserCouponResponse {
     pub fn new(c: UserCoupon, now: Timestamp) -> Self {
         Self {
-            id: c.id,
-            coupon_id: c.coupon_id,
-            status: c.status(now).into(),
+            id: c.id.0,
+            coupon_id: c.coupon_id.0,
+            status: c.status(now),
             name: c.name,
-            discount_type: c.discount.kind.into(),
+            discount_type: c.discount.kind,
             discount_value: c.discount.value,
             issued_at: c.issued_at.to_rfc3339(),
             expires_at: c.expires_at.to_rfc3339(),
             used_at: c.used_at.map(Timestamp::to_rfc3339),
-            order_id: c.order_id,
+            order_id: c.order_id.map(|o| o.0),
         }
     }
 }
@@ -227,7 +192,7 @@ pub struct UserCouponPage {
 #[into_params(parameter_in = Query)]
 pub struct UserCouponQuery {
     /// AVAILABLE, USED or EXPIRED; all when absent.
-    pub status: Option<UserCouponStatusDto>,
+    pub status: Option<UserCouponStatus>,
 }
 
 /// Create a coupon (admin)
@@ -250,19 +215,15 @@ pub async fn create_coupon<S: Store>(
     _admin: Admin,
     Json(body): Json<CreateCouponRequest>,
 ) -> Result<Created<CouponResponse>> {
-    let kind = match body.discount_type {
-        DiscountTypeDto::Fixed => DiscountType::Fixed,
-        DiscountTypeDto::Rate => DiscountType::Rate,
-    };
-    let coupon = NewCoupon::parse(
-        &body.name,
-        kind,
-        body.discount_value,
-        body.total_quantity,
-        body.valid_for_seconds,
-    )?;
+    let coupon = NewCoupon::parse(CouponRequest {
+        name: &body.name,
+        discount_type: body.discount_type,
+        discount_value: body.discount_value,
+        total_quantity: body.total_quantity,
+        valid_for_seconds: body.valid_for_seconds,
+    })?;
     let mut tx = app.store.begin().await?;
-    let created = tx.insert_coupon(&coupon, Timestamp::now()).await?;
+    let created = coupon::create_coupon(&mut tx, &coupon, Timestamp::now()).await?;
     tx.commit().await?;
     app.coupons.remember(&created);
     Ok(Created(format!("/api/v1/coupons/{}", created.id), created.into()))
@@ -281,7 +242,7 @@ pub async fn list_coupons<S: Store>(
     Paging(page): Paging,
 ) -> Result<axum::Json<CouponPage>> {
     let coupons = app.store.coupons_in_stock(page).await?;
-    let next_after = page.next_after(&coupons, |c| c.id);
+    let next_after = page.next_after(&coupons, |c| c.id.0);
     Ok(axum::Json(CouponPage {
         items: coupons.into_iter().map(Into::into).collect(),
         next_after,
@@ -301,7 +262,7 @@ pub async fn get_coupon<S: Store>(
     State(app): State<AppState<S>>,
     params: PathParams,
 ) -> Result<axum::Json<CouponResponse>> {
-    let id = params.id("coupon_id")?;
+    let id = CouponId(params.id("coupon_id")?);
     let coupon = app.store.coupon(id).await?.ok_or(Error::CouponNotFound)?;
     Ok(axum::Json(coupon.into()))
 }
@@ -324,7 +285,7 @@ pub async fn issue_coupon<S: Store>(
     scope: UserScope,
     Json(body): Json<IssueCouponRequest>,
 ) -> Result<(StatusCode, axum::Json<UserCouponResponse>)> {
-    let coupon_id = check_range(body.coupon_id, 1..=i64::MAX, "coupon_id")?;
+    let coupon_id = CouponId(check_range(body.coupon_id, 1..=i64::MAX, "coupon_id")?);
     let coupon = match app.coupons.definition(coupon_id) {
         Some(coupon) => coupon,
         None => {
@@ -339,7 +300,7 @@ pub async fn issue_coupon<S: Store>(
         SoldOut::AskDatabase => Some(app.store.has_user_coupon(scope.user_id, coupon_id).await?),
     };
     if let Some(holder) = holder {
-        scope.require_user(&app).await?;
+        require_user(&app.store, scope.addressed()).await?;
         return Err(if holder {
             Error::CouponAlreadyIssued
         } else {
@@ -348,11 +309,10 @@ pub async fn issue_coupon<S: Store>(
         .into());
     }
     let now = Timestamp::now();
-    let first_shard = rand::random_range(0..coupon.total_quantity.clamp(1, 16));
     let mut tx = app.store.begin().await?;
-    let issued = usecase::issue_coupon(&mut tx, scope.user_id, &coupon, now, first_shard).await;
-    let id = match issued {
-        Ok(id) => id,
+    let issued = coupon::issue_coupon(&mut tx, scope.addressed(), &coupon, now, rand::random()).await;
+    let user_coupon = match issued {
+        Ok(user_coupon) => user_coupon,
         Err(Error::CouponSoldOut) => {
             drop(tx);
             app.coupons
@@ -363,17 +323,6 @@ pub async fn issue_coupon<S: Store>(
     };
     tx.commit().await?;
     metrics::counter!("coupons_issued_total").increment(1);
-    let user_coupon = UserCoupon {
-        id,
-        user_id: scope.user_id,
-        coupon_id,
-        name: coupon.name,
-        discount: coupon.discount,
-        issued_at: now,
-        expires_at: now.plus_seconds(coupon.valid_for_seconds),
-        used_at: None,
-        order_id: None,
-    };
     Ok((
         StatusCode::CREATED,
         axum::Json(UserCouponResponse::new(user_coupon, now)),
@@ -396,15 +345,9 @@ pub async fn list_user_coupons<S: Store>(
     Paging(page): Paging,
 ) -> Result<axum::Json<UserCouponPage>> {
     let Query(query) = query.map_err(query_rejection)?;
-    scope.require_user(&app).await?;
-    let status = query.status.map(|s| match s {
-        UserCouponStatusDto::Available => UserCouponStatus::Available,
-        UserCouponStatusDto::Used => UserCouponStatus::Used,
-        UserCouponStatusDto::Expired => UserCouponStatus::Expired,
-    });
     let now = Timestamp::now();
-    let coupons = app.store.user_coupons(scope.user_id, status, now, page).await?;
-    let next_after = page.next_after(&coupons, |c| c.id);
+    let coupons = coupon::user_coupons(&app.store, scope.addressed(), query.status, now, page).await?;
+    let next_after = page.next_after(&coupons, |c| c.id.0);
     Ok(axum::Json(UserCouponPage {
         items: coupons.into_iter().map(|c| UserCouponResponse::new(c, now)).collect(),
         next_after,

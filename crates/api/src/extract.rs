@@ -8,9 +8,10 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
+use ecommerce_domain::UserId;
+use ecommerce_domain::account::{Actor, Addressed};
 use ecommerce_domain::paging::Page;
 use ecommerce_domain::store::Store;
-use ecommerce_domain::usecase::Actor;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use utoipa::IntoParams;
@@ -152,10 +153,12 @@ impl<S: Store> FromRequestParts<AppState<S>> for Admin {
 }
 
 /// A `/users/{user_id}/…` route: the caller owns the path or is an admin. Other path parameters
-/// stay unparsed in `params` so that a bad one answers 400 only after ownership passed.
+/// stay unparsed in `params` so that a bad one answers 400 only after ownership passed. Whether
+/// the addressed account exists is the domain's question ([`ecommerce_domain::account::require_user`]),
+/// asked by the use cases.
 pub struct UserScope {
     pub actor: Actor,
-    pub user_id: i64,
+    pub user_id: UserId,
     pub params: PathParams,
 }
 
@@ -168,25 +171,21 @@ impl<S: Store> FromRequestParts<AppState<S>> for UserScope {
         let raw = params.0.get("user_id").map(String::as_str).unwrap_or_default();
         // Another user's path is 403 whether or not it exists, and whatever its shape.
         match raw.parse::<i64>() {
-            Ok(id) if id == actor.user_id || actor.is_admin => {}
+            Ok(id) if id == actor.user_id.0 || actor.is_admin => {}
             _ if !actor.is_admin => return Err(ApiError::forbidden()),
             _ => {}
         }
-        let user_id = parse_id(raw, "user_id")?;
+        let user_id = UserId(parse_id(raw, "user_id")?);
         Ok(UserScope { actor, user_id, params })
     }
 }
 
 impl UserScope {
-    /// 404 `USER_NOT_FOUND` when an admin addresses a user that does not exist. A user's own
-    /// path always exists, so only admins pay for the lookup.
-    pub async fn require_user<S: Store>(&self, state: &AppState<S>) -> Result<()> {
-        if self.actor.user_id == self.user_id {
-            return Ok(());
-        }
-        match state.store.user(self.user_id).await? {
-            Some(_) => Ok(()),
-            None => Err(ecommerce_domain::Error::UserNotFound.into()),
+    /// The account this request is about, and who asks.
+    pub fn addressed(&self) -> Addressed {
+        Addressed {
+            actor: self.actor,
+            user_id: self.user_id,
         }
     }
 }

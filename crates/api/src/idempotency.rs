@@ -1,21 +1,61 @@
-//! `Idempotency-Key` handling. The key row is inserted in the same transaction as the business
-//! writes and gets the final answer before commit, so a retry either replays that answer or
-//! (when the first attempt rolled back) runs again. Money moves exactly once, across instances.
+//! `Idempotency-Key` handling, written once for every route that takes a key ([`Route`]).
+//!
+//! A handler reads the key ([`required_key`] or [`crate::extract::idempotency_key`]), takes the
+//! body as a JSON value (the hash covers the value, not the bytes) and parses it ([`parse_body`]),
+//! then hands the business work to [`once`]. There the key row is inserted in the same
+//! transaction as the business writes and gets the final answer before commit, so a retry either
+//! replays that answer or (when the first attempt rolled back) runs again. Money moves exactly
+//! once, across instances.
 
 use axum::body::Body;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use ecommerce_domain::store::{IdempotencyScope, KeyClaim, Tx};
-use ecommerce_domain::{Error, Timestamp};
+use ecommerce_domain::store::{IdempotencyScope, KeyClaim, Store, Tx};
+use ecommerce_domain::{Error, Timestamp, UserId};
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::error::{ApiError, Result};
+use crate::extract::idempotency_key;
+
+/// The routes that take an `Idempotency-Key`. Keys are per user and per route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    BalanceCharge,
+    OrderPayment,
+}
+
+impl Route {
+    /// The name keys of this route are stored under; changing it forgets every stored key.
+    fn stored_name(self) -> &'static str {
+        match self {
+            Route::BalanceCharge => "balance.charge",
+            Route::OrderPayment => "order.payment",
+        }
+    }
+}
+
+/// The `Idempotency-Key` of a route that requires one: `IDEMPOTENCY_KEY_MISSING` without it.
+pub fn required_key(headers: &HeaderMap) -> Result<String> {
+    idempotency_key(headers)?.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "IDEMPOTENCY_KEY_MISSING",
+            "send an Idempotency-Key header",
+        )
+    })
+}
+
+/// The body, read as a JSON value for the hash, as the route's request type.
+pub fn parse_body<T: DeserializeOwned>(body: &Value) -> Result<T> {
+    serde_json::from_value(body.clone()).map_err(|e| ApiError::validation(e.to_string()))
+}
 
 /// A hash of the request: the route's own parts and the body as a JSON value (key order and
 /// white space do not matter).
-pub fn request_hash(parts: &[&str], body: &Value) -> String {
+fn request_hash(parts: &[&str], body: &Value) -> String {
     let mut hasher = Sha256::new();
     for part in parts {
         hasher.update(part.as_bytes());
@@ -51,8 +91,72 @@ fn write_canonical(value: &Value, hasher: &mut Sha256) {
     }
 }
 
+/// A request with a key: the key scoped to its user and route, and the hash of what was asked.
+pub struct KeyedRequest {
+    scope: IdempotencyScope,
+    hash: String,
+}
+
+impl KeyedRequest {
+    /// `parts` are what identifies the request besides its body (such as the order id of a
+    /// payment); they are hashed with the body.
+    pub fn new(route: Route, user: UserId, key: String, parts: &[&str], body: &Value) -> Self {
+        Self {
+            scope: IdempotencyScope {
+                user_id: user,
+                route: route.stored_name(),
+                key,
+            },
+            hash: request_hash(parts, body),
+        }
+    }
+}
+
+/// What [`once`] answered.
+pub struct Answer {
+    pub response: Response,
+    /// The stored answer of an earlier request with the same key and body: nothing ran now.
+    pub replayed: bool,
+}
+
+/// Runs `work` in one transaction and answers `200` with what it returns, once per key. With a
+/// key, the first request claims it in that transaction and stores the answer before commit; a
+/// later one with the same key and body gets that answer back without running anything,
+/// another body `IDEMPOTENCY_KEY_REUSED`, and one while the first still runs
+/// `REQUEST_IN_PROGRESS`. On any error the transaction rolls back at once, so that the key is
+/// free for a retry the moment the error leaves. Without a key, `work` just runs.
+pub async fn once<S: Store, T: Serialize>(
+    store: &S,
+    request: Option<&KeyedRequest>,
+    work: impl AsyncFnOnce(&mut S::Tx) -> Result<T>,
+) -> Result<Answer> {
+    let mut tx = store.begin().await?;
+    if let Some(request) = request {
+        tx = match claim(tx, &request.scope, &request.hash).await? {
+            Claimed::Fresh(tx) => tx,
+            Claimed::Answered(response) => {
+                return Ok(Answer {
+                    response,
+                    replayed: true,
+                });
+            }
+        };
+    }
+    match work(&mut tx).await {
+        Ok(body) => Ok(Answer {
+            response: finish(tx, request.map(|r| &r.scope), StatusCode::OK, &body).await?,
+            replayed: false,
+        }),
+        Err(err) => {
+            // A 4xx changed nothing, and a retry with the same key must find it free straight away.
+            let _ = tx.rollback().await;
+            Err(err)
+        }
+    }
+}
+
 /// The outcome of claiming a key: go on with the transaction, or answer at once.
-pub enum Claimed<T> {
+enum Claimed<T> {
     /// First use: do the work in this transaction and call [`finish`] before commit.
     Fresh(T),
     /// The stored answer of an earlier request with this key and body.
@@ -61,7 +165,7 @@ pub enum Claimed<T> {
 
 /// Claims the key inside `tx`. Anything but a first use rolls back at once, so that the key's
 /// lock is free the moment the answer leaves.
-pub async fn claim<T: Tx>(mut tx: T, scope: &IdempotencyScope, hash: &str) -> Result<Claimed<T>> {
+async fn claim<T: Tx>(mut tx: T, scope: &IdempotencyScope, hash: &str) -> Result<Claimed<T>> {
     let outcome = match tx.claim_idempotency_key(scope, hash, Timestamp::now()).await? {
         KeyClaim::Fresh => return Ok(Claimed::Fresh(tx)),
         KeyClaim::Replay { status, body } => Ok(Claimed::Answered(stored_response(status, body))),
@@ -72,15 +176,8 @@ pub async fn claim<T: Tx>(mut tx: T, scope: &IdempotencyScope, hash: &str) -> Re
     outcome
 }
 
-/// Rolls back before answering with `err`: a 4xx changed nothing, and a retry with the same key
-/// must find it free straight away.
-pub async fn abort(tx: impl Tx, err: impl Into<ApiError>) -> ApiError {
-    let _ = tx.rollback().await;
-    err.into()
-}
-
 /// Serializes the answer, stores it under the key (when there is one) and commits.
-pub async fn finish<T: Serialize>(
+async fn finish<T: Serialize>(
     mut tx: impl Tx,
     scope: Option<&IdempotencyScope>,
     status: StatusCode,
@@ -107,6 +204,16 @@ fn stored_response(status: u16, body: String) -> Response {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// Stored keys carry this hash for 48 hours: a change would answer IDEMPOTENCY_KEY_REUSED
+    /// to a client retrying across a deploy.
+    #[test]
+    fn hash_is_stable_across_releases() {
+        assert_eq!(
+            request_hash(&["7"], &json!({"user_coupon_id": 3, "note": [null, true, "x"]})),
+            "2b5c14f99379e5f4fd6cc0666649261e88eb0d09620dcec350a1a869a453e5a8"
+        );
+    }
 
     #[test]
     fn hash_ignores_key_order_but_not_values() {

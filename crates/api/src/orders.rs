@@ -3,10 +3,11 @@
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use ecommerce_domain::order::{LineRequest, Order, OrderStatus};
-use ecommerce_domain::store::{IdempotencyScope, Store, Tx};
-use ecommerce_domain::usecase::{self, Actor, OrderSource};
-use ecommerce_domain::{Error, Timestamp};
+use ecommerce_domain::account::Actor;
+use ecommerce_domain::order::{self, LineRequest, Order, OrderSource, OrderStatus};
+use ecommerce_domain::payment;
+use ecommerce_domain::store::{Store, Tx};
+use ecommerce_domain::{Error, OrderId, ProductId, Timestamp, UserCouponId};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
@@ -16,7 +17,7 @@ use crate::error::{ApiError, Result};
 use crate::extract::{
     Auth, Json, OptionalJson, PageQuery, Paging, PathParams, UserScope, idempotency_key, non_null, query_rejection,
 };
-use crate::idempotency::{Claimed, abort, claim, finish, request_hash};
+use crate::idempotency::{self, KeyedRequest, Route, parse_body};
 use crate::openapi::operations;
 
 operations!(
@@ -27,40 +28,6 @@ operations!(
     cancel_order::<S>,
     refund_order::<S>,
 );
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum OrderStatusDto {
-    PendingPayment,
-    Paid,
-    Refunded,
-    Cancelled,
-    Expired,
-}
-
-impl From<OrderStatus> for OrderStatusDto {
-    fn from(s: OrderStatus) -> Self {
-        match s {
-            OrderStatus::PendingPayment => Self::PendingPayment,
-            OrderStatus::Paid => Self::Paid,
-            OrderStatus::Refunded => Self::Refunded,
-            OrderStatus::Cancelled => Self::Cancelled,
-            OrderStatus::Expired => Self::Expired,
-        }
-    }
-}
-
-impl From<OrderStatusDto> for OrderStatus {
-    fn from(s: OrderStatusDto) -> Self {
-        match s {
-            OrderStatusDto::PendingPayment => Self::PendingPayment,
-            OrderStatusDto::Paid => Self::Paid,
-            OrderStatusDto::Refunded => Self::Refunded,
-            OrderStatusDto::Cancelled => Self::Cancelled,
-            OrderStatusDto::Expired => Self::Expired,
-        }
-    }
-}
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct OrderLineRequest {
@@ -103,7 +70,7 @@ pub struct OrderResponse {
     pub id: i64,
     pub user_id: i64,
     /// A pending order past `expires_at` reads EXPIRED.
-    pub status: OrderStatusDto,
+    pub status: OrderStatus,
     pub items: Vec<OrderItemResponse>,
     pub total_amount: i64,
     pub discount_amount: i64,
@@ -117,24 +84,24 @@ pub struct OrderResponse {
 impl OrderResponse {
     pub fn new(order: Order, now: Timestamp) -> Self {
         Self {
-            id: order.id,
-            user_id: order.user_id,
-            status: order.status(now).into(),
+            id: order.id.0,
+            user_id: order.user_id.0,
+            status: order.status(now),
             items: order
                 .lines
                 .into_iter()
                 .map(|l| OrderItemResponse {
-                    product_id: l.product_id,
+                    product_id: l.product_id.0,
                     name: l.name,
-                    unit_price: l.unit_price,
+                    unit_price: l.unit_price.0,
                     quantity: l.quantity,
-                    amount: l.amount,
+                    amount: l.amount.0,
                 })
                 .collect(),
-            total_amount: order.total_amount,
-            discount_amount: order.discount_amount,
-            paid_amount: order.paid_amount,
-            user_coupon_id: order.user_coupon_id,
+            total_amount: order.total_amount.0,
+            discount_amount: order.discount_amount.0,
+            paid_amount: order.paid_amount.0,
+            user_coupon_id: order.user_coupon_id.map(|c| c.0),
             created_at: order.created_at.to_rfc3339(),
             expires_at: order.expires_at.to_rfc3339(),
             paid_at: order.paid_at.map(Timestamp::to_rfc3339),
@@ -152,7 +119,7 @@ pub struct OrderPage {
 #[into_params(parameter_in = Query)]
 pub struct OrderQuery {
     /// Filter by (computed) status.
-    pub status: Option<OrderStatusDto>,
+    pub status: Option<OrderStatus>,
 }
 
 /// Create an order
@@ -181,7 +148,7 @@ pub async fn create_order<S: Store>(
             items
                 .into_iter()
                 .map(|l| LineRequest {
-                    product_id: l.product_id,
+                    product_id: ProductId(l.product_id),
                     quantity: l.quantity,
                 })
                 .collect(),
@@ -195,7 +162,7 @@ pub async fn create_order<S: Store>(
     };
     let now = Timestamp::now();
     let mut tx = app.store.begin().await?;
-    let order = usecase::create_order(&mut tx, scope.user_id, &source, now, app.config.order_ttl_seconds).await?;
+    let order = order::create_order(&mut tx, scope.addressed(), &source, now, app.config.order_ttl_seconds).await?;
     tx.commit().await?;
     let location = format!("/api/v1/orders/{}", order.id);
     let mut response = (StatusCode::CREATED, axum::Json(OrderResponse::new(order, now))).into_response();
@@ -222,13 +189,9 @@ pub async fn list_orders<S: Store>(
     Paging(page): Paging,
 ) -> Result<axum::Json<OrderPage>> {
     let Query(query) = query.map_err(query_rejection)?;
-    scope.require_user(&app).await?;
     let now = Timestamp::now();
-    let orders = app
-        .store
-        .orders(scope.user_id, query.status.map(Into::into), now, page)
-        .await?;
-    let next_after = page.next_after(&orders, |o| o.id);
+    let orders = order::list_orders(&app.store, scope.addressed(), query.status, now, page).await?;
+    let next_after = page.next_after(&orders, |o| o.id.0);
     Ok(axum::Json(OrderPage {
         items: orders.into_iter().map(|o| OrderResponse::new(o, now)).collect(),
         next_after,
@@ -249,13 +212,8 @@ pub async fn get_order<S: Store>(
     Auth(actor): Auth,
     params: PathParams,
 ) -> Result<axum::Json<OrderResponse>> {
-    let id = params.id("order_id")?;
-    let order = app
-        .store
-        .order(id)
-        .await?
-        .filter(|o| actor.may_access(o.user_id))
-        .ok_or(Error::OrderNotFound)?;
+    let id = OrderId(params.id("order_id")?);
+    let order = order::get_order(&app.store, id, actor).await?;
     Ok(axum::Json(OrderResponse::new(order, Timestamp::now())))
 }
 
@@ -287,48 +245,37 @@ pub async fn pay_order<S: Store>(
     headers: HeaderMap,
     OptionalJson(body): OptionalJson<Value>,
 ) -> Result<Response> {
-    let id = params.id("order_id")?;
+    let raw_id = params.id("order_id")?;
+    let id = OrderId(raw_id);
     let key = idempotency_key(&headers)?;
     let request: PayOrderRequest = match &body {
         Value::Null => PayOrderRequest::default(),
-        value => serde_json::from_value(value.clone()).map_err(|e| ApiError::validation(e.to_string()))?,
+        value => parse_body(value)?,
     };
     if let Some(coupon) = request.user_coupon_id
         && coupon <= 0
     {
         return Err(ApiError::validation("user_coupon_id must be a positive 64-bit integer"));
     }
-    let idempotency = key.map(|key| IdempotencyScope {
-        user_id: actor.user_id,
-        route: "order.payment",
-        key,
-    });
-    let mut tx = app.store.begin().await?;
-    if let Some(scope) = &idempotency {
-        tx = match claim(tx, scope, &request_hash(&[&id.to_string()], &body)).await? {
-            Claimed::Fresh(tx) => tx,
-            Claimed::Answered(response) => return Ok(response),
-        };
-    }
-    let now = Timestamp::now();
-    match usecase::pay(&mut tx, id, actor, request.user_coupon_id, now).await {
-        Ok(settled) => {
-            let response = finish(
-                tx,
-                idempotency.as_ref(),
-                StatusCode::OK,
-                &OrderResponse::new(settled.order, now),
-            )
-            .await?;
-            metrics::counter!("orders_paid_total").increment(1);
-            Ok(response)
+    let keyed =
+        key.map(|key| KeyedRequest::new(Route::OrderPayment, actor.user_id, key, &[&raw_id.to_string()], &body));
+    let coupon = request.user_coupon_id.map(UserCouponId);
+    let answer = idempotency::once(&app.store, keyed.as_ref(), async |tx| {
+        let now = Timestamp::now();
+        match payment::pay(tx, id, actor, coupon, now, new_event_id()).await {
+            Ok(settled) => Ok(OrderResponse::new(settled.order, now)),
+            Err(err) => {
+                let err = ApiError::from(err);
+                metrics::counter!("payment_failures_total", "reason" => err.code).increment(1);
+                Err(err)
+            }
         }
-        Err(err) => {
-            let err = abort(tx, err).await;
-            metrics::counter!("payment_failures_total", "reason" => err.code).increment(1);
-            Err(err)
-        }
+    })
+    .await?;
+    if !answer.replayed {
+        metrics::counter!("orders_paid_total").increment(1);
     }
+    Ok(answer.response)
 }
 
 fn pending_order_example() -> Value {
@@ -353,13 +300,19 @@ fn paid_order_example() -> Value {
     })
 }
 
-async fn settle<S: Store>(
+/// A fresh id for an event of the outbox.
+fn new_event_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// Moves the order named in the path to its next state with `run`, in one transaction.
+async fn transition_order<S: Store>(
     app: &AppState<S>,
     actor: Actor,
     params: &PathParams,
-    run: impl AsyncFnOnce(&mut S::Tx, i64, Actor, Timestamp) -> std::result::Result<Order, Error>,
+    run: impl AsyncFnOnce(&mut S::Tx, OrderId, Actor, Timestamp) -> std::result::Result<Order, Error>,
 ) -> Result<axum::Json<OrderResponse>> {
-    let id = params.id("order_id")?;
+    let id = OrderId(params.id("order_id")?);
     let now = Timestamp::now();
     let mut tx = app.store.begin().await?;
     let order = run(&mut tx, id, actor, now).await?;
@@ -387,8 +340,8 @@ pub async fn cancel_order<S: Store>(
     Auth(actor): Auth,
     params: PathParams,
 ) -> Result<axum::Json<OrderResponse>> {
-    settle(&app, actor, &params, async |tx, id, actor, now| {
-        usecase::cancel(tx, id, actor, now).await
+    transition_order(&app, actor, &params, async |tx, id, actor, now| {
+        order::cancel_order(tx, id, actor, now).await
     })
     .await
 }
@@ -418,8 +371,10 @@ pub async fn refund_order<S: Store>(
     Auth(actor): Auth,
     params: PathParams,
 ) -> Result<axum::Json<OrderResponse>> {
-    settle(&app, actor, &params, async |tx, id, actor, now| {
-        usecase::refund(tx, id, actor, now).await.map(|s| s.order)
+    transition_order(&app, actor, &params, async |tx, id, actor, now| {
+        payment::refund(tx, id, actor, now, new_event_id())
+            .await
+            .map(|s| s.order)
     })
     .await
 }

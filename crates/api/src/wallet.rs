@@ -1,19 +1,19 @@
 //! The prepaid balance: read, charge (idempotent), history.
 
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::Response;
-use ecommerce_domain::store::{IdempotencyScope, Store};
-use ecommerce_domain::wallet::{BalanceEntry, EntryKind};
-use ecommerce_domain::{Error, Timestamp, usecase};
+use ecommerce_domain::store::Store;
+use ecommerce_domain::wallet::{self, BalanceEntry, EntryKind};
+use ecommerce_domain::{Krw, Timestamp};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::AppState;
 use crate::error::{ApiError, Result};
-use crate::extract::{Json, PageQuery, Paging, UserScope, idempotency_key};
-use crate::idempotency::{Claimed, abort, claim, finish, request_hash};
+use crate::extract::{Json, PageQuery, Paging, UserScope};
+use crate::idempotency::{self, KeyedRequest, Route, parse_body, required_key};
 use crate::openapi::operations;
 
 operations!(get_balance::<S>, charge_balance::<S>, balance_history::<S>);
@@ -40,18 +40,10 @@ pub struct ChargeResponse {
     pub balance: i64,
 }
 
-#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum EntryKindDto {
-    Charge,
-    Payment,
-    Refund,
-}
-
 #[derive(Debug, Serialize, ToSchema)]
 pub struct BalanceEntryResponse {
     pub id: i64,
-    pub r#type: EntryKindDto,
+    pub r#type: EntryKind,
     /// The signed change to the balance: CHARGE and REFUND positive, PAYMENT negative or 0.
     pub amount: i64,
     pub balance_after: i64,
@@ -61,17 +53,12 @@ pub struct BalanceEntryResponse {
 
 impl From<BalanceEntry> for BalanceEntryResponse {
     fn from(e: BalanceEntry) -> Self {
-        let kind = match e.kind {
-            EntryKind::Charge => EntryKindDto::Charge,
-            EntryKind::Payment => EntryKindDto::Payment,
-            EntryKind::Refund => EntryKindDto::Refund,
-        };
         Self {
-            id: e.id,
-            r#type: kind,
-            amount: e.amount,
-            balance_after: e.balance_after,
-            order_id: e.order_id,
+            id: e.id.0,
+            r#type: e.kind,
+            amount: e.amount.0,
+            balance_after: e.balance_after.0,
+            order_id: e.order_id.map(|o| o.0),
             created_at: e.created_at.to_rfc3339(),
         }
     }
@@ -96,10 +83,10 @@ pub async fn get_balance<S: Store>(
     State(app): State<AppState<S>>,
     scope: UserScope,
 ) -> Result<axum::Json<BalanceResponse>> {
-    let balance = app.store.balance(scope.user_id).await?.ok_or(Error::UserNotFound)?;
+    let balance = wallet::balance(&app.store, scope.addressed()).await?;
     Ok(axum::Json(BalanceResponse {
-        user_id: scope.user_id,
-        balance,
+        user_id: scope.user_id.0,
+        balance: balance.0,
     }))
 }
 
@@ -126,36 +113,21 @@ pub async fn charge_balance<S: Store>(
     headers: HeaderMap,
     body: std::result::Result<Json<Value>, ApiError>,
 ) -> Result<Response> {
-    let key = idempotency_key(&headers)?.ok_or_else(|| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "IDEMPOTENCY_KEY_MISSING",
-            "send an Idempotency-Key header",
-        )
-    })?;
+    let key = required_key(&headers)?;
     let Json(value) = body?;
-    let request: ChargeRequest =
-        serde_json::from_value(value.clone()).map_err(|e| ApiError::validation(e.to_string()))?;
-    let idempotency = IdempotencyScope {
-        user_id: scope.user_id,
-        route: "balance.charge",
-        key,
-    };
-    let tx = app.store.begin().await?;
-    let mut tx = match claim(tx, &idempotency, &request_hash(&[], &value)).await? {
-        Claimed::Fresh(tx) => tx,
-        Claimed::Answered(response) => return Ok(response),
-    };
-    let receipt = match usecase::charge(&mut tx, scope.user_id, request.amount, Timestamp::now()).await {
-        Ok(receipt) => receipt,
-        Err(err) => return Err(abort(tx, err).await),
-    };
-    let body = ChargeResponse {
-        user_id: scope.user_id,
-        charged_amount: receipt.charged_amount,
-        balance: receipt.balance,
-    };
-    finish(tx, Some(&idempotency), StatusCode::OK, &body).await
+    let request: ChargeRequest = parse_body(&value)?;
+    let keyed = KeyedRequest::new(Route::BalanceCharge, scope.user_id, key, &[], &value);
+    let who = scope.addressed();
+    let answer = idempotency::once(&app.store, Some(&keyed), async |tx| {
+        let receipt = wallet::charge(tx, who, Krw(request.amount), Timestamp::now()).await?;
+        Ok(ChargeResponse {
+            user_id: who.user_id.0,
+            charged_amount: receipt.charged_amount.0,
+            balance: receipt.balance.0,
+        })
+    })
+    .await?;
+    Ok(answer.response)
 }
 
 /// List the balance history
@@ -181,9 +153,8 @@ pub async fn balance_history<S: Store>(
     scope: UserScope,
     Paging(page): Paging,
 ) -> Result<axum::Json<BalanceHistoryPage>> {
-    scope.require_user(&app).await?;
-    let entries = app.store.balance_history(scope.user_id, page).await?;
-    let next_after = page.next_after(&entries, |e| e.id);
+    let entries = wallet::balance_history(&app.store, scope.addressed(), page).await?;
+    let next_after = page.next_after(&entries, |e| e.id.0);
     Ok(axum::Json(BalanceHistoryPage {
         items: entries.into_iter().map(Into::into).collect(),
         next_after,

@@ -1,27 +1,13 @@
-//! Accounts: sign-up input rules and roles.
+//! Accounts: sign-up input rules, roles, who is asking, and whether an addressed account exists.
 
-use crate::{Error, UserId, char_len, parse_name};
+use crate::store::{Store, Tx};
+use crate::{Error, Timestamp, UserId, char_len, parse_name};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    User,
-    Admin,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::User => "USER",
-            Role::Admin => "ADMIN",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "USER" => Some(Role::User),
-            "ADMIN" => Some(Role::Admin),
-            _ => None,
-        }
+string_enum! {
+    /// What an account may do: `ADMIN` manages the catalog and coupons and sees every user.
+    pub enum Role {
+        User = "USER",
+        Admin = "ADMIN",
     }
 }
 
@@ -81,10 +67,98 @@ pub fn parse_user_name(raw: &str) -> Result<String, Error> {
     parse_name(raw, 50, "name")
 }
 
+/// Who is asking: the holder of a valid token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Actor {
+    pub user_id: UserId,
+    pub is_admin: bool,
+}
+
+impl Actor {
+    /// Whether this caller may see and act on what `owner` has: only its owner or an admin.
+    pub fn may_access(&self, owner: UserId) -> bool {
+        self.is_admin || self.user_id == owner
+    }
+}
+
+/// A request about one account (`/users/{user_id}/…`) from a caller allowed to make it: the
+/// account itself or an admin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Addressed {
+    pub actor: Actor,
+    pub user_id: UserId,
+}
+
+impl Addressed {
+    /// The caller's own account exists: accounts are never deleted and the token came from it.
+    /// Only an admin addressing another id needs the store to tell.
+    pub fn is_own(&self) -> bool {
+        self.actor.user_id == self.user_id
+    }
+}
+
+/// `USER_NOT_FOUND` unless the addressed account exists. This is the one place that decides it;
+/// the caller's own account costs no query.
+pub async fn require_user(store: &impl Store, who: Addressed) -> Result<(), Error> {
+    if who.is_own() || store.user(who.user_id).await?.is_some() {
+        Ok(())
+    } else {
+        Err(Error::UserNotFound)
+    }
+}
+
+/// [`require_user`] inside a unit of work.
+pub async fn require_user_in(tx: &mut impl Tx, who: Addressed) -> Result<(), Error> {
+    if who.is_own() || tx.user_exists(who.user_id).await? {
+        Ok(())
+    } else {
+        Err(Error::UserNotFound)
+    }
+}
+
+/// Registers a new account; `EMAIL_TAKEN` when the email is.
+pub async fn sign_up(tx: &mut impl Tx, user: &NewUser, now: Timestamp) -> Result<UserId, Error> {
+    tx.insert_user(user, now).await?.ok_or(Error::EmailTaken)
+}
+
+/// Makes sure `admin` can sign in as an admin: creates the account, or gives the existing one
+/// with its email the admin role and this password.
+pub async fn ensure_admin(tx: &mut impl Tx, admin: &NewUser, now: Timestamp) -> Result<UserId, Error> {
+    Ok(tx.upsert_admin(admin, now).await?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    fn actor(user: i64, is_admin: bool) -> Actor {
+        Actor {
+            user_id: UserId(user),
+            is_admin,
+        }
+    }
+
+    #[test]
+    fn only_the_owner_or_an_admin_may_access() {
+        assert!(actor(1, false).may_access(UserId(1)));
+        assert!(!actor(1, false).may_access(UserId(2)));
+        assert!(actor(1, true).may_access(UserId(2)));
+    }
+
+    #[test]
+    fn only_another_account_needs_a_lookup() {
+        let own = Addressed {
+            actor: actor(1, false),
+            user_id: UserId(1),
+        };
+        let other = Addressed {
+            actor: actor(1, true),
+            user_id: UserId(2),
+        };
+        assert!(own.is_own());
+        assert!(!other.is_own());
+    }
 
     #[test]
     fn accepts_ordinary_emails_and_lowercases_them() {

@@ -1,33 +1,19 @@
-//! Products: limits on name, price and stock, and the sale status.
+//! Products: limits on name, price and stock, the sale status, and the admin's use cases.
 
-use crate::{Error, ProductId, check_range, parse_name};
+use crate::store::Tx;
+use crate::{Error, Krw, ProductId, Timestamp, check_range, parse_name};
 
-pub const MAX_PRICE: i64 = 100_000_000;
+pub const MAX_PRICE: Krw = Krw(100_000_000);
 pub const MAX_INITIAL_STOCK: i64 = 1_000_000;
 pub const MAX_RESTOCK: i64 = 1_000_000;
-/// Stock never exceeds this, whatever the restocks.
+/// Stock never exceeds this, whatever the restocks and refunds (the store's stock guards use it).
 pub const MAX_STOCK: i64 = 10_000_000;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProductStatus {
-    OnSale,
-    Stopped,
-}
-
-impl ProductStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ProductStatus::OnSale => "ON_SALE",
-            ProductStatus::Stopped => "STOPPED",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "ON_SALE" => Some(Self::OnSale),
-            "STOPPED" => Some(Self::Stopped),
-            _ => None,
-        }
+string_enum! {
+    /// Whether a product can be put in a cart and ordered.
+    pub enum ProductStatus {
+        OnSale = "ON_SALE",
+        Stopped = "STOPPED",
     }
 }
 
@@ -35,7 +21,7 @@ impl ProductStatus {
 pub struct Product {
     pub id: ProductId,
     pub name: String,
-    pub price: i64,
+    pub price: Krw,
     pub stock: i64,
     pub status: ProductStatus,
 }
@@ -43,12 +29,12 @@ pub struct Product {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewProduct {
     pub name: String,
-    pub price: i64,
+    pub price: Krw,
     pub stock: i64,
 }
 
 impl NewProduct {
-    pub fn parse(name: &str, price: i64, stock: i64) -> Result<Self, Error> {
+    pub fn parse(name: &str, price: Krw, stock: i64) -> Result<Self, Error> {
         Ok(Self {
             name: parse_product_name(name)?,
             price: parse_price(price)?,
@@ -61,12 +47,12 @@ impl NewProduct {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ProductPatch {
     pub name: Option<String>,
-    pub price: Option<i64>,
+    pub price: Option<Krw>,
     pub status: Option<ProductStatus>,
 }
 
 impl ProductPatch {
-    pub fn parse(name: Option<&str>, price: Option<i64>, status: Option<ProductStatus>) -> Result<Self, Error> {
+    pub fn parse(name: Option<&str>, price: Option<Krw>, status: Option<ProductStatus>) -> Result<Self, Error> {
         Ok(Self {
             name: name.map(parse_product_name).transpose()?,
             price: price.map(parse_price).transpose()?,
@@ -79,12 +65,29 @@ pub fn parse_product_name(raw: &str) -> Result<String, Error> {
     parse_name(raw, 200, "name")
 }
 
-pub fn parse_price(price: i64) -> Result<i64, Error> {
-    check_range(price, 0..=MAX_PRICE, "price")
+pub fn parse_price(price: Krw) -> Result<Krw, Error> {
+    check_range(price.0, 0..=MAX_PRICE.0, "price").map(Krw)
 }
 
 pub fn parse_restock_quantity(quantity: i64) -> Result<i64, Error> {
     check_range(quantity, 1..=MAX_RESTOCK, "quantity")
+}
+
+pub async fn create_product(tx: &mut impl Tx, product: &NewProduct, now: Timestamp) -> Result<Product, Error> {
+    Ok(tx.insert_product(product, now).await?)
+}
+
+pub async fn patch_product(tx: &mut impl Tx, id: ProductId, patch: &ProductPatch) -> Result<Product, Error> {
+    tx.update_product(id, patch).await?.ok_or(Error::ProductNotFound)
+}
+
+/// Adds `quantity` to the stock; `VALIDATION_FAILED` when it would pass [`MAX_STOCK`].
+pub async fn restock(tx: &mut impl Tx, id: ProductId, quantity: i64) -> Result<Product, Error> {
+    match tx.add_stock(id, quantity).await? {
+        Some(product) => Ok(product),
+        None if tx.product(id).await?.is_none() => Err(Error::ProductNotFound),
+        None => Err(Error::validation(format!("stock would exceed {MAX_STOCK}"))),
+    }
 }
 
 #[cfg(test)]
@@ -93,15 +96,15 @@ mod tests {
 
     #[test]
     fn new_product_limits() {
-        assert!(NewProduct::parse("Coat", 0, 0).is_ok());
+        assert!(NewProduct::parse("Coat", Krw(0), 0).is_ok());
         assert!(NewProduct::parse("Coat", MAX_PRICE, MAX_INITIAL_STOCK).is_ok());
-        assert!(NewProduct::parse("Coat", MAX_PRICE + 1, 0).is_err());
-        assert!(NewProduct::parse("Coat", -1, 0).is_err());
-        assert!(NewProduct::parse("Coat", 1, -1).is_err());
-        assert!(NewProduct::parse("Coat", 1, MAX_INITIAL_STOCK + 1).is_err());
-        assert!(NewProduct::parse(" ", 1, 1).is_err());
-        assert!(NewProduct::parse(&"x".repeat(201), 1, 1).is_err());
-        assert_eq!(NewProduct::parse("  Coat ", 1, 1).unwrap().name, "Coat");
+        assert!(NewProduct::parse("Coat", MAX_PRICE + Krw(1), 0).is_err());
+        assert!(NewProduct::parse("Coat", Krw(-1), 0).is_err());
+        assert!(NewProduct::parse("Coat", Krw(1), -1).is_err());
+        assert!(NewProduct::parse("Coat", Krw(1), MAX_INITIAL_STOCK + 1).is_err());
+        assert!(NewProduct::parse(" ", Krw(1), 1).is_err());
+        assert!(NewProduct::parse(&"x".repeat(201), Krw(1), 1).is_err());
+        assert_eq!(NewProduct::parse("  Coat ", Krw(1), 1).unwrap().name, "Coat");
     }
 
     #[test]

@@ -1,30 +1,51 @@
 //! Business rules of the e-commerce server, free of I/O.
 //!
-//! Everything here is plain Rust: validation of user input into domain values, money limits,
-//! discount math, the order state machine, and the storage port ([`store`]) that the PostgreSQL
-//! and SQLite adapters implement. Use cases ([`usecase`]) run against a unit of work so that the
-//! caller owns the transaction boundary (idempotent requests save their answer in it).
+//! Everything here is plain Rust, one module per noun: validation of user input into domain
+//! values, money limits, discount math, the order state machine, and the storage port
+//! ([`store`]) that the PostgreSQL and SQLite adapters implement. The use cases of each noun live
+//! in its module and run against a unit of work (`&mut impl Tx`) so that the caller owns the
+//! transaction boundary (idempotent requests save their answer in it); reads that need no
+//! transaction take the store (`&impl Store`). Whatever comes from outside (the clock, random
+//! numbers, event ids) is passed in, so every rule is deterministic under test.
+
+#[macro_use]
+mod macros;
 
 pub mod account;
+pub mod cart;
 pub mod catalog;
 pub mod coupon;
 pub mod error;
 pub mod events;
+pub mod money;
 pub mod order;
 pub mod paging;
+pub mod payment;
+pub mod ranking;
 pub mod store;
 pub mod time;
-pub mod usecase;
 pub mod wallet;
 
 pub use error::{Error, StoreError};
-pub use time::Timestamp;
+pub use money::Krw;
+pub use time::{Hour, Timestamp};
 
-pub type UserId = i64;
-pub type ProductId = i64;
-pub type OrderId = i64;
-pub type CouponId = i64;
-pub type UserCouponId = i64;
+i64_newtype! {
+    /// An account (user or admin).
+    UserId;
+    /// A product of the catalog.
+    ProductId;
+    /// An order.
+    OrderId;
+    /// A coupon definition.
+    CouponId;
+    /// One coupon issued to one user.
+    UserCouponId;
+    /// One line of a balance history.
+    BalanceEntryId;
+    /// A limited-drop draw.
+    DrawId;
+}
 
 /// Counts Unicode scalar values, the unit of every text limit in the contract.
 pub(crate) fn char_len(s: &str) -> usize {
@@ -53,5 +74,99 @@ pub fn check_range(value: i64, range: std::ops::RangeInclusive<i64>, what: &str)
             range.start(),
             range.end()
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::fmt::Debug;
+
+    use serde::Serialize;
+    use serde::de::DeserializeOwned;
+
+    use crate::account::Role;
+    use crate::catalog::ProductStatus;
+    use crate::coupon::{DiscountType, UserCouponStatus};
+    use crate::order::OrderStatus;
+    use crate::wallet::EntryKind;
+
+    /// Every variant survives the database string and JSON, and no two share a string.
+    fn round_trips<T>(all: &[T], as_str: fn(T) -> &'static str, parse: fn(&str) -> Option<T>)
+    where
+        T: Copy + PartialEq + Debug + Serialize + DeserializeOwned,
+    {
+        let mut seen = HashSet::new();
+        for &v in all {
+            let text = as_str(v);
+            assert_eq!(parse(text), Some(v), "{v:?} does not parse back from {text:?}");
+            assert!(seen.insert(text), "{text:?} names two variants");
+            assert!(
+                !text.is_empty() && text.chars().all(|c| c.is_ascii_uppercase() || c == '_'),
+                "{text:?} is not SCREAMING_SNAKE_CASE"
+            );
+            let json = serde_json::to_string(&v).expect("serialize");
+            assert_eq!(json, format!("\"{text}\""), "JSON of {v:?}");
+            assert_eq!(serde_json::from_str::<T>(&json).expect("deserialize"), v);
+            assert_eq!(parse(&text.to_lowercase()), None, "parse is case-sensitive");
+        }
+        assert_eq!(parse("NO_SUCH_NAME"), None);
+    }
+
+    /// The OpenAPI schema lists the same strings (it is derived from serde's names).
+    #[cfg(feature = "openapi")]
+    fn schema_lists<T: utoipa::PartialSchema>(all: &[&str]) {
+        let schema = serde_json::to_value(T::schema()).expect("schema as JSON");
+        let listed: Vec<&str> = schema["enum"]
+            .as_array()
+            .expect("an enum schema")
+            .iter()
+            .filter_map(|v| v.as_str())
+            .collect();
+        assert_eq!(listed, all);
+    }
+
+    #[cfg(feature = "openapi")]
+    #[test]
+    fn openapi_schemas_list_the_stored_strings() {
+        fn names<T: Copy>(all: &[T], as_str: fn(T) -> &'static str) -> Vec<&'static str> {
+            all.iter().map(|&v| as_str(v)).collect()
+        }
+        schema_lists::<Role>(&names(Role::ALL, Role::as_str));
+        schema_lists::<ProductStatus>(&names(ProductStatus::ALL, ProductStatus::as_str));
+        schema_lists::<DiscountType>(&names(DiscountType::ALL, DiscountType::as_str));
+        schema_lists::<UserCouponStatus>(&names(UserCouponStatus::ALL, UserCouponStatus::as_str));
+        schema_lists::<OrderStatus>(&names(OrderStatus::ALL, OrderStatus::as_str));
+        schema_lists::<EntryKind>(&names(EntryKind::ALL, EntryKind::as_str));
+    }
+
+    #[test]
+    fn role_round_trips() {
+        round_trips(Role::ALL, Role::as_str, Role::parse);
+    }
+
+    #[test]
+    fn product_status_round_trips() {
+        round_trips(ProductStatus::ALL, ProductStatus::as_str, ProductStatus::parse);
+    }
+
+    #[test]
+    fn discount_type_round_trips() {
+        round_trips(DiscountType::ALL, DiscountType::as_str, DiscountType::parse);
+    }
+
+    #[test]
+    fn user_coupon_status_round_trips() {
+        round_trips(UserCouponStatus::ALL, UserCouponStatus::as_str, UserCouponStatus::parse);
+    }
+
+    #[test]
+    fn order_status_round_trips() {
+        round_trips(OrderStatus::ALL, OrderStatus::as_str, OrderStatus::parse);
+    }
+
+    #[test]
+    fn entry_kind_round_trips() {
+        round_trips(EntryKind::ALL, EntryKind::as_str, EntryKind::parse);
     }
 }

@@ -3,41 +3,26 @@
 //!
 //! A pending order past `expires_at` is `EXPIRED` in every answer, whether or not the expiry job
 //! has written it yet: [`Order::status`] computes that from the stored status and the clock.
+//! Another user's order is invisible (`ORDER_NOT_FOUND`) to everyone but admins:
+//! [`visible_order`] decides that for every route.
 
 use std::collections::HashSet;
 
+use crate::account::{Actor, Addressed, require_user, require_user_in};
 use crate::catalog::{Product, ProductStatus};
-use crate::{Error, OrderId, ProductId, Timestamp, UserCouponId, UserId, check_range};
+use crate::coupon::UserCoupon;
+use crate::paging::Page;
+use crate::store::{Store, Tx};
+use crate::{Error, Krw, OrderId, ProductId, Timestamp, UserCouponId, UserId, check_range};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum OrderStatus {
-    PendingPayment,
-    Paid,
-    Refunded,
-    Cancelled,
-    Expired,
-}
-
-impl OrderStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OrderStatus::PendingPayment => "PENDING_PAYMENT",
-            OrderStatus::Paid => "PAID",
-            OrderStatus::Refunded => "REFUNDED",
-            OrderStatus::Cancelled => "CANCELLED",
-            OrderStatus::Expired => "EXPIRED",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "PENDING_PAYMENT" => Some(Self::PendingPayment),
-            "PAID" => Some(Self::Paid),
-            "REFUNDED" => Some(Self::Refunded),
-            "CANCELLED" => Some(Self::Cancelled),
-            "EXPIRED" => Some(Self::Expired),
-            _ => None,
-        }
+string_enum! {
+    /// Where an order is in its life; a pending order past `expires_at` reads `EXPIRED`.
+    pub enum OrderStatus {
+        PendingPayment = "PENDING_PAYMENT",
+        Paid = "PAID",
+        Refunded = "REFUNDED",
+        Cancelled = "CANCELLED",
+        Expired = "EXPIRED",
     }
 }
 
@@ -45,9 +30,9 @@ impl OrderStatus {
 pub struct OrderLine {
     pub product_id: ProductId,
     pub name: String,
-    pub unit_price: i64,
+    pub unit_price: Krw,
     pub quantity: i64,
-    pub amount: i64,
+    pub amount: Krw,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,9 +42,9 @@ pub struct Order {
     /// The status as stored; read [`Order::status`] for the one to show.
     pub stored_status: OrderStatus,
     pub lines: Vec<OrderLine>,
-    pub total_amount: i64,
-    pub discount_amount: i64,
-    pub paid_amount: i64,
+    pub total_amount: Krw,
+    pub discount_amount: Krw,
+    pub paid_amount: Krw,
     pub user_coupon_id: Option<UserCouponId>,
     pub created_at: Timestamp,
     pub expires_at: Timestamp,
@@ -67,6 +52,23 @@ pub struct Order {
 }
 
 impl Order {
+    /// A new order as it is right after it was stored under `id`: pending, nothing paid.
+    pub fn pending(id: OrderId, order: NewOrder) -> Self {
+        Self {
+            id,
+            user_id: order.user_id,
+            stored_status: OrderStatus::PendingPayment,
+            lines: order.lines,
+            total_amount: order.total_amount,
+            discount_amount: Krw::ZERO,
+            paid_amount: Krw::ZERO,
+            user_coupon_id: None,
+            created_at: order.created_at,
+            expires_at: order.expires_at,
+            paid_at: None,
+        }
+    }
+
     pub fn status(&self, now: Timestamp) -> OrderStatus {
         match self.stored_status {
             OrderStatus::PendingPayment if now >= self.expires_at => OrderStatus::Expired,
@@ -89,6 +91,43 @@ impl Order {
             _ => Err(Error::OrderNotPaid),
         }
     }
+
+    /// Paying this order at `now`, with `coupon` if any: what is taken off and what is left.
+    pub fn payment(&self, coupon: Option<&UserCoupon>, now: Timestamp) -> Payment {
+        let discount_amount = coupon.map_or(Krw::ZERO, |c| c.discount.amount_off(self.total_amount));
+        Payment {
+            discount_amount,
+            paid_amount: self.total_amount - discount_amount,
+            user_coupon_id: coupon.map(|c| c.id),
+            paid_at: now,
+        }
+    }
+
+    /// `PENDING_PAYMENT → PAID` with the payment's amounts.
+    pub fn mark_paid(&mut self, payment: &Payment) {
+        self.stored_status = OrderStatus::Paid;
+        self.discount_amount = payment.discount_amount;
+        self.paid_amount = payment.paid_amount;
+        self.user_coupon_id = payment.user_coupon_id;
+        self.paid_at = Some(payment.paid_at);
+    }
+}
+
+/// What paying an order records on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Payment {
+    pub discount_amount: Krw,
+    pub paid_amount: Krw,
+    pub user_coupon_id: Option<UserCouponId>,
+    pub paid_at: Timestamp,
+}
+
+/// The order that `actor` asked for by id: `ORDER_NOT_FOUND` when there is none or it belongs
+/// to another user and the actor is not an admin.
+pub fn visible_order(order: Option<Order>, actor: Actor) -> Result<Order, Error> {
+    order
+        .filter(|o| actor.may_access(o.user_id))
+        .ok_or(Error::OrderNotFound)
 }
 
 /// A requested order line before products are looked up.
@@ -110,7 +149,7 @@ pub fn check_direct_lines(lines: &[LineRequest]) -> Result<(), Error> {
     }
     let mut seen = HashSet::with_capacity(lines.len());
     for line in lines {
-        check_range(line.product_id, 1..=i64::MAX, "product_id")?;
+        check_range(line.product_id.0, 1..=i64::MAX, "product_id")?;
         check_range(line.quantity, 1..=MAX_LINE_QUANTITY, "quantity")?;
         if !seen.insert(line.product_id) {
             return Err(Error::validation(format!(
@@ -156,7 +195,7 @@ pub fn price_lines(lines: &[LineRequest], products: &[Option<Product>]) -> Resul
 pub struct NewOrder {
     pub user_id: UserId,
     pub lines: Vec<OrderLine>,
-    pub total_amount: i64,
+    pub total_amount: Krw,
     pub created_at: Timestamp,
     pub expires_at: Timestamp,
 }
@@ -174,38 +213,111 @@ impl NewOrder {
     }
 }
 
+/// Where the lines of a new order come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OrderSource {
+    Lines(Vec<LineRequest>),
+    Cart,
+}
+
+/// Prices the order at today's prices and saves it `PENDING_PAYMENT`. Stock is checked, not
+/// reserved: payment takes it.
+pub async fn create_order(
+    tx: &mut impl Tx,
+    who: Addressed,
+    source: &OrderSource,
+    now: Timestamp,
+    ttl_seconds: i64,
+) -> Result<Order, Error> {
+    require_user_in(tx, who).await?;
+    let user = who.user_id;
+    let requested = match source {
+        OrderSource::Lines(lines) => {
+            check_direct_lines(lines)?;
+            lines.clone()
+        }
+        OrderSource::Cart => {
+            let cart = tx.cart(user).await?;
+            if cart.is_empty() {
+                return Err(Error::CartEmpty);
+            }
+            cart.iter()
+                .map(|i| LineRequest {
+                    product_id: i.product.id,
+                    quantity: i.quantity,
+                })
+                .collect()
+        }
+    };
+    let mut products = Vec::with_capacity(requested.len());
+    for line in &requested {
+        products.push(tx.product(line.product_id).await?);
+    }
+    let new_order = NewOrder::new(user, price_lines(&requested, &products)?, now, ttl_seconds);
+    let id = tx.insert_order(&new_order).await?;
+    Ok(Order::pending(id, new_order))
+}
+
+/// Cancels a pending, unexpired order of the actor (or any, for an admin).
+pub async fn cancel_order(tx: &mut impl Tx, id: OrderId, actor: Actor, now: Timestamp) -> Result<Order, Error> {
+    let mut order = visible_order(tx.order(id).await?, actor)?;
+    order.check_pending(now)?;
+    if !tx.mark_cancelled(id, now).await? {
+        // Another request changed the order since we read it.
+        visible_order(tx.order(id).await?, actor)?.check_pending(now)?;
+        return Err(Error::OrderNotPending);
+    }
+    order.stored_status = OrderStatus::Cancelled;
+    Ok(order)
+}
+
+/// One order, as the actor may see it.
+pub async fn get_order(store: &impl Store, id: OrderId, actor: Actor) -> Result<Order, Error> {
+    visible_order(store.order(id).await?, actor)
+}
+
+/// The addressed user's orders, newest first; the status filter uses the computed status.
+pub async fn list_orders(
+    store: &impl Store,
+    who: Addressed,
+    status: Option<OrderStatus>,
+    now: Timestamp,
+    page: Page,
+) -> Result<Vec<Order>, Error> {
+    require_user(store, who).await?;
+    Ok(store.orders(who.user_id, status, now, page).await?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn product(id: i64, stock: i64, status: ProductStatus) -> Option<Product> {
         Some(Product {
-            id,
+            id: ProductId(id),
             name: format!("p{id}"),
-            price: 1_000 * id,
+            price: Krw(1_000 * id),
             stock,
             status,
         })
     }
 
     fn line(product_id: i64, quantity: i64) -> LineRequest {
-        LineRequest { product_id, quantity }
+        LineRequest {
+            product_id: ProductId(product_id),
+            quantity,
+        }
     }
 
     fn pending(expires_at: i64) -> Order {
-        Order {
-            id: 1,
-            user_id: 1,
-            stored_status: OrderStatus::PendingPayment,
+        let order = NewOrder {
+            user_id: UserId(1),
             lines: vec![],
-            total_amount: 0,
-            discount_amount: 0,
-            paid_amount: 0,
-            user_coupon_id: None,
+            total_amount: Krw(10_000),
             created_at: Timestamp(0),
             expires_at: Timestamp(expires_at),
-            paid_at: None,
-        }
+        };
+        Order::pending(OrderId(1), order)
     }
 
     #[test]
@@ -234,7 +346,7 @@ mod tests {
         ];
         assert!(matches!(
             price_lines(&lines, &products),
-            Err(Error::ProductNotOnSale(2))
+            Err(Error::ProductNotOnSale(ProductId(2)))
         ));
     }
 
@@ -247,11 +359,11 @@ mod tests {
         ];
         let priced = price_lines(&lines, &products).unwrap();
         assert_eq!(
-            priced.iter().map(|l| (l.product_id, l.amount)).collect::<Vec<_>>(),
+            priced.iter().map(|l| (l.product_id.0, l.amount.0)).collect::<Vec<_>>(),
             vec![(2, 6_000), (1, 1_000)]
         );
-        let order = NewOrder::new(7, priced, Timestamp(1_000), 900);
-        assert_eq!(order.total_amount, 7_000);
+        let order = NewOrder::new(UserId(7), priced, Timestamp(1_000), 900);
+        assert_eq!(order.total_amount, Krw(7_000));
         assert_eq!(order.expires_at, Timestamp(901_000));
     }
 
@@ -265,6 +377,56 @@ mod tests {
             Err(Error::OrderExpired)
         ));
         assert!(matches!(order.check_refundable(), Err(Error::OrderNotPaid)));
+    }
+
+    #[test]
+    fn a_new_order_is_pending_with_nothing_paid() {
+        let order = pending(1_000);
+        assert_eq!(order.stored_status, OrderStatus::PendingPayment);
+        assert_eq!((order.discount_amount, order.paid_amount), (Krw(0), Krw(0)));
+        assert_eq!((order.user_coupon_id, order.paid_at), (None, None));
+    }
+
+    #[test]
+    fn a_payment_takes_the_discount_off_the_total() {
+        let mut order = pending(1_000);
+        let coupon = UserCoupon {
+            id: UserCouponId(4),
+            user_id: UserId(1),
+            coupon_id: crate::CouponId(2),
+            name: "c".to_owned(),
+            discount: crate::coupon::Discount {
+                kind: crate::coupon::DiscountType::Rate,
+                value: 15,
+            },
+            issued_at: Timestamp(0),
+            expires_at: Timestamp(100),
+            used_at: None,
+            order_id: None,
+        };
+        let payment = order.payment(Some(&coupon), Timestamp(10));
+        assert_eq!((payment.discount_amount, payment.paid_amount), (Krw(1_500), Krw(8_500)));
+        order.mark_paid(&payment);
+        assert_eq!(order.stored_status, OrderStatus::Paid);
+        assert_eq!(order.user_coupon_id, Some(UserCouponId(4)));
+        assert_eq!(order.paid_at, Some(Timestamp(10)));
+        let plain = pending(1_000).payment(None, Timestamp(10));
+        assert_eq!((plain.discount_amount, plain.paid_amount), (Krw(0), Krw(10_000)));
+    }
+
+    #[test]
+    fn another_users_order_is_visible_only_to_admins() {
+        let actor = |user, is_admin| Actor {
+            user_id: UserId(user),
+            is_admin,
+        };
+        assert!(visible_order(Some(pending(1)), actor(1, false)).is_ok());
+        assert!(matches!(
+            visible_order(Some(pending(1)), actor(2, false)),
+            Err(Error::OrderNotFound)
+        ));
+        assert!(visible_order(Some(pending(1)), actor(2, true)).is_ok());
+        assert!(matches!(visible_order(None, actor(1, true)), Err(Error::OrderNotFound)));
     }
 
     #[test]

@@ -10,12 +10,15 @@
 use std::future::Future;
 
 use crate::account::{Credentials, NewUser, User};
+use crate::cart::CartItem;
 use crate::catalog::{NewProduct, Product, ProductPatch};
-use crate::coupon::{Coupon, NewCoupon, UserCoupon, UserCouponStatus};
-use crate::order::{NewOrder, Order, OrderStatus};
+use crate::coupon::{Coupon, NewCoupon, NewUserCoupon, UserCoupon, UserCouponStatus};
+use crate::events::Event;
+use crate::order::{NewOrder, Order, OrderStatus, Payment};
 use crate::paging::Page;
-use crate::wallet::{BalanceEntry, EntryKind};
-use crate::{CouponId, OrderId, ProductId, StoreError, Timestamp, UserCouponId, UserId};
+use crate::ranking::PopularEntry;
+use crate::wallet::{BalanceEntry, NewBalanceEntry};
+use crate::{CouponId, Hour, Krw, OrderId, ProductId, StoreError, Timestamp, UserCouponId, UserId};
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
@@ -38,20 +41,6 @@ pub enum KeyClaim {
     Reused,
     /// Another request with this key has not finished.
     InProgress,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CartItem {
-    pub product: Product,
-    pub quantity: i64,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PopularEntry {
-    pub product_id: ProductId,
-    pub name: String,
-    pub price: i64,
-    pub sold_quantity: i64,
 }
 
 /// An event waiting in the outbox.
@@ -96,7 +85,8 @@ pub trait Store: Clone + Send + Sync + 'static {
     fn products_on_sale(&self, page: Page) -> impl Future<Output = StoreResult<Vec<Product>>> + Send;
 
     /// `None` when the user does not exist.
-    fn balance(&self, user: UserId) -> impl Future<Output = StoreResult<Option<i64>>> + Send;
+    fn balance(&self, user: UserId) -> impl Future<Output = StoreResult<Option<Krw>>> + Send;
+    /// Newest first.
     fn balance_history(&self, user: UserId, page: Page) -> impl Future<Output = StoreResult<Vec<BalanceEntry>>> + Send;
 
     /// The cart in the order items were first added.
@@ -108,6 +98,7 @@ pub trait Store: Clone + Send + Sync + 'static {
     /// Everyone who holds the coupon.
     fn coupon_holders(&self, coupon: CouponId) -> impl Future<Output = StoreResult<Vec<UserId>>> + Send;
     fn has_user_coupon(&self, user: UserId, coupon: CouponId) -> impl Future<Output = StoreResult<bool>> + Send;
+    /// The user's coupons, newest first; the status filter uses the status computed at `now`.
     fn user_coupons(
         &self,
         user: UserId,
@@ -133,9 +124,9 @@ pub trait Store: Clone + Send + Sync + 'static {
     /// Deletes idempotency keys created before `before`; returns how many.
     fn purge_idempotency_keys(&self, before: Timestamp) -> impl Future<Output = StoreResult<u64>> + Send;
 
-    /// Best sellers: quantity sold in hours `>= since_hour`, ranked by quantity descending then
-    /// product id ascending.
-    fn popular(&self, since_hour: i64, limit: i64) -> impl Future<Output = StoreResult<Vec<PopularEntry>>> + Send;
+    /// Best sellers: quantity sold in hours `>= since`, at most `limit`, ranked by quantity
+    /// descending then product id ascending; products whose sales netted to 0 are left out.
+    fn popular(&self, since: Hour, limit: i64) -> impl Future<Output = StoreResult<Vec<PopularEntry>>> + Send;
 
     /// Leases up to `limit` unsent events until `lease_until`, oldest first, skipping any event
     /// whose order has an earlier unsent event (per-order commit order) and events leased by
@@ -157,12 +148,16 @@ pub trait Tx: Send {
     /// routes whose keys or locks must be free the moment they answer call this.
     fn rollback(self) -> impl Future<Output = StoreResult<()>> + Send;
 
+    /// Takes the key for this transaction (first use), or says what an earlier request with it
+    /// left: its answer, another body, or that it is still running. A stored answer that cannot
+    /// be read back is an error, never a guess.
     fn claim_idempotency_key(
         &mut self,
         scope: &IdempotencyScope,
         request_hash: &str,
         now: Timestamp,
     ) -> impl Future<Output = StoreResult<KeyClaim>> + Send;
+    /// Stores the answer under a key this transaction claimed; it commits with the business writes.
     fn save_idempotent_response(
         &mut self,
         scope: &IdempotencyScope,
@@ -192,36 +187,22 @@ pub trait Tx: Send {
         id: ProductId,
         patch: &ProductPatch,
     ) -> impl Future<Output = StoreResult<Option<Product>>> + Send;
-    /// Adds stock while the result stays `<= max_stock`; `None` when the guard failed.
-    fn add_stock(
-        &mut self,
-        id: ProductId,
-        quantity: i64,
-        max_stock: i64,
-    ) -> impl Future<Output = StoreResult<Option<Product>>> + Send;
+    /// Adds stock while the result stays `<=` [`crate::catalog::MAX_STOCK`]; `None` when the
+    /// product does not exist or the guard failed.
+    fn add_stock(&mut self, id: ProductId, quantity: i64) -> impl Future<Output = StoreResult<Option<Product>>> + Send;
+    /// Puts stock back (a refund): adds `quantity`, capped at [`crate::catalog::MAX_STOCK`], so
+    /// it never fails on the limit.
+    fn return_stock(&mut self, id: ProductId, quantity: i64) -> impl Future<Output = StoreResult<()>> + Send;
     fn product(&mut self, id: ProductId) -> impl Future<Output = StoreResult<Option<Product>>> + Send;
     /// Takes `quantity` while stock covers it; `false` when it does not.
     fn take_stock(&mut self, id: ProductId, quantity: i64) -> impl Future<Output = StoreResult<bool>> + Send;
 
-    /// Adds `amount` while the balance stays `<= max_balance`; the new balance, `None` when the
-    /// guard failed.
-    fn credit_balance(
-        &mut self,
-        user: UserId,
-        amount: i64,
-        max_balance: i64,
-    ) -> impl Future<Output = StoreResult<Option<i64>>> + Send;
+    /// Adds `amount` while the balance stays `<=` [`crate::wallet::MAX_BALANCE`]; the new
+    /// balance, `None` when the user does not exist or the guard failed.
+    fn credit_balance(&mut self, user: UserId, amount: Krw) -> impl Future<Output = StoreResult<Option<Krw>>> + Send;
     /// Takes `amount` while the balance covers it; the new balance, `None` when it does not.
-    fn debit_balance(&mut self, user: UserId, amount: i64) -> impl Future<Output = StoreResult<Option<i64>>> + Send;
-    fn append_balance_entry(
-        &mut self,
-        user: UserId,
-        kind: EntryKind,
-        amount: i64,
-        balance_after: i64,
-        order_id: Option<OrderId>,
-        now: Timestamp,
-    ) -> impl Future<Output = StoreResult<()>> + Send;
+    fn debit_balance(&mut self, user: UserId, amount: Krw) -> impl Future<Output = StoreResult<Option<Krw>>> + Send;
+    fn append_balance_entry(&mut self, entry: &NewBalanceEntry) -> impl Future<Output = StoreResult<()>> + Send;
 
     fn cart(&mut self, user: UserId) -> impl Future<Output = StoreResult<Vec<CartItem>>> + Send;
     /// Sets the quantity; a new item goes to the end of the cart.
@@ -231,6 +212,7 @@ pub trait Tx: Send {
         product: ProductId,
         quantity: i64,
     ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Removes these products from the cart; absent ones are no error.
     fn remove_cart_items(
         &mut self,
         user: UserId,
@@ -244,13 +226,10 @@ pub trait Tx: Send {
     /// `None` when the user already holds this coupon.
     fn insert_user_coupon(
         &mut self,
-        user: UserId,
-        coupon: CouponId,
-        issued_at: Timestamp,
-        expires_at: Timestamp,
+        coupon: &NewUserCoupon,
     ) -> impl Future<Output = StoreResult<Option<UserCouponId>>> + Send;
-    /// Takes one coupon from the shards, trying `first_shard` then the next ones in turn;
-    /// `false` when every shard is empty.
+    /// Takes one coupon from the shards, trying `first_shard` then the next ones in turn
+    /// (wrapping); `false` when every shard is empty.
     fn take_coupon(&mut self, coupon: CouponId, first_shard: i64) -> impl Future<Output = StoreResult<bool>> + Send;
     fn user_coupon(&mut self, id: UserCouponId) -> impl Future<Output = StoreResult<Option<UserCoupon>>> + Send;
     /// Marks the coupon used by `order` while it is unused and unexpired at `now`.
@@ -265,15 +244,9 @@ pub trait Tx: Send {
 
     fn insert_order(&mut self, order: &NewOrder) -> impl Future<Output = StoreResult<OrderId>> + Send;
     fn order(&mut self, id: OrderId) -> impl Future<Output = StoreResult<Option<Order>>> + Send;
-    /// Moves a pending order whose `expires_at` is after `now` to `PAID` with its amounts.
-    fn mark_paid(
-        &mut self,
-        id: OrderId,
-        discount_amount: i64,
-        paid_amount: i64,
-        user_coupon: Option<UserCouponId>,
-        now: Timestamp,
-    ) -> impl Future<Output = StoreResult<bool>> + Send;
+    /// Moves a pending order whose `expires_at` is after `paid_at` to `PAID` with the payment's
+    /// amounts; `false` when it is not such an order.
+    fn mark_paid(&mut self, id: OrderId, payment: &Payment) -> impl Future<Output = StoreResult<bool>> + Send;
     /// Moves a pending order whose `expires_at` is after `now` to `CANCELLED`.
     fn mark_cancelled(&mut self, id: OrderId, now: Timestamp) -> impl Future<Output = StoreResult<bool>> + Send;
     /// Moves a paid order to `REFUNDED`.
@@ -283,15 +256,9 @@ pub trait Tx: Send {
     fn add_sales(
         &mut self,
         product: ProductId,
-        hour: i64,
+        hour: Hour,
         quantity: i64,
     ) -> impl Future<Output = StoreResult<()>> + Send;
-    fn append_outbox(
-        &mut self,
-        event_id: &str,
-        event_type: &str,
-        order_id: OrderId,
-        payload: &str,
-        now: Timestamp,
-    ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Records the event for the relay; it leaves only if this transaction commits.
+    fn append_outbox(&mut self, event: &Event) -> impl Future<Output = StoreResult<()>> + Send;
 }

@@ -7,6 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub struct Timestamp(pub i64);
 
 impl Timestamp {
+    /// The wall clock, for the edges (handlers and jobs): use cases take `now` as a parameter.
     pub fn now() -> Self {
         let millis = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -23,10 +24,15 @@ impl Timestamp {
         Self(self.0.saturating_add(seconds.saturating_mul(1000)))
     }
 
-    /// The start of the hour that holds this instant, in hours since the epoch.
-    pub fn hour(self) -> i64 {
-        self.0.div_euclid(3_600_000)
+    /// The hour that holds this instant.
+    pub fn hour(self) -> Hour {
+        Hour(self.0.div_euclid(3_600_000))
     }
+}
+
+i64_newtype! {
+    /// An hour, counted from the Unix epoch: the bucket of the sales figures.
+    Hour;
 }
 
 impl Timestamp {
@@ -53,7 +59,7 @@ mod tests {
 
     #[test]
     fn hour_buckets() {
-        assert_eq!(Timestamp(3_599_999).hour(), 0);
-        assert_eq!(Timestamp(3_600_000).hour(), 1);
+        assert_eq!(Timestamp(3_599_999).hour(), Hour(0));
+        assert_eq!(Timestamp(3_600_000).hour(), Hour(1));
     }
 }

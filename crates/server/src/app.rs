@@ -9,7 +9,7 @@ use anyhow::Context;
 use axum::Router;
 use ecommerce_api::AppState;
 use ecommerce_domain::Timestamp;
-use ecommerce_domain::account::{NewUser, Role, check_password, parse_email};
+use ecommerce_domain::account::{self, NewUser, Role, check_password, parse_email};
 use ecommerce_domain::store::{Store, Tx};
 use ecommerce_store::{Engine, PgStore, SqliteStore};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -144,7 +144,7 @@ async fn ensure_admin<S: Store>(store: &S, config: &Config) -> anyhow::Result<()
         role: Role::Admin,
     };
     let mut tx = store.begin().await.context("cannot save the admin")?;
-    tx.upsert_admin(&admin, Timestamp::now())
+    account::ensure_admin(&mut tx, &admin, Timestamp::now())
         .await
         .context("cannot save the admin")?;
     tx.commit().await.context("cannot save the admin")?;

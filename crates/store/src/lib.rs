@@ -2,20 +2,108 @@
 //! storage port.
 //!
 //! The SQL the engines agree on (nearly all of it) lives once, in `shared.rs`, which each engine
-//! module compiles against its own `sqlx` database type. Each engine module adds only what really
-//! differs: connecting, how a write transaction begins, and the statements that need
-//! `FOR UPDATE SKIP LOCKED` on PostgreSQL.
+//! module compiles against its own `sqlx` database type. What an engine gives `shared.rs` is
+//! stated once, by the private trait [`EngineSql`]: its database type, the pool reads use, how a
+//! write transaction begins, the idempotency-key lock, and the lock clause of the two statements
+//! that claim rows several instances contend for (`FOR UPDATE SKIP LOCKED` on PostgreSQL,
+//! nothing on SQLite, where writes run one at a time anyway). `crates/store/README.md` explains
+//! how an engine of another SQL dialect would fit.
+//!
+//! Migrations are listed once for both engines ([`embedded_migrations!`]); a file missing from
+//! either folder does not compile, and a test fails on a file that the list misses.
 
 use std::borrow::Cow;
+use std::future::Future;
 
 use ecommerce_domain::StoreError;
+use ecommerce_domain::store::StoreResult;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::{Database, Pool, Transaction};
+
+/// The two statements whose text differs between engines, by the row-lock clause `$skip_locked`
+/// only; an engine's `impl EngineSql` expands this with its clause.
+macro_rules! row_claiming_statements {
+    ($skip_locked:literal) => {
+        /// Marks overdue pending orders `EXPIRED`, oldest first, at most `$2` of them.
+        const EXPIRE_ORDERS: &'static str = concat!(
+            "update purchase_order set status = 'EXPIRED', closed_at = $1 where id in \
+             (select id from purchase_order where status = 'PENDING_PAYMENT' and expires_at <= $1 \
+              order by id limit $2",
+            $skip_locked,
+            ")"
+        );
+
+        /// Leases the oldest sendable events until `$2`. An event waits while an earlier event of
+        /// its order is unsent, so each order's events leave in commit order.
+        const LEASE_OUTBOX: &'static str = concat!(
+            "update outbox set lease_until = $2 where seq in \
+             (select o.seq from outbox o where o.sent_at is null and (o.lease_until is null or o.lease_until <= $1) \
+              and not exists (select 1 from outbox e where e.order_id = o.order_id and e.sent_at is null and e.seq < o.seq) \
+              order by o.seq limit $3",
+            $skip_locked,
+            ") returning seq, event_id, event_type, order_id, payload"
+        );
+    };
+}
+
+/// Every migration, oldest first, as `(version, description, file name, SQL)`, embedded from
+/// `migrations/<engine>/`: the binary carries its schema and reads nothing from disk. Both
+/// folders hold the same file names, so one list serves both.
+macro_rules! embedded_migrations {
+    ($engine:literal) => {
+        embedded_migrations!(@ $engine;
+            1, "init", "0001_init.sql";
+            2, "idempotency key age", "0002_idempotency_key_age.sql";
+        )
+    };
+    (@ $engine:literal; $($version:literal, $description:literal, $file:literal;)+) => {
+        &[$((
+            $version,
+            $description,
+            $file,
+            include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/", $engine, "/", $file)),
+        )),+]
+    };
+}
 
 pub mod postgres;
 pub mod sqlite;
 
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
+
+/// What an engine module provides to `shared.rs`, which implements the storage port once on top.
+trait EngineSql {
+    type Db: Database;
+
+    /// See [`row_claiming_statements!`].
+    const EXPIRE_ORDERS: &'static str;
+    /// See [`row_claiming_statements!`].
+    const LEASE_OUTBOX: &'static str;
+
+    /// The pool that reads outside a transaction use.
+    fn reader(&self) -> &Pool<Self::Db>;
+
+    /// Begins a write transaction.
+    fn begin_write(&self) -> impl Future<Output = Result<Transaction<'static, Self::Db>, sqlx::Error>> + Send;
+
+    /// Holds the lock named `name` until the transaction on `conn` ends, or answers `false` at
+    /// once when another transaction holds it: a duplicate request must not queue behind the
+    /// first one.
+    fn try_lock_key(
+        conn: &mut <Self::Db as Database>::Connection,
+        name: &str,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
+
+    /// Answers when the database can take a write now (the readiness probe's question, see
+    /// [`ecommerce_domain::store::Store::check_writable`]); writes nothing.
+    fn probe_writes(&self) -> impl Future<Output = StoreResult<()>> + Send;
+}
+
+/// The error of a database that answers but refuses writes: worth a 503, like an outage.
+fn refusing_writes(why: &str) -> StoreError {
+    StoreError::unavailable(std::io::Error::other(why.to_owned()))
+}
 
 /// Which engine a `DATABASE_URL` names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,12 +130,21 @@ pub struct PoolOptions {
     pub max_connections: u32,
 }
 
+impl PoolOptions {
+    /// The pool size when none is configured.
+    pub const DEFAULT_MAX_CONNECTIONS: u32 = 16;
+}
+
 impl Default for PoolOptions {
     fn default() -> Self {
-        Self { max_connections: 16 }
+        Self {
+            max_connections: Self::DEFAULT_MAX_CONNECTIONS,
+        }
     }
 }
 
+/// The one translation of sqlx errors: whether the database could not be reached (worth a 503
+/// and a retry) or something else went wrong.
 fn store_err(err: sqlx::Error) -> StoreError {
     match err {
         sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => {
@@ -57,6 +154,7 @@ fn store_err(err: sqlx::Error) -> StoreError {
     }
 }
 
+/// A stored value that no code path writes.
 fn corrupt(what: &str, value: &str) -> StoreError {
     StoreError {
         source: format!("unexpected {what} in the database: {value:?}").into(),
@@ -64,14 +162,15 @@ fn corrupt(what: &str, value: &str) -> StoreError {
     }
 }
 
-/// Embedded migrations: the binary carries its schema, so nothing is read from disk at start-up.
-fn migrator(sources: &[(i64, &'static str, &'static str)]) -> Migrator {
-    let migrations = sources
+type EmbeddedMigration = (i64, &'static str, &'static str, &'static str);
+
+fn migrator(migrations: &[EmbeddedMigration]) -> Migrator {
+    let migrations = migrations
         .iter()
-        .map(|(version, description, sql)| {
+        .map(|&(version, description, _, sql)| {
             Migration::new(
-                *version,
-                Cow::Borrowed(*description),
+                version,
+                Cow::Borrowed(description),
                 MigrationType::Simple,
                 sqlx::SqlStr::from_static(sql),
                 false,
@@ -81,5 +180,69 @@ fn migrator(sources: &[(i64, &'static str, &'static str)]) -> Migrator {
     Migrator {
         migrations: Cow::Owned(migrations),
         ..Migrator::DEFAULT
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    fn files_in(engine: &str) -> BTreeSet<String> {
+        let folder = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("migrations")
+            .join(engine);
+        std::fs::read_dir(&folder)
+            .unwrap_or_else(|e| panic!("read {}: {e}", folder.display()))
+            .map(|entry| entry.expect("folder entry").file_name().to_string_lossy().into_owned())
+            .collect()
+    }
+
+    fn listed(migrations: &[EmbeddedMigration]) -> BTreeSet<String> {
+        migrations.iter().map(|m| m.2.to_owned()).collect()
+    }
+
+    #[test]
+    fn every_migration_file_is_embedded_for_its_engine() {
+        assert_eq!(
+            files_in("postgres"),
+            listed(embedded_migrations!("postgres")),
+            "add the new file to embedded_migrations! (lib.rs)"
+        );
+        assert_eq!(
+            files_in("sqlite"),
+            listed(embedded_migrations!("sqlite")),
+            "add the new file to embedded_migrations! (lib.rs)"
+        );
+    }
+
+    #[test]
+    fn both_engines_have_the_same_migration_files() {
+        assert_eq!(files_in("postgres"), files_in("sqlite"));
+    }
+
+    #[test]
+    fn versions_follow_the_file_names_in_order() {
+        let migrations: &[EmbeddedMigration] = embedded_migrations!("sqlite");
+        for (i, &(version, _, file, _)) in migrations.iter().enumerate() {
+            assert_eq!(version, i as i64 + 1, "versions count up from 1 without gaps");
+            assert!(
+                file.starts_with(&format!("{version:04}_")),
+                "{file} should start with {version:04}_"
+            );
+        }
+    }
+
+    #[test]
+    fn the_lock_clause_is_the_only_difference_between_the_engines() {
+        let pg = <PgStore as EngineSql>::LEASE_OUTBOX;
+        let lite = <SqliteStore as EngineSql>::LEASE_OUTBOX;
+        assert_eq!(pg.replace(" for update skip locked", ""), lite);
+        assert_eq!(
+            <PgStore as EngineSql>::EXPIRE_ORDERS.replace(" for update skip locked", ""),
+            <SqliteStore as EngineSql>::EXPIRE_ORDERS
+        );
+        assert!(pg.contains("limit $3 for update skip locked)"));
     }
 }

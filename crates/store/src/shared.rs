@@ -1,35 +1,113 @@
-//! SQL shared by both engines, compiled once per engine: `super::Db` is `sqlx::Postgres` in
-//! `postgres.rs` and `sqlx::Sqlite` in `sqlite.rs`. Everything here uses `$n` placeholders,
-//! `RETURNING`, `ON CONFLICT` and guarded `UPDATE … WHERE`, which both engines run unchanged.
-//! The engine module supplies `EngineStore` (its pools and how a write transaction begins) and
-//! the few statements that differ (`expire_orders_sql`, `lease_outbox_sql`).
+//! The SQL both engines run, written once and compiled once per engine: `postgres.rs` and
+//! `sqlite.rs` each include this file as their `shared` module, with `super::EngineStore` their
+//! store type. Everything else this file needs from the engine comes through
+//! [`EngineSql`](crate::EngineSql): the sqlx database type, the reader pool, how a write
+//! transaction begins, the idempotency-key lock and the two statements whose text differs (by
+//! the lock clause only; their text is in `lib.rs`).
+//!
+//! The statements use `$n` placeholders, `RETURNING`, `ON CONFLICT` and guarded `UPDATE … WHERE`,
+//! which both engines run unchanged. Rows are read by column name into the `*Row` structs below,
+//! each declared next to the column list it reads.
 
 use ecommerce_domain::account::{Credentials, NewUser, Role, User};
-use ecommerce_domain::catalog::{NewProduct, Product, ProductPatch, ProductStatus};
-use ecommerce_domain::coupon::{Coupon, Discount, DiscountType, NewCoupon, UserCoupon, UserCouponStatus};
-use ecommerce_domain::order::{NewOrder, Order, OrderLine, OrderStatus};
-use ecommerce_domain::paging::Page;
-use ecommerce_domain::store::{
-    CartItem, IdempotencyScope, KeyClaim, OutboxBacklog, OutboxEvent, PopularEntry, Store, StoreResult, Tx,
+use ecommerce_domain::cart::CartItem;
+use ecommerce_domain::catalog::{MAX_STOCK, NewProduct, Product, ProductPatch, ProductStatus};
+use ecommerce_domain::coupon::{
+    Coupon, Discount, DiscountType, NewCoupon, NewUserCoupon, UserCoupon, UserCouponStatus,
 };
-use ecommerce_domain::wallet::{BalanceEntry, EntryKind};
-use ecommerce_domain::{CouponId, OrderId, ProductId, Timestamp, UserCouponId, UserId};
-use sqlx::{Database, QueryBuilder, Transaction};
+use ecommerce_domain::events::Event;
+use ecommerce_domain::order::{NewOrder, Order, OrderLine, OrderStatus, Payment};
+use ecommerce_domain::paging::Page;
+use ecommerce_domain::ranking::PopularEntry;
+use ecommerce_domain::store::{IdempotencyScope, KeyClaim, OutboxBacklog, OutboxEvent, Store, StoreResult, Tx};
+use ecommerce_domain::wallet::{BalanceEntry, EntryKind, MAX_BALANCE, NewBalanceEntry};
+use ecommerce_domain::{BalanceEntryId, CouponId, Hour, Krw, OrderId, ProductId, Timestamp, UserCouponId, UserId};
+use sqlx::{Database, FromRow, QueryBuilder, Row, Transaction};
 
-use super::{Db, EngineStore};
-use crate::{corrupt, store_err};
+use super::EngineStore;
+use crate::{EngineSql, corrupt, store_err};
 
+type Db = <EngineStore as EngineSql>::Db;
 type Conn = <Db as Database>::Connection;
+type DbRow = <Db as Database>::Row;
 
-// SELECT heads shared by the single-row reads and the lists (macros, so that `concat!` still
-// yields the `&'static str` sqlx wants).
+/// One write transaction. Dropping it without [`Tx::commit`] rolls back.
+pub struct EngineTx {
+    tx: Transaction<'static, Db>,
+}
 
-/// Columns of an order joined with one line: an [`OrderLineRow`]; `o` is the order, `l` the line.
-macro_rules! order_line_columns {
-    () => {
-        "select o.id, o.user_id, o.status, o.total_amount, o.discount_amount, o.paid_amount, o.user_coupon_id, \
-         o.created_at, o.expires_at, o.paid_at, l.product_id, l.name, l.unit_price, l.quantity, l.amount "
+// ---------------------------------------------------------------------------------------------
+// Rows, each read by column name, with the column list that yields it
+
+/// A struct whose fields are read from the columns of the same names.
+macro_rules! row {
+    ($(#[$meta:meta])* struct $name:ident { $($field:ident: $ty:ty,)+ }) => {
+        $(#[$meta])*
+        struct $name {
+            $($field: $ty,)+
+        }
+
+        impl FromRow<'_, DbRow> for $name {
+            fn from_row(row: &DbRow) -> Result<Self, sqlx::Error> {
+                Ok(Self {
+                    $($field: row.try_get(stringify!($field))?,)+
+                })
+            }
+        }
     };
+}
+
+/// The columns of a [`ProductRow`] (macros, so that `concat!` still yields the `&'static str`
+/// sqlx wants).
+macro_rules! product_columns {
+    () => {
+        "id, name, price, stock, status"
+    };
+}
+
+row! {
+    struct ProductRow {
+        id: i64,
+        name: String,
+        price: i64,
+        stock: i64,
+        status: String,
+    }
+}
+
+impl ProductRow {
+    fn into_product(self) -> StoreResult<Product> {
+        Ok(Product {
+            id: ProductId(self.id),
+            name: self.name,
+            price: Krw(self.price),
+            stock: self.stock,
+            status: ProductStatus::parse(&self.status).ok_or_else(|| corrupt("product status", &self.status))?,
+        })
+    }
+}
+
+/// A product row and the quantity in the cart.
+struct CartRow {
+    product: ProductRow,
+    quantity: i64,
+}
+
+impl FromRow<'_, DbRow> for CartRow {
+    fn from_row(row: &DbRow) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            product: ProductRow::from_row(row)?,
+            quantity: row.try_get("quantity")?,
+        })
+    }
+}
+
+const SELECT_CART: &str = "select p.id, p.name, p.price, p.stock, p.status, ci.quantity from cart_item ci \
+     join product p on p.id = ci.product_id where ci.user_id = $1 order by ci.id";
+
+fn discount_from(kind: &str, value: i64) -> StoreResult<Discount> {
+    let kind = DiscountType::parse(kind).ok_or_else(|| corrupt("discount type", kind))?;
+    Ok(Discount { kind, value })
 }
 
 /// A [`CouponRow`], remaining quantity summed over the shards, from `coupon c`.
@@ -37,8 +115,33 @@ macro_rules! select_coupon {
     () => {
         "select c.id, c.name, c.discount_type, c.discount_value, c.total_quantity, c.valid_for_seconds, \
          cast(coalesce((select sum(s.remaining) from coupon_shard s where s.coupon_id = c.id), 0) as bigint) \
-         from coupon c "
+         as remaining_quantity from coupon c "
     };
+}
+
+row! {
+    struct CouponRow {
+        id: i64,
+        name: String,
+        discount_type: String,
+        discount_value: i64,
+        total_quantity: i64,
+        valid_for_seconds: i64,
+        remaining_quantity: i64,
+    }
+}
+
+impl CouponRow {
+    fn into_coupon(self) -> StoreResult<Coupon> {
+        Ok(Coupon {
+            id: CouponId(self.id),
+            name: self.name,
+            discount: discount_from(&self.discount_type, self.discount_value)?,
+            total_quantity: self.total_quantity,
+            remaining_quantity: self.remaining_quantity,
+            valid_for_seconds: self.valid_for_seconds,
+        })
+    }
 }
 
 /// A [`UserCouponRow`], from `user_coupon uc` joined with its `coupon c`.
@@ -49,102 +152,206 @@ macro_rules! select_user_coupon {
     };
 }
 
-/// One write transaction. Dropping it without [`Tx::commit`] rolls back.
-pub struct EngineTx {
-    pub(super) tx: Transaction<'static, Db>,
+row! {
+    struct UserCouponRow {
+        id: i64,
+        user_id: i64,
+        coupon_id: i64,
+        name: String,
+        discount_type: String,
+        discount_value: i64,
+        issued_at: i64,
+        expires_at: i64,
+        used_at: Option<i64>,
+        order_id: Option<i64>,
+    }
 }
 
-// ---------------------------------------------------------------------------------------------
-// Row mapping
-
-type ProductRow = (i64, String, i64, i64, String);
-
-fn product_from(row: ProductRow) -> StoreResult<Product> {
-    let (id, name, price, stock, status) = row;
-    let status = ProductStatus::parse(&status).ok_or_else(|| corrupt("product status", &status))?;
-    Ok(Product {
-        id,
-        name,
-        price,
-        stock,
-        status,
-    })
+impl UserCouponRow {
+    fn into_user_coupon(self) -> StoreResult<UserCoupon> {
+        Ok(UserCoupon {
+            id: UserCouponId(self.id),
+            user_id: UserId(self.user_id),
+            coupon_id: CouponId(self.coupon_id),
+            name: self.name,
+            discount: discount_from(&self.discount_type, self.discount_value)?,
+            issued_at: Timestamp(self.issued_at),
+            expires_at: Timestamp(self.expires_at),
+            used_at: self.used_at.map(Timestamp),
+            order_id: self.order_id.map(OrderId),
+        })
+    }
 }
 
-fn discount_from(kind: &str, value: i64) -> StoreResult<Discount> {
-    let kind = DiscountType::parse(kind).ok_or_else(|| corrupt("discount type", kind))?;
-    Ok(Discount { kind, value })
+/// The columns of an [`OrderLineRow`]: an order `o` joined with one of its lines `l`; orders
+/// and their lines are read in one query.
+macro_rules! order_line_columns {
+    () => {
+        "select o.id, o.user_id, o.status, o.total_amount, o.discount_amount, o.paid_amount, o.user_coupon_id, \
+         o.created_at, o.expires_at, o.paid_at, l.product_id, l.name, l.unit_price, l.quantity, l.amount "
+    };
 }
 
-type CouponRow = (i64, String, String, i64, i64, i64, i64);
-
-fn coupon_from(row: CouponRow) -> StoreResult<Coupon> {
-    let (id, name, kind, value, total_quantity, valid_for_seconds, remaining_quantity) = row;
-    Ok(Coupon {
-        id,
-        name,
-        discount: discount_from(&kind, value)?,
-        total_quantity,
-        remaining_quantity,
-        valid_for_seconds,
-    })
+row! {
+    struct OrderRow {
+        id: i64,
+        user_id: i64,
+        status: String,
+        total_amount: i64,
+        discount_amount: i64,
+        paid_amount: i64,
+        user_coupon_id: Option<i64>,
+        created_at: i64,
+        expires_at: i64,
+        paid_at: Option<i64>,
+    }
 }
 
-type UserCouponRow = (i64, i64, i64, String, String, i64, i64, i64, Option<i64>, Option<i64>);
-
-fn user_coupon_from(row: UserCouponRow) -> StoreResult<UserCoupon> {
-    let (id, user_id, coupon_id, name, kind, value, issued_at, expires_at, used_at, order_id) = row;
-    Ok(UserCoupon {
-        id,
-        user_id,
-        coupon_id,
-        name,
-        discount: discount_from(&kind, value)?,
-        issued_at: Timestamp(issued_at),
-        expires_at: Timestamp(expires_at),
-        used_at: used_at.map(Timestamp),
-        order_id,
-    })
+row! {
+    struct LineRow {
+        product_id: i64,
+        name: String,
+        unit_price: i64,
+        quantity: i64,
+        amount: i64,
+    }
 }
 
-type OrderRow = (i64, i64, String, i64, i64, i64, Option<i64>, i64, i64, Option<i64>);
-type LineRow = (i64, String, i64, i64, i64);
-
-fn order_from(row: OrderRow, lines: Vec<OrderLine>) -> StoreResult<Order> {
-    let (
-        id,
-        user_id,
-        status,
-        total_amount,
-        discount_amount,
-        paid_amount,
-        user_coupon_id,
-        created_at,
-        expires_at,
-        paid_at,
-    ) = row;
-    Ok(Order {
-        id,
-        user_id,
-        stored_status: OrderStatus::parse(&status).ok_or_else(|| corrupt("order status", &status))?,
-        lines,
-        total_amount,
-        discount_amount,
-        paid_amount,
-        user_coupon_id,
-        created_at: Timestamp(created_at),
-        expires_at: Timestamp(expires_at),
-        paid_at: paid_at.map(Timestamp),
-    })
+/// An order row and one of its lines, from the same result row.
+struct OrderLineRow {
+    order: OrderRow,
+    line: LineRow,
 }
 
-fn line_from((product_id, name, unit_price, quantity, amount): LineRow) -> OrderLine {
-    OrderLine {
-        product_id,
-        name,
-        unit_price,
-        quantity,
-        amount,
+impl FromRow<'_, DbRow> for OrderLineRow {
+    fn from_row(row: &DbRow) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            order: OrderRow::from_row(row)?,
+            line: LineRow::from_row(row)?,
+        })
+    }
+}
+
+impl OrderRow {
+    fn into_order(self, lines: Vec<OrderLine>) -> StoreResult<Order> {
+        Ok(Order {
+            id: OrderId(self.id),
+            user_id: UserId(self.user_id),
+            stored_status: OrderStatus::parse(&self.status).ok_or_else(|| corrupt("order status", &self.status))?,
+            lines,
+            total_amount: Krw(self.total_amount),
+            discount_amount: Krw(self.discount_amount),
+            paid_amount: Krw(self.paid_amount),
+            user_coupon_id: self.user_coupon_id.map(UserCouponId),
+            created_at: Timestamp(self.created_at),
+            expires_at: Timestamp(self.expires_at),
+            paid_at: self.paid_at.map(Timestamp),
+        })
+    }
+}
+
+impl LineRow {
+    fn into_line(self) -> OrderLine {
+        OrderLine {
+            product_id: ProductId(self.product_id),
+            name: self.name,
+            unit_price: Krw(self.unit_price),
+            quantity: self.quantity,
+            amount: Krw(self.amount),
+        }
+    }
+}
+
+/// Folds rows sorted by order (then line) into orders with their lines.
+fn group_orders(rows: Vec<OrderLineRow>) -> StoreResult<Vec<Order>> {
+    let mut orders: Vec<Order> = Vec::new();
+    for OrderLineRow { order, line } in rows {
+        let line = line.into_line();
+        match orders.last_mut() {
+            Some(last) if last.id.0 == order.id => last.lines.push(line),
+            _ => orders.push(order.into_order(vec![line])?),
+        }
+    }
+    Ok(orders)
+}
+
+row! {
+    struct CredentialsRow {
+        id: i64,
+        password_hash: String,
+        role: String,
+    }
+}
+
+row! {
+    struct UserRow {
+        id: i64,
+        email: String,
+        name: String,
+        role: String,
+    }
+}
+
+fn role_from(role: &str) -> StoreResult<Role> {
+    Role::parse(role).ok_or_else(|| corrupt("role", role))
+}
+
+row! {
+    struct BalanceEntryRow {
+        id: i64,
+        kind: String,
+        amount: i64,
+        balance_after: i64,
+        order_id: Option<i64>,
+        created_at: i64,
+    }
+}
+
+impl BalanceEntryRow {
+    fn into_entry(self) -> StoreResult<BalanceEntry> {
+        Ok(BalanceEntry {
+            id: BalanceEntryId(self.id),
+            kind: EntryKind::parse(&self.kind).ok_or_else(|| corrupt("balance entry kind", &self.kind))?,
+            amount: Krw(self.amount),
+            balance_after: Krw(self.balance_after),
+            order_id: self.order_id.map(OrderId),
+            created_at: Timestamp(self.created_at),
+        })
+    }
+}
+
+row! {
+    struct PopularRow {
+        product_id: i64,
+        name: String,
+        price: i64,
+        sold_quantity: i64,
+    }
+}
+
+row! {
+    /// What `EngineSql::LEASE_OUTBOX` returns (`lib.rs`).
+    struct OutboxRow {
+        seq: i64,
+        event_id: String,
+        event_type: String,
+        order_id: i64,
+        payload: String,
+    }
+}
+
+row! {
+    struct BacklogRow {
+        unsent: i64,
+        oldest_created_at: Option<i64>,
+    }
+}
+
+row! {
+    struct IdempotencyKeyRow {
+        request_hash: String,
+        status_code: Option<i64>,
+        response_body: Option<String>,
     }
 }
 
@@ -152,76 +359,40 @@ fn line_from((product_id, name, unit_price, quantity, amount): LineRow) -> Order
 // Reads used both outside and inside a transaction
 
 async fn fetch_product(conn: &mut Conn, id: ProductId) -> StoreResult<Option<Product>> {
-    sqlx::query_as::<Db, ProductRow>("select id, name, price, stock, status from product where id = $1")
-        .bind(id)
+    const SQL: &str = concat!("select ", product_columns!(), " from product where id = $1");
+    sqlx::query_as::<Db, ProductRow>(SQL)
+        .bind(id.0)
         .fetch_optional(conn)
         .await
         .map_err(store_err)?
-        .map(product_from)
+        .map(ProductRow::into_product)
         .transpose()
 }
 
-/// An order row joined with one of its lines; orders and their lines are read in one query.
-type OrderLineRow = (
-    i64,
-    i64,
-    String,
-    i64,
-    i64,
-    i64,
-    Option<i64>,
-    i64,
-    i64,
-    Option<i64>,
-    i64,
-    String,
-    i64,
-    i64,
-    i64,
-);
-
-/// Folds rows sorted by order (then line) into orders with their lines.
-fn group_orders(rows: Vec<OrderLineRow>) -> StoreResult<Vec<Order>> {
-    let mut orders: Vec<Order> = Vec::new();
-    for r in rows {
-        let line = line_from((r.10, r.11, r.12, r.13, r.14));
-        match orders.last_mut() {
-            Some(last) if last.id == r.0 => last.lines.push(line),
-            _ => orders.push(order_from(
-                (r.0, r.1, r.2, r.3, r.4, r.5, r.6, r.7, r.8, r.9),
-                vec![line],
-            )?),
-        }
-    }
-    Ok(orders)
-}
-
 async fn fetch_order(conn: &mut Conn, id: OrderId) -> StoreResult<Option<Order>> {
-    let rows = sqlx::query_as::<Db, OrderLineRow>(concat!(
+    const SQL: &str = concat!(
         order_line_columns!(),
         "from purchase_order o join order_line l on l.order_id = o.id where o.id = $1 order by l.line_no"
-    ))
-    .bind(id)
-    .fetch_all(conn)
-    .await
-    .map_err(store_err)?;
+    );
+    let rows = sqlx::query_as::<Db, OrderLineRow>(SQL)
+        .bind(id.0)
+        .fetch_all(conn)
+        .await
+        .map_err(store_err)?;
     Ok(group_orders(rows)?.pop())
 }
 
 async fn fetch_cart(conn: &mut Conn, user: UserId) -> StoreResult<Vec<CartItem>> {
-    let rows = sqlx::query_as::<Db, (i64, String, i64, i64, String, i64)>(
-        "select p.id, p.name, p.price, p.stock, p.status, ci.quantity from cart_item ci \
-         join product p on p.id = ci.product_id where ci.user_id = $1 order by ci.id",
-    )
-    .bind(user)
-    .fetch_all(conn)
-    .await
-    .map_err(store_err)?;
+    let rows = sqlx::query_as::<Db, CartRow>(SELECT_CART)
+        .bind(user.0)
+        .fetch_all(conn)
+        .await
+        .map_err(store_err)?;
     rows.into_iter()
-        .map(|(id, name, price, stock, status, quantity)| {
+        .map(|row| {
             Ok(CartItem {
-                product: product_from((id, name, price, stock, status))?,
-                quantity,
+                product: row.product.into_product()?,
+                quantity: row.quantity,
             })
         })
         .collect()
@@ -230,28 +401,32 @@ async fn fetch_cart(conn: &mut Conn, user: UserId) -> StoreResult<Vec<CartItem>>
 async fn fetch_user_coupon(conn: &mut Conn, id: UserCouponId) -> StoreResult<Option<UserCoupon>> {
     const SQL: &str = concat!(select_user_coupon!(), "where uc.id = $1");
     sqlx::query_as::<Db, UserCouponRow>(SQL)
-        .bind(id)
+        .bind(id.0)
         .fetch_optional(conn)
         .await
         .map_err(store_err)?
-        .map(user_coupon_from)
+        .map(UserCouponRow::into_user_coupon)
         .transpose()
 }
 
 async fn fetch_coupon(conn: &mut Conn, id: CouponId) -> StoreResult<Option<Coupon>> {
     const SQL: &str = concat!(select_coupon!(), "where c.id = $1");
     sqlx::query_as::<Db, CouponRow>(SQL)
-        .bind(id)
+        .bind(id.0)
         .fetch_optional(conn)
         .await
         .map_err(store_err)?
-        .map(coupon_from)
+        .map(CouponRow::into_coupon)
         .transpose()
 }
 
 impl EngineStore {
     async fn conn(&self) -> StoreResult<sqlx::pool::PoolConnection<Db>> {
         self.reader().acquire().await.map_err(store_err)
+    }
+
+    async fn write(&self) -> StoreResult<Transaction<'static, Db>> {
+        self.begin_write().await.map_err(store_err)
     }
 }
 
@@ -260,7 +435,7 @@ impl Store for EngineStore {
 
     async fn begin(&self) -> StoreResult<EngineTx> {
         Ok(EngineTx {
-            tx: self.begin_write().await.map_err(store_err)?,
+            tx: self.write().await?,
         })
     }
 
@@ -277,7 +452,7 @@ impl Store for EngineStore {
     }
 
     async fn setting_or_insert(&self, key: &str, value: &str) -> StoreResult<String> {
-        let mut tx = self.begin_write().await.map_err(store_err)?;
+        let mut tx = self.write().await?;
         sqlx::query::<Db>("insert into app_setting (name, value) values ($1, $2) on conflict (name) do nothing")
             .bind(key)
             .bind(value)
@@ -294,34 +469,34 @@ impl Store for EngineStore {
     }
 
     async fn credentials(&self, email: &str) -> StoreResult<Option<Credentials>> {
-        let row =
-            sqlx::query_as::<Db, (i64, String, String)>("select id, password_hash, role from account where email = $1")
-                .bind(email)
-                .fetch_optional(self.reader())
-                .await
-                .map_err(store_err)?;
-        row.map(|(user_id, password_hash, role)| {
-            let role = Role::parse(&role).ok_or_else(|| corrupt("role", &role))?;
+        let row = sqlx::query_as::<Db, CredentialsRow>("select id, password_hash, role from account where email = $1")
+            .bind(email)
+            .fetch_optional(self.reader())
+            .await
+            .map_err(store_err)?;
+        row.map(|row| {
             Ok(Credentials {
-                user_id,
-                password_hash,
-                role,
+                user_id: UserId(row.id),
+                password_hash: row.password_hash,
+                role: role_from(&row.role)?,
             })
         })
         .transpose()
     }
 
     async fn user(&self, id: UserId) -> StoreResult<Option<User>> {
-        let row = sqlx::query_as::<Db, (i64, String, String, String)>(
-            "select id, email, name, role from account where id = $1",
-        )
-        .bind(id)
-        .fetch_optional(self.reader())
-        .await
-        .map_err(store_err)?;
-        row.map(|(id, email, name, role)| {
-            let role = Role::parse(&role).ok_or_else(|| corrupt("role", &role))?;
-            Ok(User { id, email, name, role })
+        let row = sqlx::query_as::<Db, UserRow>("select id, email, name, role from account where id = $1")
+            .bind(id.0)
+            .fetch_optional(self.reader())
+            .await
+            .map_err(store_err)?;
+        row.map(|row| {
+            Ok(User {
+                id: UserId(row.id),
+                email: row.email,
+                name: row.name,
+                role: role_from(&row.role)?,
+            })
         })
         .transpose()
     }
@@ -339,49 +514,41 @@ impl Store for EngineStore {
     }
 
     async fn products_on_sale(&self, page: Page) -> StoreResult<Vec<Product>> {
-        let rows = sqlx::query_as::<Db, ProductRow>(
-            "select id, name, price, stock, status from product where status = 'ON_SALE' and id > $1 order by id limit $2",
-        )
-        .bind(page.after.unwrap_or(0))
-        .bind(page.limit)
-        .fetch_all(self.reader())
-        .await
-        .map_err(store_err)?;
-        rows.into_iter().map(product_from).collect()
+        const SQL: &str = concat!(
+            "select ",
+            product_columns!(),
+            " from product where status = 'ON_SALE' and id > $1 order by id limit $2"
+        );
+        let rows = sqlx::query_as::<Db, ProductRow>(SQL)
+            .bind(page.after.unwrap_or(0))
+            .bind(page.limit)
+            .fetch_all(self.reader())
+            .await
+            .map_err(store_err)?;
+        rows.into_iter().map(ProductRow::into_product).collect()
     }
 
-    async fn balance(&self, user: UserId) -> StoreResult<Option<i64>> {
-        sqlx::query_scalar::<Db, i64>("select balance from account where id = $1")
-            .bind(user)
+    async fn balance(&self, user: UserId) -> StoreResult<Option<Krw>> {
+        let balance = sqlx::query_scalar::<Db, i64>("select balance from account where id = $1")
+            .bind(user.0)
             .fetch_optional(self.reader())
             .await
-            .map_err(store_err)
+            .map_err(store_err)?;
+        Ok(balance.map(Krw))
     }
 
     async fn balance_history(&self, user: UserId, page: Page) -> StoreResult<Vec<BalanceEntry>> {
-        let rows = sqlx::query_as::<Db, (i64, String, i64, i64, Option<i64>, i64)>(
+        let rows = sqlx::query_as::<Db, BalanceEntryRow>(
             "select id, kind, amount, balance_after, order_id, created_at from balance_entry \
              where user_id = $1 and id < $2 order by id desc limit $3",
         )
-        .bind(user)
+        .bind(user.0)
         .bind(page.after.unwrap_or(i64::MAX))
         .bind(page.limit)
         .fetch_all(self.reader())
         .await
         .map_err(store_err)?;
-        rows.into_iter()
-            .map(|(id, kind, amount, balance_after, order_id, created_at)| {
-                let kind = EntryKind::parse(&kind).ok_or_else(|| corrupt("balance entry kind", &kind))?;
-                Ok(BalanceEntry {
-                    id,
-                    kind,
-                    amount,
-                    balance_after,
-                    order_id,
-                    created_at: Timestamp(created_at),
-                })
-            })
-            .collect()
+        rows.into_iter().map(BalanceEntryRow::into_entry).collect()
     }
 
     async fn cart(&self, user: UserId) -> StoreResult<Vec<CartItem>> {
@@ -405,21 +572,22 @@ impl Store for EngineStore {
             .fetch_all(self.reader())
             .await
             .map_err(store_err)?;
-        rows.into_iter().map(coupon_from).collect()
+        rows.into_iter().map(CouponRow::into_coupon).collect()
     }
 
     async fn coupon_holders(&self, coupon: CouponId) -> StoreResult<Vec<UserId>> {
-        sqlx::query_scalar::<Db, i64>("select user_id from user_coupon where coupon_id = $1")
-            .bind(coupon)
+        let holders = sqlx::query_scalar::<Db, i64>("select user_id from user_coupon where coupon_id = $1")
+            .bind(coupon.0)
             .fetch_all(self.reader())
             .await
-            .map_err(store_err)
+            .map_err(store_err)?;
+        Ok(holders.into_iter().map(UserId).collect())
     }
 
     async fn has_user_coupon(&self, user: UserId, coupon: CouponId) -> StoreResult<bool> {
         let row = sqlx::query_scalar::<Db, i64>("select id from user_coupon where user_id = $1 and coupon_id = $2")
-            .bind(user)
-            .bind(coupon)
+            .bind(user.0)
+            .bind(coupon.0)
             .fetch_optional(self.reader())
             .await
             .map_err(store_err)?;
@@ -440,7 +608,7 @@ impl Store for EngineStore {
              order by uc.id desc limit $5"
         );
         let rows = sqlx::query_as::<Db, UserCouponRow>(SQL)
-            .bind(user)
+            .bind(user.0)
             .bind(now.millis())
             .bind(page.after.unwrap_or(i64::MAX))
             .bind(status.map_or("ANY", UserCouponStatus::as_str))
@@ -448,7 +616,7 @@ impl Store for EngineStore {
             .fetch_all(self.reader())
             .await
             .map_err(store_err)?;
-        rows.into_iter().map(user_coupon_from).collect()
+        rows.into_iter().map(UserCouponRow::into_user_coupon).collect()
     }
 
     async fn order(&self, id: OrderId) -> StoreResult<Option<Order>> {
@@ -470,7 +638,7 @@ impl Store for EngineStore {
              join order_line l on l.order_id = o.id order by o.id desc, l.line_no"
         );
         let rows = sqlx::query_as::<Db, OrderLineRow>(SQL)
-            .bind(user)
+            .bind(user.0)
             .bind(now.millis())
             .bind(page.after.unwrap_or(i64::MAX))
             .bind(status.map_or("ANY", OrderStatus::as_str))
@@ -482,8 +650,8 @@ impl Store for EngineStore {
     }
 
     async fn expire_orders(&self, now: Timestamp, batch: i64) -> StoreResult<u64> {
-        let mut tx = self.begin_write().await.map_err(store_err)?;
-        let done = sqlx::query::<Db>(super::EXPIRE_ORDERS_SQL)
+        let mut tx = self.write().await?;
+        let done = sqlx::query::<Db>(<EngineStore as EngineSql>::EXPIRE_ORDERS)
             .bind(now.millis())
             .bind(batch)
             .execute(&mut *tx)
@@ -495,7 +663,7 @@ impl Store for EngineStore {
     }
 
     async fn purge_idempotency_keys(&self, before: Timestamp) -> StoreResult<u64> {
-        let mut tx = self.begin_write().await.map_err(store_err)?;
+        let mut tx = self.write().await?;
         let purged = sqlx::query::<Db>("delete from idempotency_key where created_at < $1")
             .bind(before.millis())
             .execute(&mut *tx)
@@ -506,32 +674,32 @@ impl Store for EngineStore {
         Ok(purged)
     }
 
-    async fn popular(&self, since_hour: i64, limit: i64) -> StoreResult<Vec<PopularEntry>> {
-        let rows = sqlx::query_as::<Db, (i64, String, i64, i64)>(
-            "select p.id, p.name, p.price, s.sold from \
+    async fn popular(&self, since: Hour, limit: i64) -> StoreResult<Vec<PopularEntry>> {
+        let rows = sqlx::query_as::<Db, PopularRow>(
+            "select p.id as product_id, p.name, p.price, s.sold as sold_quantity from \
              (select product_id, cast(sum(quantity) as bigint) as sold from product_sales_hourly \
               where hour >= $1 group by product_id having sum(quantity) > 0) s \
              join product p on p.id = s.product_id order by s.sold desc, p.id limit $2",
         )
-        .bind(since_hour)
+        .bind(since.0)
         .bind(limit)
         .fetch_all(self.reader())
         .await
         .map_err(store_err)?;
         Ok(rows
             .into_iter()
-            .map(|(product_id, name, price, sold_quantity)| PopularEntry {
-                product_id,
-                name,
-                price,
-                sold_quantity,
+            .map(|row| PopularEntry {
+                product_id: ProductId(row.product_id),
+                name: row.name,
+                price: Krw(row.price),
+                sold_quantity: row.sold_quantity,
             })
             .collect())
     }
 
     async fn lease_outbox(&self, now: Timestamp, lease_until: Timestamp, limit: i64) -> StoreResult<Vec<OutboxEvent>> {
-        let mut tx = self.begin_write().await.map_err(store_err)?;
-        let mut rows = sqlx::query_as::<Db, (i64, String, String, i64, String)>(super::LEASE_OUTBOX_SQL)
+        let mut tx = self.write().await?;
+        let mut rows = sqlx::query_as::<Db, OutboxRow>(<EngineStore as EngineSql>::LEASE_OUTBOX)
             .bind(now.millis())
             .bind(lease_until.millis())
             .bind(limit)
@@ -539,15 +707,15 @@ impl Store for EngineStore {
             .await
             .map_err(store_err)?;
         tx.commit().await.map_err(store_err)?;
-        rows.sort_unstable_by_key(|r| r.0);
+        rows.sort_unstable_by_key(|row| row.seq);
         Ok(rows
             .into_iter()
-            .map(|(seq, event_id, event_type, order_id, payload)| OutboxEvent {
-                seq,
-                event_id,
-                event_type,
-                order_id,
-                payload,
+            .map(|row| OutboxEvent {
+                seq: row.seq,
+                event_id: row.event_id,
+                event_type: row.event_type,
+                order_id: OrderId(row.order_id),
+                payload: row.payload,
             })
             .collect())
     }
@@ -563,21 +731,21 @@ impl Store for EngineStore {
             list.push_bind(*seq);
         }
         query.push(")");
-        let mut tx = self.begin_write().await.map_err(store_err)?;
+        let mut tx = self.write().await?;
         query.build().execute(&mut *tx).await.map_err(store_err)?;
         tx.commit().await.map_err(store_err)
     }
 
     async fn outbox_backlog(&self) -> StoreResult<OutboxBacklog> {
-        let (unsent, oldest) = sqlx::query_as::<Db, (i64, Option<i64>)>(
-            "select count(*), min(created_at) from outbox where sent_at is null",
+        let row = sqlx::query_as::<Db, BacklogRow>(
+            "select count(*) as unsent, min(created_at) as oldest_created_at from outbox where sent_at is null",
         )
         .fetch_one(self.reader())
         .await
         .map_err(store_err)?;
         Ok(OutboxBacklog {
-            unsent,
-            oldest_created_at: oldest.map(Timestamp),
+            unsent: row.unsent,
+            oldest_created_at: row.oldest_created_at.map(Timestamp),
         })
     }
 }
@@ -611,7 +779,7 @@ impl Tx for EngineTx {
         now: Timestamp,
     ) -> StoreResult<KeyClaim> {
         let lock_name = format!("{}/{}/{}", scope.user_id, scope.route, scope.key);
-        if !super::try_lock_key(self.conn(), &lock_name).await? {
+        if !EngineStore::try_lock_key(self.conn(), &lock_name).await? {
             return Ok(KeyClaim::InProgress);
         }
         let inserted = self
@@ -620,7 +788,7 @@ impl Tx for EngineTx {
                     "insert into idempotency_key (user_id, route, key, request_hash, created_at) \
                      values ($1, $2, $3, $4, $5) on conflict (user_id, route, key) do nothing",
                 )
-                .bind(scope.user_id)
+                .bind(scope.user_id.0)
                 .bind(scope.route)
                 .bind(&scope.key)
                 .bind(request_hash)
@@ -630,10 +798,11 @@ impl Tx for EngineTx {
         if inserted == 1 {
             return Ok(KeyClaim::Fresh);
         }
-        let row = sqlx::query_as::<Db, (String, Option<i64>, Option<String>)>(
-            "select request_hash, status_code, response_body from idempotency_key where user_id = $1 and route = $2 and key = $3",
+        let row = sqlx::query_as::<Db, IdempotencyKeyRow>(
+            "select request_hash, status_code, response_body from idempotency_key \
+             where user_id = $1 and route = $2 and key = $3",
         )
-        .bind(scope.user_id)
+        .bind(scope.user_id.0)
         .bind(scope.route)
         .bind(&scope.key)
         .fetch_optional(self.conn())
@@ -643,9 +812,16 @@ impl Tx for EngineTx {
             // The holder rolled back between our insert and this read: the key is free again,
             // but this transaction did not take it; the client can retry.
             None => KeyClaim::InProgress,
-            Some((hash, _, _)) if hash != request_hash => KeyClaim::Reused,
-            Some((_, Some(status), Some(body))) => KeyClaim::Replay {
-                status: u16::try_from(status).unwrap_or(200),
+            Some(row) if row.request_hash != request_hash => KeyClaim::Reused,
+            Some(IdempotencyKeyRow {
+                status_code: Some(status),
+                response_body: Some(body),
+                ..
+            }) => KeyClaim::Replay {
+                status: u16::try_from(status)
+                    .ok()
+                    .filter(|s| (100..=599).contains(s))
+                    .ok_or_else(|| corrupt("idempotent response status", &status.to_string()))?,
                 body,
             },
             Some(_) => KeyClaim::InProgress,
@@ -655,9 +831,10 @@ impl Tx for EngineTx {
     async fn save_idempotent_response(&mut self, scope: &IdempotencyScope, status: u16, body: &str) -> StoreResult<()> {
         self.execute(
             sqlx::query::<Db>(
-                "update idempotency_key set status_code = $4, response_body = $5 where user_id = $1 and route = $2 and key = $3",
+                "update idempotency_key set status_code = $4, response_body = $5 \
+                 where user_id = $1 and route = $2 and key = $3",
             )
-            .bind(scope.user_id)
+            .bind(scope.user_id.0)
             .bind(scope.route)
             .bind(&scope.key)
             .bind(i64::from(status))
@@ -668,7 +845,7 @@ impl Tx for EngineTx {
     }
 
     async fn insert_user(&mut self, user: &NewUser, now: Timestamp) -> StoreResult<Option<UserId>> {
-        sqlx::query_scalar::<Db, i64>(
+        let id = sqlx::query_scalar::<Db, i64>(
             "insert into account (email, password_hash, name, role, created_at) values ($1, $2, $3, $4, $5) \
              on conflict (email) do nothing returning id",
         )
@@ -679,11 +856,12 @@ impl Tx for EngineTx {
         .bind(now.millis())
         .fetch_optional(self.conn())
         .await
-        .map_err(store_err)
+        .map_err(store_err)?;
+        Ok(id.map(UserId))
     }
 
     async fn upsert_admin(&mut self, user: &NewUser, now: Timestamp) -> StoreResult<UserId> {
-        sqlx::query_scalar::<Db, i64>(
+        let id = sqlx::query_scalar::<Db, i64>(
             "insert into account (email, password_hash, name, role, created_at) values ($1, $2, $3, 'ADMIN', $4) \
              on conflict (email) do update set password_hash = excluded.password_hash, role = 'ADMIN' returning id",
         )
@@ -693,12 +871,13 @@ impl Tx for EngineTx {
         .bind(now.millis())
         .fetch_one(self.conn())
         .await
-        .map_err(store_err)
+        .map_err(store_err)?;
+        Ok(UserId(id))
     }
 
     async fn user_exists(&mut self, id: UserId) -> StoreResult<bool> {
         let row = sqlx::query_scalar::<Db, i64>("select id from account where id = $1")
-            .bind(id)
+            .bind(id.0)
             .fetch_optional(self.conn())
             .await
             .map_err(store_err)?;
@@ -706,48 +885,68 @@ impl Tx for EngineTx {
     }
 
     async fn insert_product(&mut self, product: &NewProduct, now: Timestamp) -> StoreResult<Product> {
-        let row = sqlx::query_as::<Db, ProductRow>(
-            "insert into product (name, price, stock, status, created_at) values ($1, $2, $3, 'ON_SALE', $4) \
-             returning id, name, price, stock, status",
-        )
-        .bind(&product.name)
-        .bind(product.price)
-        .bind(product.stock)
-        .bind(now.millis())
-        .fetch_one(self.conn())
-        .await
-        .map_err(store_err)?;
-        product_from(row)
+        const SQL: &str = concat!(
+            "insert into product (name, price, stock, status, created_at) values ($1, $2, $3, 'ON_SALE', $4) returning ",
+            product_columns!()
+        );
+        sqlx::query_as::<Db, ProductRow>(SQL)
+            .bind(&product.name)
+            .bind(product.price.0)
+            .bind(product.stock)
+            .bind(now.millis())
+            .fetch_one(self.conn())
+            .await
+            .map_err(store_err)?
+            .into_product()
     }
 
     async fn update_product(&mut self, id: ProductId, patch: &ProductPatch) -> StoreResult<Option<Product>> {
-        sqlx::query_as::<Db, ProductRow>(
+        const SQL: &str = concat!(
             "update product set name = coalesce($2, name), price = coalesce($3, price), status = coalesce($4, status) \
-             where id = $1 returning id, name, price, stock, status",
-        )
-        .bind(id)
-        .bind(patch.name.as_deref())
-        .bind(patch.price)
-        .bind(patch.status.map(ProductStatus::as_str))
-        .fetch_optional(self.conn())
-        .await
-        .map_err(store_err)?
-        .map(product_from)
-        .transpose()
+             where id = $1 returning ",
+            product_columns!()
+        );
+        sqlx::query_as::<Db, ProductRow>(SQL)
+            .bind(id.0)
+            .bind(patch.name.as_deref())
+            .bind(patch.price.map(|p| p.0))
+            .bind(patch.status.map(ProductStatus::as_str))
+            .fetch_optional(self.conn())
+            .await
+            .map_err(store_err)?
+            .map(ProductRow::into_product)
+            .transpose()
     }
 
-    async fn add_stock(&mut self, id: ProductId, quantity: i64, max_stock: i64) -> StoreResult<Option<Product>> {
-        sqlx::query_as::<Db, ProductRow>(
-            "update product set stock = stock + $2 where id = $1 and stock <= $3 - $2 returning id, name, price, stock, status",
+    async fn add_stock(&mut self, id: ProductId, quantity: i64) -> StoreResult<Option<Product>> {
+        const SQL: &str = concat!(
+            "update product set stock = stock + $2 where id = $1 and stock <= $3 - $2 returning ",
+            product_columns!()
+        );
+        sqlx::query_as::<Db, ProductRow>(SQL)
+            .bind(id.0)
+            .bind(quantity)
+            .bind(MAX_STOCK)
+            .fetch_optional(self.conn())
+            .await
+            .map_err(store_err)?
+            .map(ProductRow::into_product)
+            .transpose()
+    }
+
+    async fn return_stock(&mut self, id: ProductId, quantity: i64) -> StoreResult<()> {
+        // Capped at the maximum, and never lowered by it.
+        self.execute(
+            sqlx::query::<Db>(
+                "update product set stock = case when stock >= $3 then stock when stock > $3 - $2 then $3 \
+                 else stock + $2 end where id = $1",
+            )
+            .bind(id.0)
+            .bind(quantity)
+            .bind(MAX_STOCK),
         )
-        .bind(id)
-        .bind(quantity)
-        .bind(max_stock)
-        .fetch_optional(self.conn())
         .await
-        .map_err(store_err)?
-        .map(product_from)
-        .transpose()
+        .map(drop)
     }
 
     async fn product(&mut self, id: ProductId) -> StoreResult<Option<Product>> {
@@ -758,56 +957,50 @@ impl Tx for EngineTx {
         let taken = self
             .execute(
                 sqlx::query::<Db>("update product set stock = stock - $2 where id = $1 and stock >= $2")
-                    .bind(id)
+                    .bind(id.0)
                     .bind(quantity),
             )
             .await?;
         Ok(taken == 1)
     }
 
-    async fn credit_balance(&mut self, user: UserId, amount: i64, max_balance: i64) -> StoreResult<Option<i64>> {
-        sqlx::query_scalar::<Db, i64>(
+    async fn credit_balance(&mut self, user: UserId, amount: Krw) -> StoreResult<Option<Krw>> {
+        let balance = sqlx::query_scalar::<Db, i64>(
             "update account set balance = balance + $2 where id = $1 and balance <= $3 - $2 returning balance",
         )
-        .bind(user)
-        .bind(amount)
-        .bind(max_balance)
+        .bind(user.0)
+        .bind(amount.0)
+        .bind(MAX_BALANCE.0)
         .fetch_optional(self.conn())
         .await
-        .map_err(store_err)
+        .map_err(store_err)?;
+        Ok(balance.map(Krw))
     }
 
-    async fn debit_balance(&mut self, user: UserId, amount: i64) -> StoreResult<Option<i64>> {
-        sqlx::query_scalar::<Db, i64>(
+    async fn debit_balance(&mut self, user: UserId, amount: Krw) -> StoreResult<Option<Krw>> {
+        let balance = sqlx::query_scalar::<Db, i64>(
             "update account set balance = balance - $2 where id = $1 and balance >= $2 returning balance",
         )
-        .bind(user)
-        .bind(amount)
+        .bind(user.0)
+        .bind(amount.0)
         .fetch_optional(self.conn())
         .await
-        .map_err(store_err)
+        .map_err(store_err)?;
+        Ok(balance.map(Krw))
     }
 
-    async fn append_balance_entry(
-        &mut self,
-        user: UserId,
-        kind: EntryKind,
-        amount: i64,
-        balance_after: i64,
-        order_id: Option<OrderId>,
-        now: Timestamp,
-    ) -> StoreResult<()> {
+    async fn append_balance_entry(&mut self, entry: &NewBalanceEntry) -> StoreResult<()> {
         self.execute(
             sqlx::query::<Db>(
                 "insert into balance_entry (user_id, kind, amount, balance_after, order_id, created_at) \
                  values ($1, $2, $3, $4, $5, $6)",
             )
-            .bind(user)
-            .bind(kind.as_str())
-            .bind(amount)
-            .bind(balance_after)
-            .bind(order_id)
-            .bind(now.millis()),
+            .bind(entry.user_id.0)
+            .bind(entry.kind.as_str())
+            .bind(entry.amount.0)
+            .bind(entry.balance_after.0)
+            .bind(entry.order_id.map(|o| o.0))
+            .bind(entry.created_at.millis()),
         )
         .await
         .map(drop)
@@ -823,8 +1016,8 @@ impl Tx for EngineTx {
                 "insert into cart_item (user_id, product_id, quantity) values ($1, $2, $3) \
                  on conflict (user_id, product_id) do update set quantity = excluded.quantity",
             )
-            .bind(user)
-            .bind(product)
+            .bind(user.0)
+            .bind(product.0)
             .bind(quantity),
         )
         .await
@@ -832,19 +1025,21 @@ impl Tx for EngineTx {
     }
 
     async fn remove_cart_items(&mut self, user: UserId, products: &[ProductId]) -> StoreResult<()> {
-        for product in products {
-            self.execute(
-                sqlx::query::<Db>("delete from cart_item where user_id = $1 and product_id = $2")
-                    .bind(user)
-                    .bind(*product),
-            )
-            .await?;
+        if products.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        let mut query = QueryBuilder::<Db>::new("delete from cart_item where user_id = ");
+        query.push_bind(user.0).push(" and product_id in (");
+        let mut list = query.separated(", ");
+        for product in products {
+            list.push_bind(product.0);
+        }
+        query.push(")");
+        query.build().execute(self.conn()).await.map_err(store_err).map(drop)
     }
 
     async fn clear_cart(&mut self, user: UserId) -> StoreResult<()> {
-        self.execute(sqlx::query::<Db>("delete from cart_item where user_id = $1").bind(user))
+        self.execute(sqlx::query::<Db>("delete from cart_item where user_id = $1").bind(user.0))
             .await
             .map(drop)
     }
@@ -871,49 +1066,38 @@ impl Tx for EngineTx {
             },
         );
         shards.build().execute(self.conn()).await.map_err(store_err)?;
-        Ok(Coupon {
-            id,
-            name: coupon.name.clone(),
-            discount: coupon.discount,
-            total_quantity: coupon.total_quantity,
-            remaining_quantity: coupon.total_quantity,
-            valid_for_seconds: coupon.valid_for_seconds,
-        })
+        Ok(coupon.clone().stored(CouponId(id)))
     }
 
-    async fn insert_user_coupon(
-        &mut self,
-        user: UserId,
-        coupon: CouponId,
-        issued_at: Timestamp,
-        expires_at: Timestamp,
-    ) -> StoreResult<Option<UserCouponId>> {
-        sqlx::query_scalar::<Db, i64>(
+    async fn insert_user_coupon(&mut self, coupon: &NewUserCoupon) -> StoreResult<Option<UserCouponId>> {
+        let id = sqlx::query_scalar::<Db, i64>(
             "insert into user_coupon (user_id, coupon_id, issued_at, expires_at) values ($1, $2, $3, $4) \
              on conflict (user_id, coupon_id) do nothing returning id",
         )
-        .bind(user)
-        .bind(coupon)
-        .bind(issued_at.millis())
-        .bind(expires_at.millis())
+        .bind(coupon.user_id.0)
+        .bind(coupon.coupon_id.0)
+        .bind(coupon.issued_at.millis())
+        .bind(coupon.expires_at.millis())
         .fetch_optional(self.conn())
         .await
-        .map_err(store_err)
+        .map_err(store_err)?;
+        Ok(id.map(UserCouponId))
     }
 
     async fn take_coupon(&mut self, coupon: CouponId, first_shard: i64) -> StoreResult<bool> {
-        // Pick the first shard with stock at or after `first_shard` (wrapping), then take one
-        // from it with a guarded update. Losing the race for the last one of a shard just means
-        // trying again; the loop ends when no shard has stock left.
+        // Pick the first shard with stock at or after `first_shard`, wrapping round to shard 0
+        // (shards below `first_shard` sort after the others), then take one from it with a
+        // guarded update. Losing the race for the last one of a shard just means trying again;
+        // the loop ends when no shard has stock left.
         loop {
             let taken = self
                 .execute(
                     sqlx::query::<Db>(
                         "update coupon_shard set remaining = remaining - 1 where coupon_id = $1 and remaining > 0 and shard = \
                          (select shard from coupon_shard where coupon_id = $1 and remaining > 0 \
-                          order by case when shard >= $2 then shard - $2 else shard + 1000000 end limit 1)",
+                          order by shard < $2, shard limit 1)",
                     )
-                    .bind(coupon)
+                    .bind(coupon.0)
                     .bind(first_shard),
                 )
                 .await?;
@@ -923,7 +1107,7 @@ impl Tx for EngineTx {
             let left = sqlx::query_scalar::<Db, i64>(
                 "select count(*) from coupon_shard where coupon_id = $1 and remaining > 0",
             )
-            .bind(coupon)
+            .bind(coupon.0)
             .fetch_one(self.conn())
             .await
             .map_err(store_err)?;
@@ -943,8 +1127,8 @@ impl Tx for EngineTx {
                 sqlx::query::<Db>(
                     "update user_coupon set used_at = $3, order_id = $2 where id = $1 and used_at is null and expires_at > $3",
                 )
-                .bind(id)
-                .bind(order)
+                .bind(id.0)
+                .bind(order.0)
                 .bind(now.millis()),
             )
             .await?;
@@ -952,9 +1136,11 @@ impl Tx for EngineTx {
     }
 
     async fn release_coupon(&mut self, id: UserCouponId) -> StoreResult<()> {
-        self.execute(sqlx::query::<Db>("update user_coupon set used_at = null, order_id = null where id = $1").bind(id))
-            .await
-            .map(drop)
+        self.execute(
+            sqlx::query::<Db>("update user_coupon set used_at = null, order_id = null where id = $1").bind(id.0),
+        )
+        .await
+        .map(drop)
     }
 
     async fn insert_order(&mut self, order: &NewOrder) -> StoreResult<OrderId> {
@@ -962,8 +1148,8 @@ impl Tx for EngineTx {
             "insert into purchase_order (user_id, status, total_amount, created_at, expires_at) \
              values ($1, 'PENDING_PAYMENT', $2, $3, $4) returning id",
         )
-        .bind(order.user_id)
-        .bind(order.total_amount)
+        .bind(order.user_id.0)
+        .bind(order.total_amount.0)
         .bind(order.created_at.millis())
         .bind(order.expires_at.millis())
         .fetch_one(self.conn())
@@ -975,39 +1161,32 @@ impl Tx for EngineTx {
         lines.push_values(order.lines.iter().enumerate(), |mut row, (line_no, line)| {
             row.push_bind(id)
                 .push_bind(line_no as i64)
-                .push_bind(line.product_id)
+                .push_bind(line.product_id.0)
                 .push_bind(line.name.clone())
-                .push_bind(line.unit_price)
+                .push_bind(line.unit_price.0)
                 .push_bind(line.quantity)
-                .push_bind(line.amount);
+                .push_bind(line.amount.0);
         });
         lines.build().execute(self.conn()).await.map_err(store_err)?;
-        Ok(id)
+        Ok(OrderId(id))
     }
 
     async fn order(&mut self, id: OrderId) -> StoreResult<Option<Order>> {
         fetch_order(self.conn(), id).await
     }
 
-    async fn mark_paid(
-        &mut self,
-        id: OrderId,
-        discount_amount: i64,
-        paid_amount: i64,
-        user_coupon: Option<UserCouponId>,
-        now: Timestamp,
-    ) -> StoreResult<bool> {
+    async fn mark_paid(&mut self, id: OrderId, payment: &Payment) -> StoreResult<bool> {
         let updated = self
             .execute(
                 sqlx::query::<Db>(
                     "update purchase_order set status = 'PAID', discount_amount = $2, paid_amount = $3, user_coupon_id = $4, \
                      paid_at = $5 where id = $1 and status = 'PENDING_PAYMENT' and expires_at > $5",
                 )
-                .bind(id)
-                .bind(discount_amount)
-                .bind(paid_amount)
-                .bind(user_coupon)
-                .bind(now.millis()),
+                .bind(id.0)
+                .bind(payment.discount_amount.0)
+                .bind(payment.paid_amount.0)
+                .bind(payment.user_coupon_id.map(|c| c.0))
+                .bind(payment.paid_at.millis()),
             )
             .await?;
         Ok(updated == 1)
@@ -1020,7 +1199,7 @@ impl Tx for EngineTx {
                     "update purchase_order set status = 'CANCELLED', closed_at = $2 \
                      where id = $1 and status = 'PENDING_PAYMENT' and expires_at > $2",
                 )
-                .bind(id)
+                .bind(id.0)
                 .bind(now.millis()),
             )
             .await?;
@@ -1033,44 +1212,37 @@ impl Tx for EngineTx {
                 sqlx::query::<Db>(
                     "update purchase_order set status = 'REFUNDED', closed_at = $2 where id = $1 and status = 'PAID'",
                 )
-                .bind(id)
+                .bind(id.0)
                 .bind(now.millis()),
             )
             .await?;
         Ok(updated == 1)
     }
 
-    async fn add_sales(&mut self, product: ProductId, hour: i64, quantity: i64) -> StoreResult<()> {
+    async fn add_sales(&mut self, product: ProductId, hour: Hour, quantity: i64) -> StoreResult<()> {
         self.execute(
             sqlx::query::<Db>(
                 "insert into product_sales_hourly (hour, product_id, quantity) values ($1, $2, $3) \
                  on conflict (hour, product_id) do update set quantity = product_sales_hourly.quantity + excluded.quantity",
             )
-            .bind(hour)
-            .bind(product)
+            .bind(hour.0)
+            .bind(product.0)
             .bind(quantity),
         )
         .await
         .map(drop)
     }
 
-    async fn append_outbox(
-        &mut self,
-        event_id: &str,
-        event_type: &str,
-        order_id: OrderId,
-        payload: &str,
-        now: Timestamp,
-    ) -> StoreResult<()> {
+    async fn append_outbox(&mut self, event: &Event) -> StoreResult<()> {
         self.execute(
             sqlx::query::<Db>(
                 "insert into outbox (event_id, event_type, order_id, payload, created_at) values ($1, $2, $3, $4, $5)",
             )
-            .bind(event_id)
-            .bind(event_type)
-            .bind(order_id)
-            .bind(payload)
-            .bind(now.millis()),
+            .bind(&event.id)
+            .bind(event.event_type)
+            .bind(event.order_id.0)
+            .bind(&event.payload)
+            .bind(event.occurred_at.millis()),
         )
         .await
         .map(drop)

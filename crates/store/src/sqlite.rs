@@ -4,16 +4,15 @@
 //! concurrent writers queue for the connection instead of failing with `SQLITE_BUSY`.
 
 use std::str::FromStr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ecommerce_domain::StoreError;
 use ecommerce_domain::store::StoreResult;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Sqlite, SqlitePool, Transaction};
+use sqlx::{Sqlite, SqliteConnection, SqlitePool, Transaction};
 
-use crate::{PoolOptions, migrator, store_err};
+use crate::{EngineSql, PoolOptions, migrator, store_err};
 
-type Db = Sqlite;
 type EngineStore = SqliteStore;
 
 #[allow(clippy::duplicate_mod)] // compiled once per engine on purpose
@@ -21,22 +20,6 @@ type EngineStore = SqliteStore;
 mod shared;
 
 pub use shared::EngineTx as SqliteTx;
-
-/// One writer at a time already; no row locks to skip.
-const EXPIRE_ORDERS_SQL: &str = "update purchase_order set status = 'EXPIRED', closed_at = $1 where id in \
-     (select id from purchase_order where status = 'PENDING_PAYMENT' and expires_at <= $1 order by id limit $2)";
-
-const LEASE_OUTBOX_SQL: &str = "update outbox set lease_until = $2 where seq in \
-     (select o.seq from outbox o where o.sent_at is null and (o.lease_until is null or o.lease_until <= $1) \
-      and not exists (select 1 from outbox e where e.order_id = o.order_id and e.sent_at is null and e.seq < o.seq) \
-      order by o.seq limit $3) \
-     returning seq, event_id, event_type, order_id, payload";
-
-/// Write transactions already run one at a time (`BEGIN IMMEDIATE` on one connection), so a
-/// duplicate request finds the first one committed and replays it.
-async fn try_lock_key(_conn: &mut sqlx::SqliteConnection, _name: &str) -> ecommerce_domain::store::StoreResult<bool> {
-    Ok(true)
-}
 
 /// How long the readiness probe waits for SQLite's write lock.
 const PROBE_LOCK_WAIT: Duration = Duration::from_millis(500);
@@ -50,69 +33,24 @@ pub struct SqliteStore {
     probe: std::sync::Arc<SqliteConnectOptions>,
 }
 
-impl SqliteStore {
-    /// Opens (creating the file and its folder when missing) and migrates.
-    pub async fn connect(url: &str, options: PoolOptions) -> Result<Self, StoreError> {
-        let connect = SqliteConnectOptions::from_str(url)
-            .map_err(store_err)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true);
-        if let Some(folder) = connect.get_filename().parent()
-            && !folder.as_os_str().is_empty()
-        {
-            std::fs::create_dir_all(folder).map_err(StoreError::new)?;
-        }
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .acquire_timeout(Duration::from_secs(30))
-            .connect_with(connect.clone())
-            .await
-            .map_err(store_err)?;
-        let store = Self {
-            reader: SqlitePoolOptions::new()
-                .max_connections(options.max_connections.max(2))
-                .acquire_timeout(Duration::from_secs(10))
-                .connect_lazy_with(connect.clone().read_only(true)),
-            writer,
-            probe: std::sync::Arc::new(connect.busy_timeout(PROBE_LOCK_WAIT)),
-        };
-        store.migrate().await?;
-        Ok(store)
-    }
+impl EngineSql for SqliteStore {
+    type Db = Sqlite;
 
-    /// Safe when several processes open one fresh file at once: sqlx takes no lock on SQLite,
-    /// so the whole run holds the write lock (`BEGIN IMMEDIATE`; the migrator's own transactions
-    /// become savepoints) and a second process finds the migrations applied instead of applying
-    /// them again.
-    pub async fn migrate(&self) -> Result<(), StoreError> {
-        let mut lock = self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(store_err)?;
-        migrator(&[
-            (1, "init", include_str!("../migrations/sqlite/0001_init.sql")),
-            (
-                2,
-                "idempotency key age",
-                include_str!("../migrations/sqlite/0002_idempotency_key_age.sql"),
-            ),
-        ])
-        .run_direct(None, &mut *lock, false)
-        .await
-        .map_err(StoreError::new)?;
-        lock.commit().await.map_err(store_err)
-    }
-
-    pub fn pool(&self) -> &SqlitePool {
-        &self.writer
-    }
+    // One writer at a time already; no row locks to skip.
+    row_claiming_statements!("");
 
     fn reader(&self) -> &SqlitePool {
         &self.reader
     }
 
-    async fn begin_write(&self) -> Result<Transaction<'static, Db>, sqlx::Error> {
+    async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>, sqlx::Error> {
         self.writer.begin_with("BEGIN IMMEDIATE").await
+    }
+
+    /// Write transactions already run one at a time (`BEGIN IMMEDIATE` on one connection), so a
+    /// duplicate request finds the first one committed and replays it.
+    async fn try_lock_key(_conn: &mut SqliteConnection, _name: &str) -> StoreResult<bool> {
+        Ok(true)
     }
 
     /// Whether the write lock can be taken by anyone else than this process's own writer.
@@ -132,5 +70,129 @@ impl SqliteStore {
         }
         let _ = probe.close().await;
         locked.map(drop).map_err(StoreError::unavailable)
+    }
+}
+
+/// Opens the pool of the one writer connection.
+///
+/// Switching a fresh file to WAL (the `journal_mode` pragma each connection runs) needs an
+/// exclusive lock that SQLite's busy handler does not wait for: while another process holds any
+/// lock on the file, the switch fails at once with `SQLITE_BUSY`. That happens when several
+/// instances open one fresh file at once; the ones that lose try again a moment later, when the
+/// file is in WAL mode already and the pragma has nothing left to do.
+async fn open_writer(connect: &SqliteConnectOptions) -> Result<SqlitePool, sqlx::Error> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut pause = Duration::from_millis(5);
+    loop {
+        let opened = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(connect.clone())
+            .await;
+        match opened {
+            Err(err) if is_busy(&err) && Instant::now() < deadline => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(100));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// `SQLITE_BUSY`, whatever its extended code.
+fn is_busy(err: &sqlx::Error) -> bool {
+    const SQLITE_BUSY: i64 = 5;
+    match err {
+        sqlx::Error::Database(db) => db
+            .code()
+            .and_then(|code| code.parse::<i64>().ok())
+            .is_some_and(|code| code & 0xff == SQLITE_BUSY),
+        _ => false,
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating the file and its folder when missing) and migrates.
+    pub async fn connect(url: &str, options: PoolOptions) -> Result<Self, StoreError> {
+        let connect = SqliteConnectOptions::from_str(url)
+            .map_err(store_err)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        if let Some(folder) = connect.get_filename().parent()
+            && !folder.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(folder).map_err(StoreError::new)?;
+        }
+        let writer = open_writer(&connect).await.map_err(store_err)?;
+        let store = Self {
+            reader: SqlitePoolOptions::new()
+                .max_connections(options.max_connections.max(2))
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_lazy_with(connect.clone().read_only(true)),
+            writer,
+            probe: std::sync::Arc::new(connect.busy_timeout(PROBE_LOCK_WAIT)),
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Safe when several processes open one fresh file at once: sqlx takes no lock on SQLite,
+    /// so the whole run holds the write lock (`BEGIN IMMEDIATE`; the migrator's own transactions
+    /// become savepoints) and a second process finds the migrations applied instead of applying
+    /// them again.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        let mut lock = self.begin_write().await.map_err(store_err)?;
+        migrator(embedded_migrations!("sqlite"))
+            .run_direct(None, &mut *lock, false)
+            .await
+            .map_err(StoreError::new)?;
+        lock.commit().await.map_err(store_err)
+    }
+
+    pub fn pool(&self) -> &SqlitePool {
+        &self.writer
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::{Connection, Executor};
+
+    use super::*;
+
+    /// A fresh file on which another connection holds the write lock: the switch to WAL cannot
+    /// wait for it (SQLite answers `SQLITE_BUSY` at once), so connecting must try again
+    /// instead of failing. This is what an instance meets when another one opened the same
+    /// fresh file a moment earlier.
+    #[tokio::test]
+    async fn connecting_waits_out_a_lock_held_while_the_file_is_new() {
+        let folder = std::env::temp_dir().join(format!("ecommerce_sqlite_busy_{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&folder);
+        std::fs::create_dir_all(&folder).expect("create the folder");
+        let url = format!("sqlite://{}", folder.join("fresh.db").display());
+
+        let mut other = SqliteConnection::connect_with(
+            &SqliteConnectOptions::from_str(&url)
+                .expect("url")
+                .create_if_missing(true),
+        )
+        .await
+        .expect("open the file the way an older instance would");
+        other.execute("begin immediate").await.expect("take the write lock");
+
+        let connecting = tokio::spawn({
+            let url = url.clone();
+            async move { SqliteStore::connect(&url, PoolOptions::default()).await.map(drop) }
+        });
+        // Hold the lock long enough for the first attempts to meet it.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!connecting.is_finished(), "connecting must wait for the lock, not fail");
+        other.execute("commit").await.expect("release the lock");
+        let outcome = connecting.await.expect("join");
+        let _ = std::fs::remove_dir_all(&folder);
+        outcome.expect("connect once the lock is gone");
     }
 }

@@ -11,15 +11,17 @@
 
 use std::future::Future;
 use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use ecommerce_domain::account::{NewUser, Role};
-use ecommerce_domain::catalog::{NewProduct, Product};
-use ecommerce_domain::coupon::{Coupon, DiscountType, NewCoupon};
-use ecommerce_domain::order::{LineRequest, Order};
+use ecommerce_domain::account::{self, Actor, Addressed, NewUser, Role};
+use ecommerce_domain::catalog::{self, NewProduct, Product};
+use ecommerce_domain::coupon::{self, Coupon, CouponRequest, DiscountType, NewCoupon};
+use ecommerce_domain::order::{self, LineRequest, Order, OrderSource};
 use ecommerce_domain::paging::Page;
+use ecommerce_domain::payment::{self, Settled};
 use ecommerce_domain::store::{Store, Tx};
-use ecommerce_domain::usecase::{self, Actor, OrderSource, Settled};
-use ecommerce_domain::{CouponId, Error, OrderId, ProductId, StoreError, Timestamp, UserCouponId, UserId};
+use ecommerce_domain::wallet;
+use ecommerce_domain::{CouponId, Error, Krw, OrderId, ProductId, StoreError, Timestamp, UserCouponId, UserId};
 use ecommerce_store::{PgStore, PoolOptions, SqliteStore};
 
 /// Small pools: the PostgreSQL server allows 100 connections and tests run in parallel.
@@ -30,6 +32,8 @@ pub trait Engine: Store {
     fn open(url: &str) -> impl Future<Output = Result<Self, StoreError>> + Send;
     /// What is left in each counter row of a coupon, by shard number.
     fn coupon_shards(&self, coupon: CouponId) -> impl Future<Output = Vec<i64>> + Send;
+    /// Runs a statement below the port, to put the database in a state no code path makes.
+    fn execute(&self, sql: &'static str) -> impl Future<Output = ()> + Send;
 }
 
 const SHARDS_SQL: &str = "select remaining from coupon_shard where coupon_id = $1 order by shard";
@@ -41,10 +45,14 @@ impl Engine for PgStore {
 
     async fn coupon_shards(&self, coupon: CouponId) -> Vec<i64> {
         sqlx::query_scalar(SHARDS_SQL)
-            .bind(coupon)
+            .bind(coupon.0)
             .fetch_all(self.pool())
             .await
             .expect("read coupon shards")
+    }
+
+    async fn execute(&self, sql: &'static str) {
+        sqlx::query(sql).execute(self.pool()).await.expect("execute");
     }
 }
 
@@ -55,10 +63,14 @@ impl Engine for SqliteStore {
 
     async fn coupon_shards(&self, coupon: CouponId) -> Vec<i64> {
         sqlx::query_scalar(SHARDS_SQL)
-            .bind(coupon)
+            .bind(coupon.0)
             .fetch_all(self.pool())
             .await
             .expect("read coupon shards")
+    }
+
+    async fn execute(&self, sql: &'static str) {
+        sqlx::query(sql).execute(self.pool()).await.expect("execute");
     }
 }
 
@@ -168,6 +180,44 @@ pub fn owner(user: UserId) -> Actor {
     }
 }
 
+/// `user` addressing their own account.
+pub fn own(user: UserId) -> Addressed {
+    Addressed {
+        actor: owner(user),
+        user_id: user,
+    }
+}
+
+/// An admin (who need not exist) addressing `user`, so that the use case asks the store whether
+/// `user` exists.
+pub fn by_admin(user: UserId) -> Addressed {
+    Addressed {
+        actor: Actor {
+            user_id: UserId(i64::MAX),
+            is_admin: true,
+        },
+        user_id: user,
+    }
+}
+
+/// A fresh event id for the outbox.
+pub fn event_id() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    format!("event-{}", COUNTER.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A coupon definition as an admin would send it, named "Winter sale".
+pub fn new_coupon(kind: DiscountType, value: i64, total: i64, valid_for_seconds: i64) -> NewCoupon {
+    NewCoupon::parse(CouponRequest {
+        name: "Winter sale",
+        discount_type: kind,
+        discount_value: value,
+        total_quantity: total,
+        valid_for_seconds,
+    })
+    .expect("valid coupon")
+}
+
 pub fn new_user(email: &str) -> NewUser {
     NewUser {
         email: email.to_owned(),
@@ -179,7 +229,7 @@ pub fn new_user(email: &str) -> NewUser {
 
 pub async fn user<S: Store>(store: &S, email: &str) -> UserId {
     let mut tx = store.begin().await.expect("begin");
-    let id = usecase::sign_up(&mut tx, &new_user(email), T0).await.expect("sign up");
+    let id = account::sign_up(&mut tx, &new_user(email), T0).await.expect("sign up");
     tx.commit().await.expect("commit");
     id
 }
@@ -197,23 +247,27 @@ pub async fn user_with_balance<S: Store>(store: &S, email: &str, balance: i64) -
 
 pub async fn charge<S: Store>(store: &S, user: UserId, amount: i64) -> i64 {
     let mut tx = store.begin().await.expect("begin");
-    let receipt = usecase::charge(&mut tx, user, amount, T0).await.expect("charge");
+    let receipt = wallet::charge(&mut tx, own(user), Krw(amount), T0)
+        .await
+        .expect("charge");
     tx.commit().await.expect("commit");
-    receipt.balance
+    receipt.balance.0
 }
 
 pub async fn product<S: Store>(store: &S, name: &str, price: i64, stock: i64) -> Product {
     let mut tx = store.begin().await.expect("begin");
-    let new = NewProduct::parse(name, price, stock).expect("valid product");
-    let product = tx.insert_product(&new, T0).await.expect("insert product");
+    let new = NewProduct::parse(name, Krw(price), stock).expect("valid product");
+    let product = catalog::create_product(&mut tx, &new, T0)
+        .await
+        .expect("create product");
     tx.commit().await.expect("commit");
     product
 }
 
 pub async fn coupon<S: Store>(store: &S, kind: DiscountType, value: i64, total: i64, valid_for_seconds: i64) -> Coupon {
     let mut tx = store.begin().await.expect("begin");
-    let new = NewCoupon::parse("Winter sale", kind, value, total, valid_for_seconds).expect("valid coupon");
-    let coupon = tx.insert_coupon(&new, T0).await.expect("insert coupon");
+    let new = new_coupon(kind, value, total, valid_for_seconds);
+    let coupon = coupon::create_coupon(&mut tx, &new, T0).await.expect("create coupon");
     tx.commit().await.expect("commit");
     coupon
 }
@@ -221,11 +275,11 @@ pub async fn coupon<S: Store>(store: &S, kind: DiscountType, value: i64, total: 
 /// Issues `coupon` to `user` at [`T0`] through the use case.
 pub async fn issue<S: Store>(store: &S, user: UserId, coupon: &Coupon) -> UserCouponId {
     let mut tx = store.begin().await.expect("begin");
-    let id = usecase::issue_coupon(&mut tx, user, coupon, T0, 0)
+    let issued = coupon::issue_coupon(&mut tx, own(user), coupon, T0, 0)
         .await
         .expect("issue coupon");
     tx.commit().await.expect("commit");
-    id
+    issued.id
 }
 
 /// A direct order of `lines` (product, quantity) made at `now`.
@@ -235,7 +289,7 @@ pub async fn order<S: Store>(store: &S, user: UserId, lines: &[(ProductId, i64)]
         .map(|&(product_id, quantity)| LineRequest { product_id, quantity })
         .collect();
     let mut tx = store.begin().await.expect("begin");
-    let order = usecase::create_order(&mut tx, user, &OrderSource::Lines(lines), now, TTL)
+    let order = order::create_order(&mut tx, own(user), &OrderSource::Lines(lines), now, TTL)
         .await
         .expect("create order");
     tx.commit().await.expect("commit");
@@ -251,21 +305,21 @@ pub async fn pay<S: Store>(
     now: Timestamp,
 ) -> Result<Settled, Error> {
     let mut tx = store.begin().await.expect("begin");
-    let settled = usecase::pay(&mut tx, order, owner(user), coupon, now).await?;
+    let settled = payment::pay(&mut tx, order, owner(user), coupon, now, event_id()).await?;
     tx.commit().await.expect("commit");
     Ok(settled)
 }
 
 pub async fn refund<S: Store>(store: &S, order: OrderId, user: UserId, now: Timestamp) -> Result<Settled, Error> {
     let mut tx = store.begin().await.expect("begin");
-    let settled = usecase::refund(&mut tx, order, owner(user), now).await?;
+    let settled = payment::refund(&mut tx, order, owner(user), now, event_id()).await?;
     tx.commit().await.expect("commit");
     Ok(settled)
 }
 
 pub async fn cancel<S: Store>(store: &S, order: OrderId, user: UserId, now: Timestamp) -> Result<Order, Error> {
     let mut tx = store.begin().await.expect("begin");
-    let cancelled = usecase::cancel(&mut tx, order, owner(user), now).await?;
+    let cancelled = order::cancel_order(&mut tx, order, owner(user), now).await?;
     tx.commit().await.expect("commit");
     Ok(cancelled)
 }
@@ -279,8 +333,18 @@ pub async fn stock<S: Store>(store: &S, product: ProductId) -> i64 {
         .stock
 }
 
+/// How many of the coupon are left to issue.
+pub async fn remaining<S: Store>(store: &S, coupon: CouponId) -> i64 {
+    store
+        .coupon(coupon)
+        .await
+        .expect("read coupon")
+        .expect("coupon exists")
+        .remaining_quantity
+}
+
 pub async fn balance<S: Store>(store: &S, user: UserId) -> i64 {
-    store.balance(user).await.expect("read balance").expect("user exists")
+    store.balance(user).await.expect("read balance").expect("user exists").0
 }
 
 /// Joins every task, re-raising the first panic.
@@ -297,3 +361,20 @@ pub async fn join_all<T: Send + 'static>(tasks: Vec<tokio::task::JoinHandle<T>>)
     }
     results
 }
+
+/// An id of the same kind that names nothing in these small test worlds.
+pub trait Unknown {
+    fn unknown(self) -> Self;
+}
+
+macro_rules! unknown_ids {
+    ($($id:ident),+) => {$(
+        impl Unknown for $id {
+            fn unknown(self) -> Self {
+                $id(self.0 + 1000)
+            }
+        }
+    )+};
+}
+
+unknown_ids!(UserId, ProductId, OrderId, CouponId, UserCouponId);

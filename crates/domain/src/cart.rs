@@ -1,0 +1,88 @@
+//! The cart, kept on the server: one list per user of products and quantities, priced at
+//! today's prices whenever it is read.
+
+use crate::account::{Addressed, require_user, require_user_in};
+use crate::catalog::{Product, ProductStatus};
+use crate::order::MAX_LINE_QUANTITY;
+use crate::store::{Store, Tx};
+use crate::{Error, Krw, ProductId, check_range};
+
+/// One product in a cart, as the product is now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CartItem {
+    pub product: Product,
+    pub quantity: i64,
+}
+
+impl CartItem {
+    /// Current price × quantity.
+    pub fn amount(&self) -> Krw {
+        self.product.price * self.quantity
+    }
+}
+
+/// What the whole cart costs at today's prices.
+pub fn total_amount(items: &[CartItem]) -> Krw {
+    items.iter().map(CartItem::amount).sum()
+}
+
+/// Sets the quantity of an on-sale product in the addressed user's cart (a new product goes to
+/// the end) and returns the whole cart.
+pub async fn put_cart_item(
+    tx: &mut impl Tx,
+    who: Addressed,
+    product: ProductId,
+    quantity: i64,
+) -> Result<Vec<CartItem>, Error> {
+    check_range(quantity, 1..=MAX_LINE_QUANTITY, "quantity")?;
+    require_user_in(tx, who).await?;
+    let found = tx.product(product).await?.ok_or(Error::ProductNotFound)?;
+    if found.status != ProductStatus::OnSale {
+        return Err(Error::ProductNotOnSale(product));
+    }
+    tx.put_cart_item(who.user_id, product, quantity).await?;
+    Ok(tx.cart(who.user_id).await?)
+}
+
+/// Takes a product out of the cart; nothing happens when it was not there.
+pub async fn remove_cart_item(tx: &mut impl Tx, who: Addressed, product: ProductId) -> Result<(), Error> {
+    require_user_in(tx, who).await?;
+    Ok(tx.remove_cart_items(who.user_id, &[product]).await?)
+}
+
+pub async fn clear_cart(tx: &mut impl Tx, who: Addressed) -> Result<(), Error> {
+    require_user_in(tx, who).await?;
+    Ok(tx.clear_cart(who.user_id).await?)
+}
+
+/// The addressed user's cart, in the order items were first added.
+pub async fn cart(store: &impl Store, who: Addressed) -> Result<Vec<CartItem>, Error> {
+    require_user(store, who).await?;
+    Ok(store.cart(who.user_id).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(price: i64, quantity: i64) -> CartItem {
+        CartItem {
+            product: Product {
+                id: ProductId(1),
+                name: "p".to_owned(),
+                price: Krw(price),
+                stock: 0,
+                status: ProductStatus::OnSale,
+            },
+            quantity,
+        }
+    }
+
+    #[test]
+    fn the_cart_is_priced_at_current_prices() {
+        let items = [item(1_000, 3), item(250, 2)];
+        assert_eq!(items[0].amount(), Krw(3_000));
+        assert_eq!(total_amount(&items), Krw(3_500));
+        assert_eq!(total_amount(&[]), Krw(0));
+    }
+}

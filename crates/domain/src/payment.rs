@@ -1,0 +1,139 @@
+//! Paying an order from the balance, and refunding it: the two use cases that move money,
+//! stock and coupons together. Each is one unit of work in the lock order of [`crate::store`];
+//! on any `Err` the caller drops the transaction, which rolls back every write made so far, so
+//! nothing is ever half done.
+
+use crate::account::Actor;
+use crate::events::{self, Event};
+use crate::order::{Order, OrderStatus, visible_order};
+use crate::store::Tx;
+use crate::wallet::{EntryKind, NewBalanceEntry};
+use crate::{Error, OrderId, ProductId, Timestamp, UserCouponId};
+
+/// What a successful payment or refund leaves behind for the caller.
+#[derive(Debug)]
+pub struct Settled {
+    pub order: Order,
+    pub event: Event,
+}
+
+/// Lines in product-id order: every multi-row write takes product rows in this order.
+fn lines_by_product(order: &Order) -> Vec<(ProductId, i64)> {
+    let mut lines: Vec<_> = order.lines.iter().map(|l| (l.product_id, l.quantity)).collect();
+    lines.sort_unstable();
+    lines
+}
+
+/// Pays a pending order from the owner's balance, in the lock order of [`crate::store`]. Errors
+/// come in the contract's order: order state, coupon, stock, balance. `event_id` names the
+/// `order.paid` event.
+pub async fn pay(
+    tx: &mut impl Tx,
+    id: OrderId,
+    actor: Actor,
+    user_coupon: Option<UserCouponId>,
+    now: Timestamp,
+    event_id: String,
+) -> Result<Settled, Error> {
+    let mut order = visible_order(tx.order(id).await?, actor)?;
+    order.check_pending(now)?;
+    let coupon = match user_coupon {
+        None => None,
+        Some(coupon_id) => {
+            let coupon = tx
+                .user_coupon(coupon_id)
+                .await?
+                .filter(|c| c.user_id == order.user_id)
+                .ok_or(Error::CouponNotFound)?;
+            coupon.check_usable(now)?;
+            Some(coupon)
+        }
+    };
+    let payment = order.payment(coupon.as_ref(), now);
+    if !tx.mark_paid(id, &payment).await? {
+        // Another request changed the order since we read it.
+        visible_order(tx.order(id).await?, actor)?.check_pending(now)?;
+        return Err(Error::OrderNotPending);
+    }
+    if let Some(coupon_id) = user_coupon
+        && !tx.use_coupon(coupon_id, id, now).await?
+    {
+        if let Some(coupon) = tx.user_coupon(coupon_id).await? {
+            coupon.check_usable(now)?;
+        }
+        return Err(Error::CouponAlreadyUsed);
+    }
+    let lines = lines_by_product(&order);
+    for &(product, quantity) in &lines {
+        if !tx.take_stock(product, quantity).await? {
+            return Err(Error::OutOfStock(product));
+        }
+    }
+    let balance = tx
+        .debit_balance(order.user_id, payment.paid_amount)
+        .await?
+        .ok_or(Error::InsufficientBalance)?;
+    tx.append_balance_entry(&NewBalanceEntry {
+        user_id: order.user_id,
+        kind: EntryKind::Payment,
+        amount: -payment.paid_amount,
+        balance_after: balance,
+        order_id: Some(id),
+        created_at: now,
+    })
+    .await?;
+    let products: Vec<ProductId> = lines.iter().map(|(p, _)| *p).collect();
+    tx.remove_cart_items(order.user_id, &products).await?;
+    for &(product, quantity) in &lines {
+        tx.add_sales(product, now.hour(), quantity).await?;
+    }
+    order.mark_paid(&payment);
+    let event = events::order_paid(&order, now, event_id);
+    tx.append_outbox(&event).await?;
+    Ok(Settled { order, event })
+}
+
+/// Gives back the paid amount and the stock (up to [`crate::catalog::MAX_STOCK`]: a refund never fails on
+/// stock), frees the coupon and takes the sale out of the best-seller figures of the hour it was
+/// paid in. `event_id` names the `order.refunded` event.
+pub async fn refund(
+    tx: &mut impl Tx,
+    id: OrderId,
+    actor: Actor,
+    now: Timestamp,
+    event_id: String,
+) -> Result<Settled, Error> {
+    let mut order = visible_order(tx.order(id).await?, actor)?;
+    order.check_refundable()?;
+    if !tx.mark_refunded(id, now).await? {
+        return Err(Error::OrderNotPaid);
+    }
+    if let Some(coupon_id) = order.user_coupon_id {
+        tx.release_coupon(coupon_id).await?;
+    }
+    let lines = lines_by_product(&order);
+    for &(product, quantity) in &lines {
+        tx.return_stock(product, quantity).await?;
+    }
+    let balance = tx
+        .credit_balance(order.user_id, order.paid_amount)
+        .await?
+        .ok_or(Error::BalanceLimitExceeded)?;
+    tx.append_balance_entry(&NewBalanceEntry {
+        user_id: order.user_id,
+        kind: EntryKind::Refund,
+        amount: order.paid_amount,
+        balance_after: balance,
+        order_id: Some(id),
+        created_at: now,
+    })
+    .await?;
+    let paid_hour = order.paid_at.unwrap_or(now).hour();
+    for &(product, quantity) in &lines {
+        tx.add_sales(product, paid_hour, -quantity).await?;
+    }
+    order.stored_status = OrderStatus::Refunded;
+    let event = events::order_refunded(&order, now, event_id);
+    tx.append_outbox(&event).await?;
+    Ok(Settled { order, event })
+}

@@ -949,10 +949,7 @@ export interface components {
     };
     responses: never;
     parameters: {
-        /**
-         * @description The `ETag` of the copy the client holds (a list, `W/` tags and `*` are taken too): while it still matches, the answer is `304` with no body
-         * @example "3f2a9c0d4e5b6a718293a4b5c6d7e8f9"
-         */
+        /** @description The `ETag` of the copy the client holds (a list, `W/` tags and `*` are taken too): while it still matches, the answer is `304` with no body */
         "If-None-Match": string;
     };
     requestBodies: never;
@@ -1623,10 +1620,7 @@ export interface operations {
                 after?: number;
             };
             header?: {
-                /**
-                 * @description The `ETag` of the copy the client holds (a list, `W/` tags and `*` are taken too): while it still matches, the answer is `304` with no body
-                 * @example "3f2a9c0d4e5b6a718293a4b5c6d7e8f9"
-                 */
+                /** @description The `ETag` of the copy the client holds (a list, `W/` tags and `*` are taken too): while it still matches, the answer is `304` with no body */
                 "If-None-Match"?: components["parameters"]["If-None-Match"];
             };
             path?: never;
@@ -1711,10 +1705,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /**
-                 * @description The `ETag` of the copy the client holds (a list, `W/` tags and `*` are taken too): while it still matches, the answer is `304` with no body
-                 * @example "3f2a9c0d4e5b6a718293a4b5c6d7e8f9"
-                 */
+                /** @description The `ETag` of the copy the client holds (a list, `W/` tags and `*` are taken too): while it still matches, the answer is `304` with no body */
                 "If-None-Match"?: components["parameters"]["If-None-Match"];
             };
             path: {
@@ -2308,10 +2299,7 @@ export interface operations {
                 after?: number;
             };
             header?: {
-                /**
-                 * @description The `ETag` of the copy the client holds (a list, `W/` tags and `*` are taken too): while it still matches, the answer is `304` with no body
-                 * @example "3f2a9c0d4e5b6a718293a4b5c6d7e8f9"
-                 */
+                /** @description The `ETag` of the copy the client holds (a list, `W/` tags and `*` are taken too): while it still matches, the answer is `304` with no body */
                 "If-None-Match"?: components["parameters"]["If-None-Match"];
             };
             path?: never;
@@ -2406,10 +2394,7 @@ export interface operations {
                 limit?: number;
             };
             header?: {
-                /**
-                 * @description The `ETag` of the copy the client holds (a list, `W/` tags and `*` are taken too): while it still matches, the answer is `304` with no body
-                 * @example "3f2a9c0d4e5b6a718293a4b5c6d7e8f9"
-                 */
+                /** @description The `ETag` of the copy the client holds (a list, `W/` tags and `*` are taken too): while it still matches, the answer is `304` with no body */
                 "If-None-Match"?: components["parameters"]["If-None-Match"];
             };
             path?: never;
@@ -2499,10 +2484,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /**
-                 * @description The `ETag` of the copy the client holds (a list, `W/` tags and `*` are taken too): while it still matches, the answer is `304` with no body
-                 * @example "3f2a9c0d4e5b6a718293a4b5c6d7e8f9"
-                 */
+                /** @description The `ETag` of the copy the client holds (a list, `W/` tags and `*` are taken too): while it still matches, the answer is `304` with no body */
                 "If-None-Match"?: components["parameters"]["If-None-Match"];
             };
             path: {

@@ -980,6 +980,11 @@ export interface components {
          */
         ETag: string;
         /**
+         * @description `true` when this is the stored answer of an earlier request with the same `Idempotency-Key` and body: nothing ran again. Absent on a first run
+         * @example true
+         */
+        "Idempotent-Replayed": string;
+        /**
          * @description `Bearer`, with `error="invalid_token"` when the request carried a token that is malformed, expired or revoked (RFC 6750): sign in again with `POST /api/v1/auth/token`
          * @example Bearer error="invalid_token"
          */
@@ -2043,6 +2048,7 @@ export interface operations {
             200: {
                 headers: {
                     "Cache-Control": components["headers"]["Cache-Control.private"];
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
                     "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
@@ -2905,6 +2911,7 @@ export interface operations {
             200: {
                 headers: {
                     "Cache-Control": components["headers"]["Cache-Control.private"];
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
                     "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };

@@ -6,7 +6,7 @@
 //!   here, before any rate limit, authentication or handler, allowing every method the API serves
 //!   and the request headers it reads;
 //! - every other answer gets `Access-Control-Allow-Origin` and exposes the response headers a
-//!   script needs (`Location`, `Retry-After`, `ETag`, `X-Request-Id`).
+//!   script needs (`Location`, `Retry-After`, `ETag`, `X-Request-Id`, `Idempotent-Replayed`).
 //!
 //! A request from any other origin passes through untouched and gets no `Access-Control-*`
 //! header, so the browser withholds the answer from the page. With a list of origins the answer
@@ -78,7 +78,8 @@ const ALLOW_METHODS: HeaderValue = HeaderValue::from_static("GET, HEAD, POST, PU
 const ALLOW_HEADERS: HeaderValue =
     HeaderValue::from_static("Authorization, Content-Type, Idempotency-Key, If-None-Match, X-Request-Id");
 /// Response headers a script may read beyond the CORS-safelisted ones.
-const EXPOSE_HEADERS: HeaderValue = HeaderValue::from_static("Location, Retry-After, ETag, X-Request-Id");
+const EXPOSE_HEADERS: HeaderValue =
+    HeaderValue::from_static("Location, Retry-After, ETag, X-Request-Id, Idempotent-Replayed");
 /// How long a browser may reuse a preflight's answer (Chromium caps it at two hours).
 const MAX_AGE: HeaderValue = HeaderValue::from_static("600");
 
@@ -282,7 +283,7 @@ mod layer_tests {
             Some("http://localhost:3000")
         );
         let exposed = header_of(&headers, "access-control-expose-headers").unwrap_or_default();
-        for expected in ["Location", "Retry-After", "ETag", "X-Request-Id"] {
+        for expected in ["Location", "Retry-After", "ETag", "X-Request-Id", "Idempotent-Replayed"] {
             assert!(exposed.contains(expected), "{expected} in {exposed}");
         }
         assert!(header_of(&headers, "vary").unwrap_or_default().contains("Origin"));

@@ -216,6 +216,7 @@ fn build() -> (OpenApi, Vec<String>) {
 const REQUEST_ID: &str = "X-Request-Id";
 const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
 const IF_NONE_MATCH: &str = "If-None-Match";
+const REPLAYED: &str = "Idempotent-Replayed";
 const ETAG: &str = "ETag";
 const WWW_AUTHENTICATE: &str = "WWW-Authenticate";
 /// Component names of the `Cache-Control` header, one per value the server sends.
@@ -269,6 +270,14 @@ fn add_http_headers(components: &mut utoipa::openapi::Components) {
         (
             CACHE_CONTROL_NO_STORE,
             string_header("`no-store`: errors are not cached", "no-store"),
+        ),
+        (
+            REPLAYED,
+            string_header(
+                "`true` when this is the stored answer of an earlier request with the same \
+                 `Idempotency-Key` and body: nothing ran again. Absent on a first run",
+                "true",
+            ),
         ),
         (
             WWW_AUTHENTICATE,
@@ -445,6 +454,11 @@ fn complete(
     }
 
     let responses = &mut operation.responses.responses;
+    if idempotency_key.is_some()
+        && let Some(RefOr::T(ok)) = responses.get_mut("200")
+    {
+        ok.headers.insert(REPLAYED.into(), header_ref(REPLAYED));
+    }
     for (status, list) in codes {
         used.extend(&list);
         let content = ContentBuilder::new()

@@ -1,7 +1,7 @@
 //! Black-box tests of contract v2's "Protection, browsers and caches" as seen by integrators:
 //! CORS, HTTP caching (`ETag`, `If-None-Match` → 304, `Cache-Control`), compression, the health
-//! probes for orchestrators, the event contract's route, `WWW-Authenticate` on 401s and
-//! `Location` on 201s. Each test runs on SQLite and on PostgreSQL against the real binary.
+//! probes for orchestrators, the event contract's route, `WWW-Authenticate` on 401s,
+//! `Location` on 201s and `Idempotent-Replayed` on replays. Each test runs on SQLite and on PostgreSQL against the real binary.
 
 use std::io::Read;
 
@@ -17,6 +17,7 @@ engine_tests!(
     large_answers_are_compressed_for_clients_that_accept_gzip_or_br,
     every_401_challenges_for_a_bearer_token,
     created_resources_answer_their_location,
+    a_replayed_charge_or_payment_says_so,
     the_probes_and_the_event_contract_are_served,
 );
 
@@ -398,6 +399,33 @@ async fn created_resources_answer_their_location(app: TestApp) {
         header(&ordered, "location"),
         format!("/api/v1/orders/{}", id_of(&order))
     );
+}
+
+async fn a_replayed_charge_or_payment_says_so(app: TestApp) {
+    let user = app.create_user().await;
+    let key = unique_key();
+    let first = app.charge(&user, 50_000, &key).await;
+    first.expect_status(200);
+    assert!(
+        first.header("idempotent-replayed").is_none(),
+        "a first run is not a replay"
+    );
+    let again = app.charge(&user, 50_000, &key).await;
+    assert_eq!(again.text, first.text);
+    assert_eq!(header(&again, "idempotent-replayed"), "true");
+
+    let product = app.new_product("Wool coat", 10_000, 3).await;
+    let order = app.new_order(&user, &[(product, 1)]).await;
+    let key = unique_key();
+    let paid = app.pay_with_key(&user, order, &key, &json!({})).await;
+    paid.expect_status(200);
+    assert!(paid.header("idempotent-replayed").is_none());
+    let replayed = app.pay_with_key(&user, order, &key, &json!({})).await;
+    assert_eq!(replayed.text, paid.text);
+    assert_eq!(header(&replayed, "idempotent-replayed"), "true");
+    let unkeyed = app.pay(&user, order, None).await;
+    unkeyed.assert_problem(409, "ORDER_NOT_PENDING");
+    assert!(unkeyed.header("idempotent-replayed").is_none());
 }
 
 async fn the_probes_and_the_event_contract_are_served(app: TestApp) {

@@ -109,6 +109,7 @@ pub fn router<S: Store>(state: AppState<S>) -> Router {
     Router::new()
         .merge(api)
         .merge(ops::swagger_ui())
+        .merge(ecommerce_console::routes())
         .route_layer(middleware::from_fn(note_route))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

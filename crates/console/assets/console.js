@@ -705,7 +705,8 @@ function route() {
   const signedIn = tokenUsable(token);
   if (!signedIn) forget(); // expired, or not an admin's
   const [path, query = ''] = location.hash.replace(/^#\/?/, '').split('?');
-  const [name = 'products', id] = path.split('/');
+  const [first, id] = path.split('/');
+  const name = first || 'products';
   const page = signedIn ? (pages[name] || [null, null])[id ? 1 : 0] : signInPage;
   const validId = !id || /^[1-9]\d{0,18}$/.test(id);
   const template = signedIn ? (page && validId ? templates[name][id ? 1 : 0] : 'view-missing') : 'view-signin';

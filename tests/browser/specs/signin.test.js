@@ -1,28 +1,17 @@
 // Signing in: an admin gets the console, anyone else is refused in words and keeps no token.
 
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
-import { Api } from '../support/api.js';
-import { launch, openPage, signIn } from '../support/browser.js';
+import { describe, test } from 'node:test';
+import { openPage, signIn } from '../support/browser.js';
 import { allowPending } from '../support/phase2.js';
-import { startServer } from '../support/server.js';
+import { useServer } from '../support/harness.js';
 
 describe('sign-in', { timeout: 60_000 }, () => {
-  let server;
-  let browser;
-  let api;
-  before(async () => {
-    [server, browser] = await Promise.all([startServer(), launch()]);
-    api = new Api(server.url);
-  });
-  after(async () => {
-    await browser?.close();
-    await server?.stop();
-  });
+  const ctx = useServer();
 
   test('an admin signs in, sees the menu, and signs out again', async () => {
-    const { context, page, problems } = await openPage(browser, { allow: allowPending });
-    await signIn(page, server.url);
+    const { context, page, problems } = await openPage(ctx.browser, { allow: allowPending });
+    await signIn(page, ctx.url);
     for (const name of ['Products', 'Coupons', 'Draws', 'Orders', 'Users', 'Live']) {
       await page.getByRole('link', { name, exact: true }).waitFor();
     }
@@ -40,9 +29,9 @@ describe('sign-in', { timeout: 60_000 }, () => {
   });
 
   test('a customer account is refused with a message and its token discarded', async () => {
-    const customer = await api.user('Not an operator');
-    const { context, page, problems } = await openPage(browser);
-    await page.goto(`${server.url}/admin/`);
+    const customer = await ctx.api.user('Not an operator');
+    const { context, page, problems } = await openPage(ctx.browser);
+    await page.goto(`${ctx.url}/admin/`);
     await page.getByLabel('Email').fill(customer.email);
     await page.getByLabel('Password').fill(customer.password);
     await page.getByRole('button', { name: 'Sign in' }).click();
@@ -56,8 +45,8 @@ describe('sign-in', { timeout: 60_000 }, () => {
   });
 
   test('a wrong password is shown in words with its code', async () => {
-    const { context, page } = await openPage(browser);
-    await page.goto(`${server.url}/admin/`);
+    const { context, page } = await openPage(ctx.browser);
+    await page.goto(`${ctx.url}/admin/`);
     await page.getByLabel('Email').fill('console-admin@example.com');
     await page.getByLabel('Password').fill('not the password');
     await page.getByRole('button', { name: 'Sign in' }).click();
@@ -68,13 +57,13 @@ describe('sign-in', { timeout: 60_000 }, () => {
   });
 
   test('the sign-in survives a reload but not a new tab session', async () => {
-    const { context, page } = await openPage(browser, { allow: allowPending });
-    await signIn(page, server.url);
+    const { context, page } = await openPage(ctx.browser, { allow: allowPending });
+    await signIn(page, ctx.url);
     await page.reload();
     await page.getByRole('button', { name: 'Sign out' }).waitFor();
     const other = await context.browser().newContext();
     const fresh = await other.newPage();
-    await fresh.goto(`${server.url}/admin/`);
+    await fresh.goto(`${ctx.url}/admin/`);
     await fresh.getByRole('button', { name: 'Sign in' }).waitFor();
     await other.close();
     await context.close();

@@ -67,6 +67,11 @@ export async function fact(page, term) {
   return page.locator('dt', { hasText: new RegExp(`^${term}$`) }).locator('xpath=following-sibling::dd').innerText();
 }
 
+/** The table rows that have a cell reading exactly `text`. */
+export function rowWith(page, text) {
+  return page.getByRole('row').filter({ has: page.getByRole('cell', { name: text, exact: true }) });
+}
+
 /** How far the page scrolls sideways (0 when nothing overflows). */
 export function sideScroll(page) {
   return page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);

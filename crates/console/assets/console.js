@@ -101,7 +101,11 @@ function h(tag, attrs = {}, ...children) {
   return el;
 }
 
-const show = (value) => (value === null || value === undefined || value === '' ? '–' : String(value));
+/** A value as shown: '–' for none; times without their fraction of a second (still RFC 3339). */
+function show(value) {
+  if (value === null || value === undefined || value === '') return '–';
+  return String(value).replace(/^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)\.\d+(Z|[+-]\d\d:\d\d)$/, '$1$2');
+}
 
 /** A table cell value: plain text, or [text, href] for a link. */
 function cell(value) {
@@ -592,10 +596,10 @@ function livePage(root) {
       set('#live-orders-paid', String(live.orders_paid_total));
       set('#live-orders-rate', rate(live.orders_paid_per_second));
       set('#live-requests-rate', rate(live.requests_per_second));
-      set('#live-backlog', `${live.outbox_backlog} ${live.outbox_backlog === 1 ? 'event' : 'events'}`);
+      set('#live-backlog', String(live.outbox_backlog));
       set('#live-oldest', live.outbox_oldest_unsent_age_seconds === null
-        ? 'none waiting' : `${Math.round(live.outbox_oldest_unsent_age_seconds)} s old`);
-      set('#live-updated', `Figures of ${live.generated_at}; they refresh every 1.5 seconds.`);
+        ? 'none' : `${Math.round(live.outbox_oldest_unsent_age_seconds)} s`);
+      set('#live-updated', `Figures of ${show(live.generated_at)}; they refresh every 1.5 seconds.`);
       const failures = Object.entries(live.payment_failures).sort((a, b) => b[1] - a[1]);
       fillRows($('#failure-rows', root), failures.map(([code, n]) => ({ id: code, code, n })),
         (f) => [f.code, f.n], 'No failed payments on this instance since it started.');
@@ -614,7 +618,8 @@ function livePage(root) {
   });
 }
 
-const rate = (n) => `${Number(n).toFixed(1)} per second`;
+/** A rate with one decimal: 2.5 */
+const rate = (n) => Number(n).toFixed(1);
 
 /** Bars of units sold per hour as inline SVG, with the figures also in words. */
 function drawChart(host, caption, items) {

@@ -57,9 +57,21 @@ export async function signIn(page, url, { email = ADMIN.email, password = ADMIN.
   await page.getByRole('button', { name: 'Sign out' }).waitFor();
 }
 
-/** Waits until `locator` holds `text` (a string or RegExp), as Playwright's expect would. */
-export async function waitForText(locator, text, timeout = 10_000) {
-  await locator.filter({ hasText: text }).first().waitFor({ timeout });
+/**
+ * Waits until one of the elements of `locator` shows `expected` (a substring, or a RegExp tested
+ * against the rendered text, where table cells are separated by tabs), as Playwright's
+ * expect().toHaveText would; fails with what was there instead.
+ */
+export async function waitForText(locator, expected, timeout = 10_000) {
+  const matches = (text) => (typeof expected === 'string' ? text.includes(expected) : expected.test(text));
+  const deadline = Date.now() + timeout;
+  let texts = [];
+  while (Date.now() < deadline) {
+    texts = await locator.allInnerTexts();
+    if (texts.some(matches)) return;
+    await new Promise((resolve) => { setTimeout(resolve, 50); }); // the page polls its API; so do we
+  }
+  throw new Error(`timed out after ${timeout} ms waiting for ${expected} in ${locator}; it showed ${JSON.stringify(texts)}`);
 }
 
 /** The text of the <dd> after the <dt> named `term` on the page. */

@@ -21,6 +21,7 @@ const REFUSED = 'Access refused: this account is not an admin. The console is fo
 
 let token = sessionStorage.getItem(TOKEN_KEY);
 let view = null; // the page on screen: { signal, every, done }
+let notice = null; // why the operator was signed out, shown once on the sign-in page
 
 // ---------------------------------------------------------------------------------------------
 // The API
@@ -130,7 +131,9 @@ function fillRows(tbody, items, cells, empty = 'Nothing here yet.') {
     const signature = JSON.stringify(values);
     const kept = old.get(key);
     if (kept && kept.dataset.signature === signature) return kept;
-    return h('tr', { 'data-key': key, 'data-signature': signature }, ...values.map(cell));
+    const row = h('tr', { 'data-key': key, 'data-signature': signature }, ...values.map(cell));
+    if (kept) kept.replaceWith(row); // in its place, so the rows around it stay where they are
+    return row;
   });
   rows.forEach((row, i) => {
     if (tbody.rows[i] !== row) tbody.insertBefore(row, tbody.rows[i] || null);
@@ -264,11 +267,8 @@ function pager(button, slot, tbody, load, cells) {
 function signInPage(root) {
   const form = $('#signin-form', root);
   const slot = $('.msg', form);
-  const notice = sessionStorage.getItem('ecommerce.console.notice');
-  if (notice) {
-    sessionStorage.removeItem('ecommerce.console.notice');
-    say(slot, 'error', notice);
-  }
+  if (notice) say(slot, 'error', notice);
+  notice = null;
   onSubmit(form, async ({ email, password }) => {
     const answer = await api('POST', '/auth/token', { email, password });
     if (!tokenUsable(answer.access_token)) {
@@ -291,11 +291,11 @@ function forget() {
 }
 
 /** Signs out, optionally saying why on the sign-in page. */
-function signOut(notice) {
+function signOut(why = null) {
   const old = token;
   forget();
-  if (notice) sessionStorage.setItem('ecommerce.console.notice', notice);
-  if (old && !notice) {
+  notice = why;
+  if (old && !why) {
     // Ends the token on the server too; the console forgets it whatever the answer.
     fetch('/api/v1/auth/logout', { method: 'POST', headers: { Authorization: `Bearer ${old}` } }).catch(() => {});
   }

@@ -101,9 +101,12 @@ impl Console {
 /// The console's routes, to be merged into the application router before its fallback.
 pub fn routes() -> Router {
     Router::new()
-        .route("/admin", get(|| async { Redirect::permanent(BASE) }))
-        .route("/admin/", get(page))
-        .route("/admin/assets/{file}", get(asset))
+        .route(
+            "/admin",
+            get(|| async { Redirect::permanent(BASE) }).fallback(method_not_allowed),
+        )
+        .route("/admin/", get(page).fallback(method_not_allowed))
+        .route("/admin/assets/{file}", get(asset).fallback(method_not_allowed))
         .route("/admin/{*rest}", any(not_found))
         .layer(middleware::map_response(secure))
 }
@@ -125,6 +128,20 @@ async fn not_found() -> Response {
     (
         StatusCode::NOT_FOUND,
         [(header::CONTENT_TYPE, "application/problem+json")],
+        body,
+    )
+        .into_response()
+}
+
+/// Our own, so that it passes through [`secure`] too (the application's would not).
+async fn method_not_allowed() -> Response {
+    let body = r#"{"type":"urn:ecommerce:problem:METHOD_NOT_ALLOWED","title":"Method Not Allowed","status":405,"detail":"the console is only read","code":"METHOD_NOT_ALLOWED"}"#;
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        [
+            (header::CONTENT_TYPE, "application/problem+json"),
+            (header::ALLOW, "GET,HEAD"),
+        ],
         body,
     )
         .into_response()
@@ -296,6 +313,18 @@ mod tests {
             assert_secure(&response);
             assert_eq!(header(&response, header::CONTENT_TYPE), "application/problem+json");
             assert!(text(response).await.contains("\"code\":\"NOT_FOUND\""));
+        }
+    }
+
+    #[tokio::test]
+    async fn other_methods_are_405_with_the_headers() {
+        for path in ["/admin", "/admin/", "/admin/assets/anything.css"] {
+            let request = Request::post(path).body(Body::empty()).expect("request");
+            let response = routes().oneshot(request).await.expect("infallible");
+            assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED, "{path}");
+            assert_secure(&response);
+            assert_eq!(header(&response, header::ALLOW), "GET,HEAD");
+            assert!(text(response).await.contains("\"code\":\"METHOD_NOT_ALLOWED\""));
         }
     }
 

@@ -148,6 +148,9 @@ function appendRows(tbody, items, cells) {
 
 /** A <dl> of facts: [['Price', 12000], ['User id', ['5', '#/users/5']], ...]. */
 function fillFacts(dl, facts) {
+  const signature = JSON.stringify(facts);
+  if (dl.dataset.signature === signature) return; // polled and unchanged: keep focus where it is
+  dl.dataset.signature = signature;
   dl.replaceChildren(...facts.map(([term, value]) => {
     const dd = cell(value);
     return h('div', {}, h('dt', {}, term), h('dd', {}, ...dd.childNodes));
@@ -345,6 +348,7 @@ function productPage(root, id) {
       ? 'On sale: customers can order it.' : 'Stopped: customers cannot order it.';
     $('#product-stop', root).hidden = !onSale;
     $('#product-resume', root).hidden = onSale;
+    $('#product-cards', root).hidden = false; // the forms only once there is a product to change
   }
 
   onSubmit(form, async (fields) => {

@@ -21,10 +21,8 @@ if ! command -v node >/dev/null 2>&1; then
   exit 1
 fi
 
+# The specs find the binary under $CARGO_TARGET_DIR (or target/), or take $ECOMMERCE_BIN.
 cargo build -p ecommerce
-if [[ -n "${CARGO_TARGET_DIR:-}" ]]; then
-  export ECOMMERCE_BIN="$(realpath "$CARGO_TARGET_DIR")/debug/ecommerce"
-fi
 
 cd tests/browser
 npm ci --no-audit --no-fund --loglevel=error

@@ -611,6 +611,21 @@ function livePage(root) {
       report(slot, error);
     }
   });
+  // What a drop has left: the newest coupons and products, as the coupon and product pages show.
+  view.every(2000, async () => {
+    try {
+      const [coupons, products] = await Promise.all([
+        api('GET', '/admin/coupons?limit=5'), api('GET', '/admin/products?limit=5')]);
+      hush($('#left-msg', root));
+      const rows = [
+        ...coupons.items.map((c) => ({ id: `c${c.id}`, cells: ['Coupon', c.id, c.name, c.remaining_quantity, c.total_quantity] })),
+        ...products.items.map((p) => ({ id: `p${p.id}`, cells: ['Product', [String(p.id), `#/products/${p.id}`], p.name, p.stock, null] })),
+      ];
+      fillRows($('#left-rows', root), rows, (row) => row.cells, 'No coupons or products yet.');
+    } catch (error) {
+      report($('#left-msg', root), error);
+    }
+  });
   view.every(30000, async () => {
     try {
       const sales = await api('GET', '/admin/sales/hourly?hours=72');

@@ -10,7 +10,7 @@ import { needsPhase2, phase2 } from '../support/phase2.js';
 
 const iso = (ms) => new Date(ms).toISOString().replace(/\.\d+Z$/, 'Z');
 
-describe('phase 2: the admin API seen through the console', { timeout: 120_000 }, () => {
+describe('phase 2: the admin API seen through the console', { timeout: 180_000 }, () => {
   const ctx = useServer({ enabled: phase2 });
 
   /** A signed-in page; its problems must stay empty. */

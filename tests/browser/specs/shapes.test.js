@@ -56,6 +56,13 @@ describe('the console reads the phase-2 shapes', { timeout: 90_000 }, () => {
         hour: new Date(start + i * 3600_000).toISOString().replace('.000Z', 'Z'), quantity: i === 70 ? 30 : i % 5,
       })),
     }));
+    await mock(page, 'GET', /^\/api\/v1\/admin\/coupons$/, (url, n) => {
+      assert.equal(url.searchParams.get('limit'), '5');
+      return page1([{ id: 4, name: 'Drop 10%', discount_type: 'RATE', discount_value: 10, total_quantity: 500,
+        remaining_quantity: 500 - n, valid_for_seconds: 60, issue_starts_at: null, issue_ends_at: null }]);
+    });
+    await mock(page, 'GET', /^\/api\/v1\/admin\/products$/, () => page1([{ id: 8, name: 'Drop tee', price: 1000,
+      stock: 12, status: 'ON_SALE', sale_starts_at: null, max_per_user: 1 }]));
     await page.getByRole('link', { name: 'Live', exact: true }).click();
     await waitForText(page.locator('#live-orders-paid'), '101');
     await waitForText(page.locator('#live-orders-paid'), '102'); // polled again, no reload
@@ -63,6 +70,8 @@ describe('the console reads the phase-2 shapes', { timeout: 90_000 }, () => {
     assert.equal(await fact(page, 'Requests per second'), '812.3');
     assert.equal(await fact(page, 'Outbox backlog'), '1');
     assert.equal(await fact(page, 'Oldest unsent event'), '12 s');
+    await waitForText(rowWith(page, 'Drop 10%'), /^Coupon\t4\tDrop 10%\t49[0-8]\t500$/);
+    await waitForText(rowWith(page, 'Drop tee'), /^Product\t8\tDrop tee\t12\t–$/);
     assert.match(await rowWith(page, 'OUT_OF_STOCK').innerText(), /9/);
     assert.match(await rowWith(page, 'INSUFFICIENT_BALANCE').innerText(), /4/);
     assert.equal(hourly[0].searchParams.get('hours'), '72');

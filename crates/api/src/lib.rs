@@ -120,7 +120,7 @@ pub fn router<S: Store>(state: AppState<S>) -> Router {
         // Not in the OpenAPI document: for the scraper, not for clients.
         .route("/metrics", get(ops::metrics_text::<S>))
         .with_state(state);
-    with_http_layers(api.merge(ops::swagger_ui()), timeout)
+    with_http_layers(api.merge(ops::swagger_ui()).merge(ecommerce_console::routes()), timeout)
 }
 
 /// The HTTP-level behaviour shared by every route and by the answers to unknown routes.

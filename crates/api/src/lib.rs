@@ -159,7 +159,7 @@ pub fn router<S: Store>(state: AppState<S>) -> Router {
         // Not in the OpenAPI document, like the OpenAPI document itself.
         .route("/api-docs/asyncapi.json", get(ops::asyncapi_document))
         .with_state(state);
-    with_http_layers(api.merge(ops::swagger_ui()), policy)
+    with_http_layers(api.merge(ops::swagger_ui()).merge(ecommerce_console::routes()), policy)
 }
 
 /// What the layers shared by every route need to know.

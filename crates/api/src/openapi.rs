@@ -597,6 +597,9 @@ mod tests {
         ("GET", "/swagger-ui"),
         ("GET", "/swagger-ui/"),
         ("GET", "/swagger-ui/{*rest}"),
+        // The operator console's page (its assets are matched by a wildcard the test does not probe).
+        ("GET", "/admin"),
+        ("GET", "/admin/"),
     ];
 
     /// A SQLite file that is removed afterwards.

@@ -326,7 +326,7 @@ pub(crate) mod testing {
     /// The token the sample admin check takes for an admin's.
     pub(crate) const ADMIN_TOKEN: &str = "Bearer admin-token";
 
-    /// A product list of about 3 KiB, a small product, best sellers, a missing product, a user's
+    /// A product list of about 3 KiB, a small product, best sellers, a missing coupon, a user's
     /// page and a health route, behind the layers configured as `cors` says.
     pub(crate) fn app(cors: CorsOrigins) -> Router {
         let page: String = (1..=40)

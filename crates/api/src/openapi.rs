@@ -24,6 +24,11 @@
 //! 500 and 503 everywhere. An operation's own error answers are written as
 //! `(status = 409, description = "ORDER_NOT_PENDING, ORDER_EXPIRED")`: a list of codes, which
 //! become one named example each (a real problem document, from [`catalogue`]).
+//!
+//! **The HTTP layer's headers are documented here too** ([`document_caching`]), from the same
+//! route rule the layer applies ([`crate::http_cache::caching`]): `If-None-Match`, `ETag` and
+//! `304` on catalog reads, the `Cache-Control` of every `/api/v1` answer, `WWW-Authenticate` on
+//! every 401 and `Idempotent-Replayed` where an `Idempotency-Key` is taken.
 
 use std::collections::BTreeMap;
 

@@ -1,20 +1,19 @@
 //! Sign-up and access tokens.
 
 use axum::extract::State;
-use axum::http::StatusCode;
 use ecommerce_domain::account::{self, NewUser, Role, check_password, parse_email, parse_user_name};
 use ecommerce_domain::store::{Store, Tx};
 use ecommerce_domain::{Error, Timestamp};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::AppState;
 use crate::auth::{TOKEN_TTL_SECONDS, hash_password, verify_password};
 use crate::error::Result;
-use crate::extract::Json;
+use crate::extract::{Json, UserScope};
 use crate::openapi::operations;
+use crate::{AppState, Created};
 
-operations!(create_user::<S>, create_token::<S>);
+operations!(create_user::<S>, get_user::<S>, create_token::<S>);
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct CreateUserRequest {
@@ -64,13 +63,14 @@ pub struct TokenResponse {
         example = json!({"email": "kim@example.com", "password": "correct horse battery", "name": "Kim"})),
     responses(
         (status = 201, description = "Account created", body = UserResponse,
+            headers(("Location" = String, description = "The account's path, `/api/v1/users/{user_id}`")),
             example = json!({"id": 42, "email": "kim@example.com", "name": "Kim"})),
         (status = 409, description = "EMAIL_TAKEN"),
     ))]
 pub async fn create_user<S: Store>(
     State(app): State<AppState<S>>,
     Json(body): Json<CreateUserRequest>,
-) -> Result<(StatusCode, axum::Json<UserResponse>)> {
+) -> Result<Created<UserResponse>> {
     let email = parse_email(&body.email)?;
     check_password(&body.password)?;
     let name = parse_user_name(&body.name)?;
@@ -84,14 +84,34 @@ pub async fn create_user<S: Store>(
     let mut tx = app.store.begin().await?;
     let id = account::sign_up(&mut tx, &user, Timestamp::now()).await?;
     tx.commit().await?;
-    Ok((
-        StatusCode::CREATED,
-        axum::Json(UserResponse {
+    Ok(Created(
+        format!("/api/v1/users/{id}"),
+        UserResponse {
             id: id.0,
             email: user.email,
             name: user.name,
-        }),
+        },
     ))
+}
+
+/// Get an account
+///
+/// The account's id, email and name: the caller's own, or any with an admin token. This is the
+/// `Location` of a sign-up.
+#[utoipa::path(get, path = "/api/v1/users/{user_id}", tag = "accounts",
+    params(("user_id" = i64, Path, description = "User id: the caller's own, or any with an admin token")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The account", body = UserResponse,
+            example = json!({"id": 42, "email": "kim@example.com", "name": "Kim"})),
+    ))]
+pub async fn get_user<S: Store>(State(app): State<AppState<S>>, scope: UserScope) -> Result<axum::Json<UserResponse>> {
+    let user = app.store.user(scope.user_id).await?.ok_or(Error::UserNotFound)?;
+    Ok(axum::Json(UserResponse {
+        id: user.id.0,
+        email: user.email,
+        name: user.name,
+    }))
 }
 
 /// Sign in: get an access token

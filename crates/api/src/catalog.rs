@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::{Query, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use ecommerce_domain::catalog::{self, NewProduct, Product, ProductPatch, ProductStatus, parse_restock_quantity};
 use ecommerce_domain::ranking::{self, Window};
@@ -15,10 +15,10 @@ use ecommerce_domain::{Krw, ProductId, Timestamp};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::AppState;
 use crate::error::{ApiError, Result};
 use crate::extract::{Admin, Json, PageQuery, Paging, PathParams, non_null, query_rejection};
 use crate::openapi::operations;
+use crate::{AppState, Created};
 
 operations!(
     list_products::<S>,
@@ -145,18 +145,20 @@ pub async fn get_product<S: Store>(
     request_body(content = CreateProductRequest, example = json!({"name": "Linen shirt", "price": 39000, "stock": 120})),
     security(("bearer" = [])),
     responses(
-        (status = 201, description = "Product created, ON_SALE", body = ProductResponse, example = product_example),
+        (status = 201, description = "Product created, ON_SALE", body = ProductResponse,
+            headers(("Location" = String, description = "The product's path, `/api/v1/products/{product_id}`")),
+            example = product_example),
     ))]
 pub async fn create_product<S: Store>(
     State(app): State<AppState<S>>,
     _admin: Admin,
     Json(body): Json<CreateProductRequest>,
-) -> Result<(StatusCode, axum::Json<ProductResponse>)> {
+) -> Result<Created<ProductResponse>> {
     let product = NewProduct::parse(&body.name, Krw(body.price), body.stock)?;
     let mut tx = app.store.begin().await?;
     let created = catalog::create_product(&mut tx, &product, Timestamp::now()).await?;
     tx.commit().await?;
-    Ok((StatusCode::CREATED, axum::Json(created.into())))
+    Ok(Created(format!("/api/v1/products/{}", created.id), created.into()))
 }
 
 /// Change a product (admin)

@@ -20,10 +20,10 @@ use ecommerce_domain::{CouponId, Error, Timestamp, UserId, check_range};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::AppState;
 use crate::error::Result;
 use crate::extract::{Admin, Json, PageQuery, Paging, PathParams, UserScope, query_rejection};
 use crate::openapi::operations;
+use crate::{AppState, Created};
 
 operations!(
     create_coupon::<S>,
@@ -206,13 +206,15 @@ pub struct UserCouponQuery {
         "total_quantity": 1000, "valid_for_seconds": 604800})),
     security(("bearer" = [])),
     responses(
-        (status = 201, description = "Coupon created", body = CouponResponse, example = coupon_example),
+        (status = 201, description = "Coupon created", body = CouponResponse,
+            headers(("Location" = String, description = "The coupon's path, `/api/v1/coupons/{coupon_id}`")),
+            example = coupon_example),
     ))]
 pub async fn create_coupon<S: Store>(
     State(app): State<AppState<S>>,
     _admin: Admin,
     Json(body): Json<CreateCouponRequest>,
-) -> Result<(StatusCode, axum::Json<CouponResponse>)> {
+) -> Result<Created<CouponResponse>> {
     let coupon = NewCoupon::parse(CouponRequest {
         name: &body.name,
         discount_type: body.discount_type,
@@ -224,7 +226,7 @@ pub async fn create_coupon<S: Store>(
     let created = coupon::create_coupon(&mut tx, &coupon, Timestamp::now()).await?;
     tx.commit().await?;
     app.coupons.remember(&created);
-    Ok((StatusCode::CREATED, axum::Json(created.into())))
+    Ok(Created(format!("/api/v1/coupons/{}", created.id), created.into()))
 }
 
 /// List the coupons with stock left

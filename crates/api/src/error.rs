@@ -15,6 +15,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub detail: String,
+    /// A bearer token was sent and refused: the 401's challenge says `error="invalid_token"`.
+    token_refused: bool,
 }
 
 /// An RFC 9457 problem document.
@@ -40,6 +42,7 @@ impl ApiError {
             status,
             code,
             detail: detail.into(),
+            token_refused: false,
         }
     }
 
@@ -53,6 +56,15 @@ impl ApiError {
             "UNAUTHORIZED",
             "a valid bearer token is required",
         )
+    }
+
+    /// `401 UNAUTHORIZED` for a bearer token that was sent but is not valid (malformed, badly
+    /// signed, expired or revoked). The body is the same as [`ApiError::unauthorized`]'s.
+    pub fn invalid_token() -> Self {
+        Self {
+            token_refused: true,
+            ..Self::unauthorized()
+        }
     }
 
     pub fn forbidden() -> Self {
@@ -138,13 +150,55 @@ impl ApiError {
     }
 }
 
+/// Every 401 names the scheme to authenticate with (RFC 9110 §11.6.1); a refused token also says
+/// so (RFC 6750 §3.1), so that a client knows to sign in again rather than to add a token.
+const BEARER: HeaderValue = HeaderValue::from_static("Bearer");
+const BEARER_INVALID_TOKEN: HeaderValue = HeaderValue::from_static(r#"Bearer error="invalid_token""#);
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = serde_json::to_vec(&self.problem()).unwrap_or_default();
         let mut response = (self.status, body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(crate::PROBLEM));
+        if self.status == StatusCode::UNAUTHORIZED {
+            let challenge = if self.token_refused {
+                BEARER_INVALID_TOKEN
+            } else {
+                BEARER
+            };
+            headers.insert(header::WWW_AUTHENTICATE, challenge);
+        }
         response
-            .headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static(crate::PROBLEM));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn challenge(error: ApiError) -> Option<String> {
+        let response = error.into_response();
         response
+            .headers()
+            .get(header::WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    }
+
+    #[test]
+    fn every_401_carries_a_bearer_challenge_and_a_refused_token_says_so() {
+        assert_eq!(challenge(ApiError::unauthorized()).as_deref(), Some("Bearer"));
+        assert_eq!(
+            challenge(ApiError::invalid_token()).as_deref(),
+            Some(r#"Bearer error="invalid_token""#)
+        );
+        assert_eq!(challenge(Error::InvalidCredentials.into()).as_deref(), Some("Bearer"));
+        assert_eq!(challenge(ApiError::forbidden()), None);
+        assert_eq!(
+            ApiError::invalid_token().problem().detail,
+            ApiError::unauthorized().problem().detail,
+            "the body does not change"
+        );
     }
 }

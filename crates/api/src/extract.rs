@@ -126,11 +126,11 @@ impl<S: Store> FromRequestParts<AppState<S>> for Auth {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState<S>) -> Result<Self> {
         let token = bearer_token(&parts.headers).ok_or_else(ApiError::unauthorized)?;
-        state.auth.verify(token).map(Auth).ok_or_else(ApiError::unauthorized)
+        state.auth.verify(token).map(Auth).ok_or_else(ApiError::invalid_token)
     }
 }
 
-fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then_some(token.trim())

@@ -112,6 +112,10 @@ impl KeyedRequest {
     }
 }
 
+/// Marks an answer that is the stored answer of an earlier request with the same key (as
+/// Stripe's API does), so that a client can tell a replay from a first run.
+pub const REPLAYED: header::HeaderName = header::HeaderName::from_static("idempotent-replayed");
+
 /// What [`once`] answered.
 pub struct Answer {
     pub response: Response,
@@ -134,7 +138,10 @@ pub async fn once<S: Store, T: Serialize>(
     if let Some(request) = request {
         tx = match claim(tx, &request.scope, &request.hash).await? {
             Claimed::Fresh(tx) => tx,
-            Claimed::Answered(response) => {
+            Claimed::Answered(mut response) => {
+                response
+                    .headers_mut()
+                    .insert(REPLAYED, HeaderValue::from_static("true"));
                 return Ok(Answer {
                     response,
                     replayed: true,

@@ -20,15 +20,19 @@ pub mod accounts;
 pub mod auth;
 pub mod cart;
 pub mod catalog;
+mod compression;
+pub mod cors;
 pub mod coupons;
 pub mod error;
 pub mod extract;
+mod http_cache;
 pub mod idempotency;
 mod openapi;
 pub mod ops;
 pub mod orders;
 pub mod wallet;
 
+pub use cors::CorsOrigins;
 pub use error::{ApiError, Problem};
 pub use openapi::openapi;
 
@@ -38,6 +42,24 @@ pub const PROBLEM: &str = "application/problem+json";
 /// Largest accepted request body.
 pub const BODY_LIMIT: usize = 64 * 1024;
 
+/// A `201 Created` answer: the new resource's path in `Location` (RFC 9110 §15.3.2), its JSON in
+/// the body.
+pub struct Created<T>(pub String, pub T);
+
+impl<T: serde::Serialize> IntoResponse for Created<T> {
+    fn into_response(self) -> Response {
+        let Created(location, body) = self;
+        let mut response = (StatusCode::CREATED, axum::Json(body)).into_response();
+        match HeaderValue::try_from(location) {
+            Ok(location) => {
+                response.headers_mut().insert(axum::http::header::LOCATION, location);
+                response
+            }
+            Err(err) => ApiError::internal(format!("a Location that is no header value: {err}")).into_response(),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ApiConfig {
     /// How long a pending order can be paid.
@@ -46,6 +68,8 @@ pub struct ApiConfig {
     pub popular_cache: Duration,
     /// A request running longer is answered 503.
     pub request_timeout: Duration,
+    /// Origins whose pages may call the API from a browser (`ECOMMERCE_CORS_ORIGINS`).
+    pub cors_origins: CorsOrigins,
 }
 
 impl Default for ApiConfig {
@@ -54,6 +78,7 @@ impl Default for ApiConfig {
             order_ttl_seconds: 900,
             popular_cache: Duration::from_secs(5),
             request_timeout: Duration::from_secs(30),
+            cors_origins: CorsOrigins::None,
         }
     }
 }
@@ -66,6 +91,7 @@ pub struct AppContext<S> {
     pub metrics: Option<PrometheusHandle>,
     pub popular: catalog::PopularCache,
     pub coupons: coupons::CouponCache,
+    pub readiness: ops::Readiness,
 }
 
 /// Shared by every request; cheap to clone.
@@ -94,6 +120,7 @@ impl<S: Store> AppState<S> {
             metrics,
             popular: catalog::PopularCache::default(),
             coupons: coupons::CouponCache::default(),
+            readiness: ops::Readiness::default(),
         }))
     }
 }
@@ -115,12 +142,32 @@ resources!(ops, accounts, catalog, wallet, cart, coupons, orders);
 
 /// Every route of the service with its middleware.
 pub fn router<S: Store>(state: AppState<S>) -> Router {
-    let timeout = state.config.request_timeout;
+    let keys = state.clone();
+    let is_admin: http_cache::AdminCheck = Arc::new(move |headers| {
+        extract::bearer_token(headers)
+            .and_then(|token| keys.auth.verify(token))
+            .is_some_and(|actor| actor.is_admin)
+    });
+    let policy = HttpPolicy {
+        timeout: state.config.request_timeout,
+        cors: cors::CorsPolicy::new(&state.config.cors_origins),
+        cache: http_cache::CachePolicy::new(state.config.popular_cache.as_secs(), is_admin),
+    };
     let api = resource_routes()
         // Not in the OpenAPI document: for the scraper, not for clients.
         .route("/metrics", get(ops::metrics_text::<S>))
+        // Not in the OpenAPI document, like the OpenAPI document itself.
+        .route("/api-docs/asyncapi.json", get(ops::asyncapi_document))
         .with_state(state);
-    with_http_layers(api.merge(ops::swagger_ui()).merge(ecommerce_console::routes()), timeout)
+    with_http_layers(api.merge(ops::swagger_ui()).merge(ecommerce_console::routes()), policy)
+}
+
+/// What the layers shared by every route need to know.
+struct HttpPolicy {
+    timeout: Duration,
+    /// `None`: no CORS headers at all.
+    cors: Option<Arc<cors::CorsPolicy>>,
+    cache: Arc<http_cache::CachePolicy>,
 }
 
 /// The HTTP-level behaviour shared by every route and by the answers to unknown routes.
@@ -128,10 +175,13 @@ pub fn router<S: Store>(state: AppState<S>) -> Router {
 /// `Router::layer` wraps each route after routing, so every layer sees the route's
 /// [`MatchedPath`]; requests that match no route get the fallback, wrapped the same way. From the
 /// outside in: metrics (so that the answers of every inner layer count), the request id, the
-/// request span with its access log line, the panic guard (inside the span, so that its log line
-/// carries the request id), the timeout, the body limit.
-fn with_http_layers(routes: Router, timeout: Duration) -> Router {
-    routes
+/// request span with its access log line, CORS (a preflight is answered there, before anything
+/// that could refuse it), the caching headers and conditional reads (outside compression, so that
+/// an `ETag` names the bytes as sent), compression, the panic guard (inside the span, so that its
+/// log line carries the request id), the timeout, the body limit.
+fn with_http_layers(routes: Router, policy: HttpPolicy) -> Router {
+    let HttpPolicy { timeout, cors, cache } = policy;
+    let routes = routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -141,6 +191,18 @@ fn with_http_layers(routes: Router, timeout: Duration) -> Router {
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::internal("handler panicked").into_response()
         }))
+        .layer(compression::layer())
+        .layer(middleware::from_fn(compression::keep_identity_acceptable))
+        .layer(middleware::from_fn(move |req: Request, next: Next| {
+            http_cache::http_cache(cache.clone(), req, next)
+        }));
+    let routes = match cors {
+        Some(cors) => routes.layer(middleware::from_fn(move |req: Request, next: Next| {
+            cors::cors(cors.clone(), req, next)
+        })),
+        None => routes,
+    };
+    routes
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(request_span)
@@ -251,6 +313,81 @@ async fn record_metrics(req: Request, next: Next) -> Response {
     response
 }
 
+/// Sample routes behind the service's layers, for the tests of the HTTP layer.
+#[cfg(test)]
+pub(crate) mod testing {
+    use axum::body::{Body, Bytes, to_bytes};
+    use axum::http::request::Builder;
+    use axum::http::{HeaderMap, StatusCode, header};
+    use tower::ServiceExt;
+
+    use super::*;
+
+    /// The token the sample admin check takes for an admin's.
+    pub(crate) const ADMIN_TOKEN: &str = "Bearer admin-token";
+
+    /// A product list of about 3 KiB, a small product, best sellers, a missing coupon, a user's
+    /// page and a health route, behind the layers configured as `cors` says.
+    pub(crate) fn app(cors: CorsOrigins) -> Router {
+        let page: String = (1..=40)
+            .map(|id| {
+                format!(r#"{{"id":{id},"name":"Linen shirt {id}","price":39000,"stock":120,"status":"ON_SALE"}}"#)
+            })
+            .collect::<Vec<_>>()
+            .join(",");
+        let page = format!(r#"{{"items":[{page}],"next_after":null}}"#);
+        let routes = Router::new()
+            .route("/api/v1/products", get(move || async move { json(page.clone()) }))
+            .route(
+                "/api/v1/products/{product_id}",
+                get(async || json(r#"{"id":7,"name":"Linen shirt"}"#.to_owned())),
+            )
+            .route(
+                "/api/v1/products/popular",
+                get(async || json(r#"{"days":3,"items":[]}"#.to_owned())),
+            )
+            .route(
+                "/api/v1/coupons/{coupon_id}",
+                get(async || ApiError::from(ecommerce_domain::Error::CouponNotFound)),
+            )
+            .route(
+                "/api/v1/users/{user_id}/cart",
+                get(async || json(r#"{"items":[],"total_amount":0}"#.to_owned()))
+                    .delete(async || StatusCode::NO_CONTENT),
+            )
+            .route("/health", get(async || json(r#"{"status":"ok"}"#.to_owned())));
+        let is_admin: http_cache::AdminCheck =
+            Arc::new(|headers: &HeaderMap| headers.get(header::AUTHORIZATION).is_some_and(|v| v == ADMIN_TOKEN));
+        let policy = HttpPolicy {
+            timeout: Duration::from_secs(5),
+            cors: cors::CorsPolicy::new(&cors),
+            cache: http_cache::CachePolicy::new(5, is_admin),
+        };
+        with_http_layers(routes, policy)
+    }
+
+    fn json(body: String) -> Response {
+        ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+    }
+
+    /// Sends `request` (built on a fresh builder) to `app` and reads the whole answer.
+    pub(crate) async fn send(app: &Router, request: impl FnOnce(Builder) -> Builder) -> (StatusCode, HeaderMap, Bytes) {
+        let request = request(Request::builder())
+            .body(Body::empty())
+            .expect("a valid request");
+        let response = app.clone().oneshot(request).await.expect("the router never fails");
+        let (parts, body) = response.into_parts();
+        let body = to_bytes(body, usize::MAX).await.expect("a readable body");
+        (parts.status, parts.headers, body)
+    }
+
+    /// Every value of `name`, joined as one list.
+    pub(crate) fn header_of(headers: &HeaderMap, name: impl header::AsHeaderName) -> Option<String> {
+        let values: Vec<&str> = headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).collect();
+        (!values.is_empty()).then(|| values.join(", "))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::io;
@@ -267,7 +404,12 @@ mod tests {
         let routes = Router::new()
             .route("/items/{item_id}", get(async || "item"))
             .route("/boom", get(async || -> &'static str { panic!("the handler failed") }));
-        with_http_layers(routes, Duration::from_secs(5))
+        let policy = HttpPolicy {
+            timeout: Duration::from_secs(5),
+            cors: None,
+            cache: http_cache::CachePolicy::new(5, Arc::new(|_| false)),
+        };
+        with_http_layers(routes, policy)
     }
 
     async fn send(method: &str, uri: &str, request_id: Option<&str>) -> Response {

@@ -24,17 +24,23 @@
 //! 500 and 503 everywhere. An operation's own error answers are written as
 //! `(status = 409, description = "ORDER_NOT_PENDING, ORDER_EXPIRED")`: a list of codes, which
 //! become one named example each (a real problem document, from [`catalogue`]).
+//!
+//! **The HTTP layer's headers are documented here too** ([`document_caching`]), from the same
+//! route rule the layer applies ([`crate::http_cache::caching`]): `If-None-Match`, `ETag` and
+//! `304` on catalog reads, the `Cache-Control` of every `/api/v1` answer, `WWW-Authenticate` on
+//! every 401 and `Idempotent-Replayed` where an `Idempotency-Key` is taken.
 
 use std::collections::BTreeMap;
 
 use axum::Router;
 use axum::handler::Handler;
+use axum::http::Method;
 use axum::routing::{MethodFilter, MethodRouter};
 use ecommerce_domain::Error;
 use ecommerce_domain::store::Store;
 use utoipa::openapi::example::ExampleBuilder;
 use utoipa::openapi::header::HeaderBuilder;
-use utoipa::openapi::path::{HttpMethod, Operation, ParameterIn};
+use utoipa::openapi::path::{HttpMethod, Operation, ParameterBuilder, ParameterIn};
 use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, Schema, SchemaFormat, SchemaType, Type};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, OpenApi, Ref, RefOr, Required, ResponseBuilder};
@@ -140,7 +146,7 @@ where
         (name = "coupons", description = "First-come-first-served coupons and the user's coupons"),
         (name = "orders", description = "Orders: create, pay, cancel, refund, read"),
         (name = "admin", description = "Catalog and coupon management (admin token only)"),
-        (name = "operations", description = "Health of the instance and its database"),
+        (name = "operations", description = "Health probes: liveness, readiness, and the database check"),
     )
 )]
 struct DocumentHead;
@@ -182,19 +188,23 @@ fn build() -> (OpenApi, Vec<String>) {
             .build()
             .into(),
     );
+    add_http_headers(components);
     let catalogue = catalogue();
     let mut issues = Vec::new();
     let mut used = Vec::new();
     for (path, item) in doc.paths.paths.iter_mut() {
         let operations = [
-            &mut item.get,
-            &mut item.put,
-            &mut item.post,
-            &mut item.delete,
-            &mut item.patch,
+            (Method::GET, &mut item.get),
+            (Method::PUT, &mut item.put),
+            (Method::POST, &mut item.post),
+            (Method::DELETE, &mut item.delete),
+            (Method::PATCH, &mut item.patch),
         ];
-        for operation in operations.into_iter().flatten() {
-            complete(path, operation, &catalogue, &mut used, &mut issues);
+        for (method, operation) in operations {
+            if let Some(operation) = operation {
+                complete(path, operation, &catalogue, &mut used, &mut issues);
+                document_caching(&method, path, operation);
+            }
         }
     }
     let components = doc.components.get_or_insert_with(Default::default);
@@ -210,6 +220,146 @@ fn build() -> (OpenApi, Vec<String>) {
 
 const REQUEST_ID: &str = "X-Request-Id";
 const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
+const IF_NONE_MATCH: &str = "If-None-Match";
+const REPLAYED: &str = "Idempotent-Replayed";
+const ETAG: &str = "ETag";
+const WWW_AUTHENTICATE: &str = "WWW-Authenticate";
+/// Component names of the `Cache-Control` header, one per value the server sends.
+const CACHE_CONTROL_NO_CACHE: &str = "Cache-Control.no-cache";
+const CACHE_CONTROL_POPULAR: &str = "Cache-Control.popular";
+const CACHE_CONTROL_PRIVATE: &str = "Cache-Control.private";
+const CACHE_CONTROL_NO_STORE: &str = "Cache-Control.no-store";
+
+fn string_header(description: &str, example: &str) -> utoipa::openapi::header::Header {
+    HeaderBuilder::new()
+        .schema(Some(ObjectBuilder::new().schema_type(Type::String).build()))
+        .description(Some(description))
+        .example(Some(serde_json::Value::from(example)))
+        .build()
+}
+
+/// The headers of the caching rules and of authentication, as components the answers point at.
+fn add_http_headers(components: &mut utoipa::openapi::Components) {
+    let headers = [
+        (
+            ETAG,
+            string_header(
+                "A strong validator of this answer (a hash of its body as sent, so each content \
+                 coding has its own): send it back in `If-None-Match` to get `304` while nothing changed",
+                "\"3f2a9c0d4e5b6a718293a4b5c6d7e8f9\"",
+            ),
+        ),
+        (
+            CACHE_CONTROL_NO_CACHE,
+            string_header(
+                "`no-cache`: a cache may keep the answer but must revalidate it (with `ETag`) before each use",
+                "no-cache",
+            ),
+        ),
+        (
+            CACHE_CONTROL_POPULAR,
+            string_header(
+                "`public, max-age=<ECOMMERCE_POPULAR_CACHE_SECONDS>`: the server itself keeps the \
+                 best sellers that long, so any cache may too",
+                "public, max-age=5",
+            ),
+        ),
+        (
+            CACHE_CONTROL_PRIVATE,
+            string_header(
+                "`private, no-store`: the answer carries a user's data (or, on catalog reads with an \
+                 admin token, products not yet released); no cache may keep it",
+                "private, no-store",
+            ),
+        ),
+        (
+            CACHE_CONTROL_NO_STORE,
+            string_header("`no-store`: errors are not cached", "no-store"),
+        ),
+        (
+            REPLAYED,
+            string_header(
+                "`true` when this is the stored answer of an earlier request with the same \
+                 `Idempotency-Key` and body: nothing ran again. Absent on a first run",
+                "true",
+            ),
+        ),
+        (
+            WWW_AUTHENTICATE,
+            string_header(
+                "`Bearer`, with `error=\"invalid_token\"` when the request carried a token that is \
+                 malformed, expired or revoked (RFC 6750): sign in again with `POST /api/v1/auth/token`",
+                "Bearer error=\"invalid_token\"",
+            ),
+        ),
+    ];
+    for (name, header) in headers {
+        components.headers.insert(name.into(), header.into());
+    }
+    let if_none_match = ParameterBuilder::new()
+        .name(IF_NONE_MATCH)
+        .parameter_in(ParameterIn::Header)
+        .required(Required::False)
+        .schema(Some(ObjectBuilder::new().schema_type(Type::String).build()))
+        .description(Some(
+            "The `ETag` of the copy the client holds (a list, `W/` tags and `*` are taken too): \
+             while it still matches, the answer is `304` with no body",
+        ))
+        // No example: Swagger UI's "Try it out" would fill it in and send it.
+        .build();
+    components.parameters.insert(IF_NONE_MATCH.into(), if_none_match.into());
+}
+
+fn header_ref(name: &str) -> RefOr<utoipa::openapi::header::Header> {
+    RefOr::Ref(Ref::new(format!("#/components/headers/{name}")))
+}
+
+/// Documents the caching rules of [`crate::http_cache`] on an operation: catalog reads take
+/// `If-None-Match`, answer `ETag` and may answer `304`; every answer says its `Cache-Control`; every
+/// 401 says `WWW-Authenticate`.
+fn document_caching(method: &Method, path: &str, operation: &mut Operation) {
+    use crate::http_cache::{Caching, POPULAR, caching};
+    let caching = caching(method, path);
+    let success = match caching {
+        Caching::Shared if path == POPULAR => Some(CACHE_CONTROL_POPULAR),
+        Caching::Shared => Some(CACHE_CONTROL_NO_CACHE),
+        Caching::Private => Some(CACHE_CONTROL_PRIVATE),
+        Caching::Untouched => None,
+    };
+    let responses = &mut operation.responses.responses;
+    if caching == Caching::Shared {
+        operation
+            .parameters
+            .get_or_insert_with(Vec::new)
+            .push(RefOr::Ref(Ref::new(format!("#/components/parameters/{IF_NONE_MATCH}"))));
+        let not_modified = ResponseBuilder::new()
+            .description("Not modified: the `If-None-Match` sent matches the current `ETag`; no body")
+            .header_ref(REQUEST_ID, Ref::new(format!("#/components/headers/{REQUEST_ID}")))
+            .build();
+        responses.insert("304".into(), not_modified.into());
+    }
+    for (status, response) in responses.iter_mut() {
+        let RefOr::T(response) = response else {
+            continue;
+        };
+        let error = status.starts_with('4') || status.starts_with('5');
+        let cache_control = match caching {
+            Caching::Shared if error => Some(CACHE_CONTROL_NO_STORE),
+            _ => success,
+        };
+        if let Some(name) = cache_control {
+            response.headers.insert("Cache-Control".into(), header_ref(name));
+        }
+        if caching == Caching::Shared && !error {
+            response.headers.insert(ETAG.into(), header_ref(ETAG));
+        }
+        if status == "401" {
+            response
+                .headers
+                .insert(WWW_AUTHENTICATE.into(), header_ref(WWW_AUTHENTICATE));
+        }
+    }
+}
 
 /// Adds the answers every operation of its kind shares, turns code lists into problem answers
 /// with one example per code, documents `X-Request-Id` on every answer, states `security: []`
@@ -309,6 +459,11 @@ fn complete(
     }
 
     let responses = &mut operation.responses.responses;
+    if idempotency_key.is_some()
+        && let Some(RefOr::T(ok)) = responses.get_mut("200")
+    {
+        ok.headers.insert(REPLAYED.into(), header_ref(REPLAYED));
+    }
     for (status, list) in codes {
         used.extend(&list);
         let content = ContentBuilder::new()
@@ -443,6 +598,7 @@ mod tests {
     const UNDOCUMENTED: &[(&str, &str)] = &[
         ("GET", "/metrics"),
         ("GET", "/api-docs/openapi.json"),
+        ("GET", "/api-docs/asyncapi.json"),
         ("GET", "/swagger-ui"),
         ("GET", "/swagger-ui/"),
         ("GET", "/swagger-ui/{*rest}"),
@@ -585,6 +741,61 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn the_caching_and_authentication_headers_are_documented_where_the_server_sends_them() {
+        let doc = document();
+        let mut catalog_reads = 0;
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            for (method, operation) in item.as_object().expect("path item") {
+                let responses = operation["responses"].as_object().expect("responses");
+                let takes_if_none_match = operation["parameters"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|p| p["$ref"] == "#/components/parameters/If-None-Match");
+                let catalog_read = method == "get"
+                    && ["/api/v1/products", "/api/v1/coupons", "/api/v1/draws"]
+                        .iter()
+                        .any(|p| path.starts_with(p));
+                assert_eq!(takes_if_none_match, catalog_read, "{method} {path}");
+                assert_eq!(responses.contains_key("304"), catalog_read, "{method} {path}");
+                if catalog_read {
+                    catalog_reads += 1;
+                    for status in ["200", "304"] {
+                        assert!(
+                            responses[status]["headers"].get("ETag").is_some(),
+                            "{method} {path} {status}"
+                        );
+                    }
+                }
+                for (status, response) in responses {
+                    let headers = &response["headers"];
+                    if path.starts_with("/api/v1/") {
+                        let cache_control = headers["Cache-Control"]["$ref"].as_str().unwrap_or_default();
+                        assert!(
+                            cache_control.starts_with("#/components/headers/Cache-Control."),
+                            "{method} {path} {status}"
+                        );
+                    }
+                    assert_eq!(
+                        headers.get("WWW-Authenticate").is_some(),
+                        status == "401",
+                        "{method} {path} {status}"
+                    );
+                }
+            }
+        }
+        assert!(
+            catalog_reads >= 5,
+            "products, popular, one product, coupons, one coupon"
+        );
+        let popular = &doc["paths"]["/api/v1/products/popular"]["get"]["responses"]["200"]["headers"];
+        assert_eq!(
+            popular["Cache-Control"]["$ref"],
+            "#/components/headers/Cache-Control.popular"
+        );
     }
 
     /// `docs/openapi.json` is what the server serves; `UPDATE_OPENAPI=1` rewrites it.

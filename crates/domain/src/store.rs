@@ -69,6 +69,10 @@ pub trait Store: Clone + Send + Sync + 'static {
     fn begin(&self) -> impl Future<Output = StoreResult<Self::Tx>> + Send;
     /// Answers when the database does.
     fn ping(&self) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Answers when the database can take a write now: SQLite's write lock is free to take (no
+    /// other process holds it), a PostgreSQL server is a primary that is neither in recovery nor
+    /// read-only. Writes nothing. An error otherwise (`unavailable` when it is the database's state).
+    fn check_writable(&self) -> impl Future<Output = StoreResult<()>> + Send;
     /// The value stored under `key`, storing `value` first when there is none (first writer wins).
     fn setting_or_insert(&self, key: &str, value: &str) -> impl Future<Output = StoreResult<String>> + Send;
 

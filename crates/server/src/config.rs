@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
-use ecommerce_api::ApiConfig;
+use ecommerce_api::{ApiConfig, CorsOrigins};
 use ecommerce_store::{Engine, PoolOptions};
 
 /// Shortest accepted `ECOMMERCE_JWT_SECRET` (HS256 wants a key of at least 256 bits, RFC 7518).
@@ -243,7 +243,6 @@ pub struct Config {
     pub trusted_proxies: TrustedProxies,
 
     /// Comma-separated origins (or *) allowed to call the API from a browser; empty: no CORS.
-    /// [contract v2: not used yet]
     #[arg(long, env = "ECOMMERCE_CORS_ORIGINS", value_name = "LIST", default_value = "")]
     pub cors_origins: CorsOrigins,
 
@@ -301,6 +300,7 @@ impl Config {
         ApiConfig {
             order_ttl_seconds: self.order_ttl_seconds,
             popular_cache: Duration::from_secs(self.popular_cache_seconds.into()),
+            cors_origins: self.cors_origins.clone(),
             ..ApiConfig::default()
         }
     }
@@ -467,43 +467,6 @@ impl FromStr for TrustedProxies {
             networks.push((address, prefix));
         }
         Ok(TrustedProxies(networks))
-    }
-}
-
-/// `ECOMMERCE_CORS_ORIGINS`: `*`, or origins such as `https://shop.example.com:8443`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub enum CorsOrigins {
-    #[default]
-    None,
-    Any,
-    List(Vec<String>),
-}
-
-impl FromStr for CorsOrigins {
-    type Err = String;
-
-    fn from_str(list: &str) -> Result<Self, Self::Err> {
-        let items: Vec<&str> = list.split(',').map(str::trim).filter(|item| !item.is_empty()).collect();
-        match items.as_slice() {
-            [] => Ok(CorsOrigins::None),
-            ["*"] => Ok(CorsOrigins::Any),
-            _ => {
-                let mut origins = Vec::with_capacity(items.len());
-                for item in items {
-                    let host = item
-                        .strip_prefix("https://")
-                        .or_else(|| item.strip_prefix("http://"))
-                        .ok_or_else(|| format!("{item:?} is not an origin: it starts with http:// or https://"))?;
-                    if host.is_empty() || host.contains(['/', '?', '#', '*', ' ']) {
-                        return Err(format!(
-                            "{item:?} is not an origin: scheme://host[:port] with no path (or * alone)"
-                        ));
-                    }
-                    origins.push(item.trim_end_matches('/').to_owned());
-                }
-                Ok(CorsOrigins::List(origins))
-            }
-        }
     }
 }
 

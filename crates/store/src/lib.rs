@@ -94,6 +94,15 @@ trait EngineSql {
         conn: &mut <Self::Db as Database>::Connection,
         name: &str,
     ) -> impl Future<Output = StoreResult<bool>> + Send;
+
+    /// Answers when the database can take a write now (the readiness probe's question, see
+    /// [`ecommerce_domain::store::Store::check_writable`]); writes nothing.
+    fn probe_writes(&self) -> impl Future<Output = StoreResult<()>> + Send;
+}
+
+/// The error of a database that answers but refuses writes: worth a 503, like an outage.
+fn refusing_writes(why: &str) -> StoreError {
+    StoreError::unavailable(std::io::Error::other(why.to_owned()))
 }
 
 /// Which engine a `DATABASE_URL` names.

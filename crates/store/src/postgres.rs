@@ -9,7 +9,7 @@ use ecommerce_domain::store::StoreResult;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
-use crate::{EngineSql, PoolOptions, migrator, store_err};
+use crate::{EngineSql, PoolOptions, migrator, refusing_writes, store_err};
 
 type EngineStore = PgStore;
 
@@ -58,6 +58,21 @@ impl EngineSql for PgStore {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         Ok(false)
+    }
+
+    /// A standby (in recovery) or a read-only server refuses every write: not ready.
+    async fn probe_writes(&self) -> StoreResult<()> {
+        let (in_recovery, read_only) = sqlx::query_as::<Postgres, (bool, String)>(
+            "select pg_is_in_recovery(), current_setting('transaction_read_only')",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(store_err)?;
+        match (in_recovery, read_only.as_str()) {
+            (true, _) => Err(refusing_writes("the PostgreSQL server is in recovery (a standby)")),
+            (_, "on") => Err(refusing_writes("the PostgreSQL server is read-only")),
+            _ => Ok(()),
+        }
     }
 }
 

@@ -447,6 +447,10 @@ impl Store for EngineStore {
             .map_err(store_err)
     }
 
+    async fn check_writable(&self) -> StoreResult<()> {
+        self.probe_writes().await
+    }
+
     async fn setting_or_insert(&self, key: &str, value: &str) -> StoreResult<String> {
         let mut tx = self.write().await?;
         sqlx::query::<Db>("insert into app_setting (name, value) values ($1, $2) on conflict (name) do nothing")

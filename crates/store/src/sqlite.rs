@@ -21,10 +21,16 @@ mod shared;
 
 pub use shared::EngineTx as SqliteTx;
 
+/// How long the readiness probe waits for SQLite's write lock.
+const PROBE_LOCK_WAIT: Duration = Duration::from_millis(500);
+
 #[derive(Clone)]
 pub struct SqliteStore {
     reader: SqlitePool,
     writer: SqlitePool,
+    /// How the readiness probe opens its own connection to the file (shared: the store is
+    /// cloned for every request).
+    probe: std::sync::Arc<SqliteConnectOptions>,
 }
 
 impl EngineSql for SqliteStore {
@@ -45,6 +51,25 @@ impl EngineSql for SqliteStore {
     /// duplicate request finds the first one committed and replays it.
     async fn try_lock_key(_conn: &mut SqliteConnection, _name: &str) -> StoreResult<bool> {
         Ok(true)
+    }
+
+    /// Whether the write lock can be taken by anyone else than this process's own writer.
+    ///
+    /// The probe holds the writer connection while it looks (a write in flight waits a moment),
+    /// so that it never races this instance's own transactions for the lock; then it takes the
+    /// lock from a connection of its own, which waits at most [`PROBE_LOCK_WAIT`], and gives it
+    /// back at once. Only another process holding the lock (or a file that cannot be written)
+    /// makes it fail.
+    async fn probe_writes(&self) -> StoreResult<()> {
+        use sqlx::{ConnectOptions, Connection};
+        let _own_writes_paused = self.writer.acquire().await.map_err(store_err)?;
+        let mut probe = self.probe.connect().await.map_err(store_err)?;
+        let locked = sqlx::query("BEGIN IMMEDIATE").execute(&mut probe).await;
+        if locked.is_ok() {
+            sqlx::query("ROLLBACK").execute(&mut probe).await.map_err(store_err)?;
+        }
+        let _ = probe.close().await;
+        locked.map(drop).map_err(StoreError::unavailable)
     }
 }
 
@@ -106,8 +131,9 @@ impl SqliteStore {
             reader: SqlitePoolOptions::new()
                 .max_connections(options.max_connections.max(2))
                 .acquire_timeout(Duration::from_secs(10))
-                .connect_lazy_with(connect.read_only(true)),
+                .connect_lazy_with(connect.clone().read_only(true)),
             writer,
+            probe: std::sync::Arc::new(connect.busy_timeout(PROBE_LOCK_WAIT)),
         };
         store.migrate().await?;
         Ok(store)

@@ -17,6 +17,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 
 pub mod accounts;
+pub mod admin;
 pub mod auth;
 pub mod cart;
 pub mod catalog;
@@ -92,6 +93,8 @@ pub struct AppContext<S> {
     pub popular: catalog::PopularCache,
     pub coupons: coupons::CouponCache,
     pub readiness: ops::Readiness,
+    /// This instance's counters for the live figures (`GET /api/v1/admin/live`).
+    pub live: Arc<admin::LiveCounters>,
 }
 
 /// Shared by every request; cheap to clone.
@@ -121,6 +124,7 @@ impl<S: Store> AppState<S> {
             popular: catalog::PopularCache::default(),
             coupons: coupons::CouponCache::default(),
             readiness: ops::Readiness::default(),
+            live: Arc::default(),
         }))
     }
 }
@@ -138,7 +142,7 @@ macro_rules! resources {
     };
 }
 
-resources!(ops, accounts, catalog, wallet, cart, coupons, orders);
+resources!(ops, accounts, catalog, wallet, cart, coupons, orders, admin);
 
 /// Every route of the service with its middleware.
 pub fn router<S: Store>(state: AppState<S>) -> Router {
@@ -152,6 +156,7 @@ pub fn router<S: Store>(state: AppState<S>) -> Router {
         timeout: state.config.request_timeout,
         cors: cors::CorsPolicy::new(&state.config.cors_origins),
         cache: http_cache::CachePolicy::new(state.config.popular_cache.as_secs(), is_admin),
+        live: state.live.clone(),
     };
     let api = resource_routes()
         // Not in the OpenAPI document: for the scraper, not for clients.
@@ -168,6 +173,8 @@ struct HttpPolicy {
     /// `None`: no CORS headers at all.
     cors: Option<Arc<cors::CorsPolicy>>,
     cache: Arc<http_cache::CachePolicy>,
+    /// Counts every answer for the live figures.
+    live: Arc<admin::LiveCounters>,
 }
 
 /// The HTTP-level behaviour shared by every route and by the answers to unknown routes.
@@ -180,7 +187,12 @@ struct HttpPolicy {
 /// an `ETag` names the bytes as sent), compression, the panic guard (inside the span, so that its
 /// log line carries the request id), the timeout, the body limit.
 fn with_http_layers(routes: Router, policy: HttpPolicy) -> Router {
-    let HttpPolicy { timeout, cors, cache } = policy;
+    let HttpPolicy {
+        timeout,
+        cors,
+        cache,
+        live,
+    } = policy;
     let routes = routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -213,7 +225,9 @@ fn with_http_layers(routes: Router, policy: HttpPolicy) -> Router {
                 .on_failure(()),
         )
         .layer(middleware::from_fn(assign_request_id))
-        .layer(middleware::from_fn(record_metrics))
+        .layer(middleware::from_fn(move |req: Request, next: Next| {
+            record_metrics(live.clone(), req, next)
+        }))
 }
 
 async fn not_found() -> ApiError {
@@ -301,7 +315,7 @@ fn method_label(method: &Method) -> &'static str {
 }
 
 /// Request count and latency by method, route template and status.
-async fn record_metrics(req: Request, next: Next) -> Response {
+async fn record_metrics(live: Arc<admin::LiveCounters>, req: Request, next: Next) -> Response {
     let start = Instant::now();
     let method = method_label(req.method());
     let route = route_of(&req).to_owned();
@@ -310,6 +324,7 @@ async fn record_metrics(req: Request, next: Next) -> Response {
     let labels = [("method", method.to_owned()), ("route", route), ("status", status)];
     metrics::counter!("http_requests_total", &labels).increment(1);
     metrics::histogram!("http_request_duration_seconds", &labels).record(start.elapsed().as_secs_f64());
+    live.request();
     response
 }
 
@@ -362,6 +377,7 @@ pub(crate) mod testing {
             timeout: Duration::from_secs(5),
             cors: cors::CorsPolicy::new(&cors),
             cache: http_cache::CachePolicy::new(5, is_admin),
+            live: Arc::default(),
         };
         with_http_layers(routes, policy)
     }
@@ -408,6 +424,7 @@ mod tests {
             timeout: Duration::from_secs(5),
             cors: None,
             cache: http_cache::CachePolicy::new(5, Arc::new(|_| false)),
+            live: Arc::default(),
         };
         with_http_layers(routes, policy)
     }

@@ -267,6 +267,7 @@ pub async fn pay_order<S: Store>(
             Err(err) => {
                 let err = ApiError::from(err);
                 metrics::counter!("payment_failures_total", "reason" => err.code).increment(1);
+                app.live.payment_failed(err.code);
                 Err(err)
             }
         }
@@ -274,6 +275,7 @@ pub async fn pay_order<S: Store>(
     .await?;
     if !answer.replayed {
         metrics::counter!("orders_paid_total").increment(1);
+        app.live.order_paid();
     }
     Ok(answer.response)
 }

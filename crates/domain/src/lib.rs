@@ -12,6 +12,7 @@
 mod macros;
 
 pub mod account;
+pub mod admin;
 pub mod cart;
 pub mod catalog;
 pub mod coupon;

@@ -10,6 +10,7 @@
 use std::future::Future;
 
 use crate::account::{Credentials, NewUser, User};
+use crate::admin::{Account, HourlySales};
 use crate::cart::CartItem;
 use crate::catalog::{NewProduct, Product, ProductPatch};
 use crate::coupon::{Coupon, NewCoupon, NewUserCoupon, UserCoupon, UserCouponStatus};
@@ -139,6 +140,26 @@ pub trait Store: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = StoreResult<Vec<OutboxEvent>>> + Send;
     fn mark_outbox_sent(&self, seqs: &[i64], now: Timestamp) -> impl Future<Output = StoreResult<()>> + Send;
     fn outbox_backlog(&self) -> impl Future<Output = StoreResult<OutboxBacklog>> + Send;
+
+    // ----- admin reads (the console): every row whatever its state, newest first ----------
+
+    /// Every product whatever its status, newest first.
+    fn all_products(&self, page: Page) -> impl Future<Output = StoreResult<Vec<Product>>> + Send;
+    /// Every coupon, sold out too, newest first.
+    fn all_coupons(&self, page: Page) -> impl Future<Output = StoreResult<Vec<Coupon>>> + Send;
+    /// Every user's orders, newest first; the status filter uses the status computed at `now`.
+    fn all_orders(
+        &self,
+        status: Option<OrderStatus>,
+        now: Timestamp,
+        page: Page,
+    ) -> impl Future<Output = StoreResult<Vec<Order>>> + Send;
+    /// Accounts newest first; with `email` (lower-cased), only the one with that email.
+    fn accounts(&self, email: Option<&str>, page: Page) -> impl Future<Output = StoreResult<Vec<Account>>> + Send;
+    fn account(&self, id: UserId) -> impl Future<Output = StoreResult<Option<Account>>> + Send;
+    /// Units sold per hour in hours `>= since`, ascending by hour; hours with no sales row are
+    /// absent.
+    fn sales_by_hour(&self, since: Hour) -> impl Future<Output = StoreResult<Vec<HourlySales>>> + Send;
 }
 
 /// One transaction. Each method is a single guarded statement (or a small fixed group).

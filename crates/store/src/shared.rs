@@ -10,6 +10,7 @@
 //! each declared next to the column list it reads.
 
 use ecommerce_domain::account::{Credentials, NewUser, Role, User};
+use ecommerce_domain::admin::{Account, HourlySales};
 use ecommerce_domain::cart::CartItem;
 use ecommerce_domain::catalog::{MAX_STOCK, NewProduct, Product, ProductPatch, ProductStatus};
 use ecommerce_domain::coupon::{
@@ -289,6 +290,44 @@ row! {
         email: String,
         name: String,
         role: String,
+    }
+}
+
+/// The columns of an [`AccountRow`].
+macro_rules! account_columns {
+    () => {
+        "id, email, name, role, balance, created_at"
+    };
+}
+
+row! {
+    struct AccountRow {
+        id: i64,
+        email: String,
+        name: String,
+        role: String,
+        balance: i64,
+        created_at: i64,
+    }
+}
+
+impl AccountRow {
+    fn into_account(self) -> StoreResult<Account> {
+        Ok(Account {
+            id: UserId(self.id),
+            role: role_from(&self.role)?,
+            email: self.email,
+            name: self.name,
+            balance: Krw(self.balance),
+            created_at: Timestamp(self.created_at),
+        })
+    }
+}
+
+row! {
+    struct HourlySalesRow {
+        hour: i64,
+        quantity: i64,
     }
 }
 
@@ -747,6 +786,130 @@ impl Store for EngineStore {
             unsent: row.unsent,
             oldest_created_at: row.oldest_created_at.map(Timestamp),
         })
+    }
+
+    // ----- admin reads ---------------------------------------------------------------------
+
+    async fn all_products(&self, page: Page) -> StoreResult<Vec<Product>> {
+        const SQL: &str = concat!(
+            "select ",
+            product_columns!(),
+            " from product where id < $1 order by id desc limit $2"
+        );
+        let rows = sqlx::query_as::<Db, ProductRow>(SQL)
+            .bind(page.after.unwrap_or(i64::MAX))
+            .bind(page.limit)
+            .fetch_all(self.reader())
+            .await
+            .map_err(store_err)?;
+        rows.into_iter().map(ProductRow::into_product).collect()
+    }
+
+    async fn all_coupons(&self, page: Page) -> StoreResult<Vec<Coupon>> {
+        const SQL: &str = concat!(select_coupon!(), "where c.id < $1 order by c.id desc limit $2");
+        let rows = sqlx::query_as::<Db, CouponRow>(SQL)
+            .bind(page.after.unwrap_or(i64::MAX))
+            .bind(page.limit)
+            .fetch_all(self.reader())
+            .await
+            .map_err(store_err)?;
+        rows.into_iter().map(CouponRow::into_coupon).collect()
+    }
+
+    async fn all_orders(&self, status: Option<OrderStatus>, now: Timestamp, page: Page) -> StoreResult<Vec<Order>> {
+        // Without a filter: the newest orders by primary key.
+        const ALL: &str = concat!(
+            order_line_columns!(),
+            "from (select * from purchase_order where id < $1 order by id desc limit $2) o \
+             join order_line l on l.order_id = o.id order by o.id desc, l.line_no"
+        );
+        // With one: the computed status comes from at most two stored ones (`EXPIRED` is stored
+        // `EXPIRED`, or `PENDING_PAYMENT` past `expires_at`), each read newest first through the
+        // index on (status, id), then merged.
+        const FILTERED: &str = concat!(
+            order_line_columns!(),
+            "from (select * from ( \
+                 select * from (select * from purchase_order where status = $1 and id < $3 and $4 = \
+                     (case when status = 'PENDING_PAYMENT' and expires_at <= $2 then 'EXPIRED' else status end) \
+                     order by id desc limit $5) a \
+                 union all \
+                 select * from (select * from purchase_order where status = $6 and id < $3 and $4 = \
+                     (case when status = 'PENDING_PAYMENT' and expires_at <= $2 then 'EXPIRED' else status end) \
+                     order by id desc limit $5) b \
+             ) u order by id desc limit $5) o \
+             join order_line l on l.order_id = o.id order by o.id desc, l.line_no"
+        );
+        let after = page.after.unwrap_or(i64::MAX);
+        let query = match status {
+            None => sqlx::query_as::<Db, OrderLineRow>(ALL).bind(after).bind(page.limit),
+            Some(status) => {
+                let (first, second) = match status {
+                    OrderStatus::Expired => (OrderStatus::Expired.as_str(), OrderStatus::PendingPayment.as_str()),
+                    other => (other.as_str(), ""),
+                };
+                sqlx::query_as::<Db, OrderLineRow>(FILTERED)
+                    .bind(first)
+                    .bind(now.millis())
+                    .bind(after)
+                    .bind(status.as_str())
+                    .bind(page.limit)
+                    .bind(second)
+            }
+        };
+        let rows = query.fetch_all(self.reader()).await.map_err(store_err)?;
+        group_orders(rows)
+    }
+
+    async fn accounts(&self, email: Option<&str>, page: Page) -> StoreResult<Vec<Account>> {
+        const ALL: &str = concat!(
+            "select ",
+            account_columns!(),
+            " from account where id < $1 order by id desc limit $2"
+        );
+        // Two statements rather than `($3 is null or email = $3)`, so that each has its index.
+        const BY_EMAIL: &str = concat!(
+            "select ",
+            account_columns!(),
+            " from account where email = $3 and id < $1 order by id desc limit $2"
+        );
+        let query = sqlx::query_as::<Db, AccountRow>(if email.is_some() { BY_EMAIL } else { ALL })
+            .bind(page.after.unwrap_or(i64::MAX))
+            .bind(page.limit);
+        let query = match email {
+            Some(email) => query.bind(email),
+            None => query,
+        };
+        let rows = query.fetch_all(self.reader()).await.map_err(store_err)?;
+        rows.into_iter().map(AccountRow::into_account).collect()
+    }
+
+    async fn account(&self, id: UserId) -> StoreResult<Option<Account>> {
+        const SQL: &str = concat!("select ", account_columns!(), " from account where id = $1");
+        sqlx::query_as::<Db, AccountRow>(SQL)
+            .bind(id.0)
+            .fetch_optional(self.reader())
+            .await
+            .map_err(store_err)?
+            .map(AccountRow::into_account)
+            .transpose()
+    }
+
+    async fn sales_by_hour(&self, since: Hour) -> StoreResult<Vec<HourlySales>> {
+        let rows = sqlx::query_as::<Db, HourlySalesRow>(
+            "select hour, cast(sum(quantity) as bigint) as quantity from product_sales_hourly \
+             where hour >= $1 group by hour order by hour",
+        )
+        .bind(since.0)
+        .fetch_all(self.reader())
+        .await
+        .map_err(store_err)?;
+        Ok(rows
+            .into_iter()
+            .map(|row| HourlySales {
+                hour: Hour(row.hour),
+                quantity: row.quantity,
+            })
+            .collect())
     }
 }
 

@@ -70,6 +70,10 @@ conformance!(
     concurrent_relays_lease_each_event_once,
     concurrent_expiry_runs_mark_each_order_once,
     concurrent_settings_agree_on_one_value,
+    admin_lists_hold_every_product_and_coupon_newest_first,
+    admin_order_list_holds_every_users_orders_by_computed_status,
+    accounts_are_listed_newest_first_and_found_by_email,
+    sales_by_hour_sum_the_products_of_each_hour_in_the_window,
 );
 
 postgres_only!(a_key_held_by_a_running_request_is_in_progress);
@@ -2368,4 +2372,150 @@ async fn concurrent_expiry_runs_mark_each_order_once<S: Engine>(db: TestDb<S>) {
         .expect("list");
     assert!(expired.iter().all(|o| o.stored_status == OrderStatus::Expired));
     assert_eq!(expired.len(), 30);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Admin reads (the console)
+
+async fn admin_lists_hold_every_product_and_coupon_newest_first<S: Engine>(db: TestDb<S>) {
+    let store = db.connect().await;
+    let a = product(&store, "A", 1_000, 5).await;
+    let b = product(&store, "B", 2_000, 0).await;
+    let c = product(&store, "C", 3_000, 5).await;
+    let mut tx = store.begin().await.expect("begin");
+    let stop = ProductPatch {
+        status: Some(ProductStatus::Stopped),
+        ..ProductPatch::default()
+    };
+    tx.update_product(c.id, &stop).await.expect("stop");
+    tx.commit().await.expect("commit");
+    let products = store.all_products(page(None, 10)).await.expect("list");
+    assert_eq!(
+        products.iter().map(|p| (p.id, p.status)).collect::<Vec<_>>(),
+        vec![(c.id, ProductStatus::Stopped), (b.id, ProductStatus::OnSale), (a.id, ProductStatus::OnSale)],
+        "stopped and sold-out products too, newest first"
+    );
+    let first = store.all_products(page(None, 2)).await.expect("list");
+    assert_eq!(first.iter().map(|p| p.id).collect::<Vec<_>>(), vec![c.id, b.id]);
+    let rest = store.all_products(page(Some(b.id.0), 2)).await.expect("list");
+    assert_eq!(rest.iter().map(|p| p.id).collect::<Vec<_>>(), vec![a.id]);
+
+    let c1 = coupon(&store, DiscountType::Fixed, 1_000, 1, 3_600).await;
+    let c2 = coupon(&store, DiscountType::Rate, 5, 2, 3_600).await;
+    let mut tx = store.begin().await.expect("begin");
+    assert!(tx.take_coupon(c1.id, 0).await.expect("take"));
+    tx.commit().await.expect("commit");
+    let coupons = store.all_coupons(page(None, 10)).await.expect("list");
+    assert_eq!(
+        coupons.iter().map(|c| (c.id, c.remaining_quantity)).collect::<Vec<_>>(),
+        vec![(c2.id, 2), (c1.id, 0)],
+        "the sold-out coupon too, with 0 left"
+    );
+    let rest = store.all_coupons(page(Some(c2.id.0), 1)).await.expect("list");
+    assert_eq!(rest.iter().map(|c| c.id).collect::<Vec<_>>(), vec![c1.id]);
+}
+
+async fn admin_order_list_holds_every_users_orders_by_computed_status<S: Engine>(db: TestDb<S>) {
+    let store = db.connect().await;
+    let kim = user_with_balance(&store, "kim@example.com", 100_000).await;
+    let lee = user_with_balance(&store, "lee@example.com", 100_000).await;
+    let a = product(&store, "A", 1_000, 50).await;
+    let b = product(&store, "B", 2_000, 50).await;
+    let overdue = order(&store, kim, &[(a.id, 1)], T0).await;
+    let paid = order(&store, lee, &[(a.id, 1), (b.id, 2)], at(500)).await;
+    pay(&store, paid.id, lee, None, at(600)).await.expect("pay");
+    let marked = order(&store, lee, &[(b.id, 1)], at(550)).await;
+    assert_eq!(store.expire_orders(at(1_500), 10).await.expect("expire"), 2);
+    let cancelled = order(&store, kim, &[(b.id, 1)], at(1_500)).await;
+    cancel(&store, cancelled.id, kim, at(1_600)).await.expect("cancel");
+    let pending = order(&store, lee, &[(a.id, 2)], at(1_700)).await;
+    let late = order(&store, kim, &[(a.id, 1)], at(1_710)).await;
+
+    // At 2,000 s: `late` and `pending` are pending, the others settled or expired.
+    let now = at(2_000);
+    let ids = |list: Vec<ecommerce_domain::order::Order>| list.into_iter().map(|o| o.id).collect::<Vec<_>>();
+    let all = store.all_orders(None, now, page(None, 10)).await.expect("list");
+    assert_eq!(
+        ids(all.clone()),
+        vec![late.id, pending.id, cancelled.id, marked.id, paid.id, overdue.id]
+    );
+    assert_eq!(all[4].lines, paid.lines, "every line of every order");
+    let by = |status, now, after, limit| store.all_orders(Some(status), now, page(after, limit));
+    assert_eq!(
+        ids(by(OrderStatus::PendingPayment, now, None, 10).await.expect("list")),
+        vec![late.id, pending.id]
+    );
+    assert_eq!(ids(by(OrderStatus::Paid, now, None, 10).await.expect("list")), vec![paid.id]);
+    assert_eq!(
+        ids(by(OrderStatus::Cancelled, now, None, 10).await.expect("list")),
+        vec![cancelled.id]
+    );
+    assert_eq!(
+        ids(by(OrderStatus::Expired, now, None, 10).await.expect("list")),
+        vec![marked.id, overdue.id]
+    );
+    assert!(by(OrderStatus::Refunded, now, None, 10).await.expect("list").is_empty());
+
+    // Later, `pending` is overdue but not yet marked: EXPIRED, merged in id order with the marked ones.
+    let later = at(2_605);
+    assert_eq!(
+        ids(by(OrderStatus::Expired, later, None, 10).await.expect("list")),
+        vec![pending.id, marked.id, overdue.id],
+        "overdue but not yet marked counts as EXPIRED"
+    );
+    assert_eq!(
+        ids(by(OrderStatus::PendingPayment, later, None, 10).await.expect("list")),
+        vec![late.id]
+    );
+    let first = by(OrderStatus::Expired, later, None, 2).await.expect("list");
+    assert_eq!(ids(first), vec![pending.id, marked.id]);
+    let rest = by(OrderStatus::Expired, later, Some(marked.id.0), 2).await.expect("list");
+    assert_eq!(ids(rest), vec![overdue.id]);
+    let first = store.all_orders(None, now, page(None, 2)).await.expect("list");
+    assert_eq!(ids(first), vec![late.id, pending.id]);
+    let rest = store.all_orders(None, now, page(Some(marked.id.0), 10)).await.expect("list");
+    assert_eq!(ids(rest.clone()), vec![paid.id, overdue.id]);
+    assert_eq!(rest[0].lines.len(), 2, "the page limit counts orders, not lines");
+}
+
+async fn accounts_are_listed_newest_first_and_found_by_email<S: Engine>(db: TestDb<S>) {
+    let store = db.connect().await;
+    let kim = user_with_balance(&store, "kim@example.com", 7_000).await;
+    let lee = user(&store, "lee@example.com").await;
+    let all = store.accounts(None, page(None, 10)).await.expect("list");
+    assert_eq!(all.iter().map(|a| a.id).collect::<Vec<_>>(), vec![lee, kim]);
+    let found = store.accounts(Some("kim@example.com"), page(None, 10)).await.expect("find");
+    assert_eq!(found.len(), 1);
+    assert_eq!(
+        (found[0].id, found[0].email.as_str(), found[0].role, found[0].balance),
+        (kim, "kim@example.com", Role::User, Krw(7_000))
+    );
+    assert!(found[0].created_at.millis() > 0);
+    assert!(store.accounts(Some("nobody@example.com"), page(None, 10)).await.expect("find").is_empty());
+    let rest = store.accounts(None, page(Some(lee.0), 10)).await.expect("list");
+    assert_eq!(rest.iter().map(|a| a.id).collect::<Vec<_>>(), vec![kim]);
+    assert_eq!(store.account(kim).await.expect("read"), Some(found[0].clone()));
+    assert_eq!(store.account(UserId(987_654)).await.expect("read"), None);
+}
+
+async fn sales_by_hour_sum_the_products_of_each_hour_in_the_window<S: Engine>(db: TestDb<S>) {
+    let store = db.connect().await;
+    let a = product(&store, "A", 1_000, 1).await;
+    let b = product(&store, "B", 2_000, 1).await;
+    let h = T0.hour();
+    add_sales(
+        &store,
+        &[(a.id, Hour(h.0 - 72), 100), (a.id, Hour(h.0 - 71), 2), (b.id, Hour(h.0 - 71), 3), (a.id, h, 4)],
+    )
+    .await;
+    add_sales(&store, &[(a.id, h, -1)]).await;
+    let sold = |since| store.sales_by_hour(since);
+    let got: Vec<(i64, i64)> = sold(Hour(h.0 - 71))
+        .await
+        .expect("sales")
+        .iter()
+        .map(|s| (s.hour.0, s.quantity))
+        .collect();
+    assert_eq!(got, vec![(h.0 - 71, 5), (h.0, 3)], "summed over products, refunds taken out");
+    assert!(sold(Hour(h.0 + 1)).await.expect("sales").is_empty());
 }

@@ -2392,7 +2392,11 @@ async fn admin_lists_hold_every_product_and_coupon_newest_first<S: Engine>(db: T
     let products = store.all_products(page(None, 10)).await.expect("list");
     assert_eq!(
         products.iter().map(|p| (p.id, p.status)).collect::<Vec<_>>(),
-        vec![(c.id, ProductStatus::Stopped), (b.id, ProductStatus::OnSale), (a.id, ProductStatus::OnSale)],
+        vec![
+            (c.id, ProductStatus::Stopped),
+            (b.id, ProductStatus::OnSale),
+            (a.id, ProductStatus::OnSale)
+        ],
         "stopped and sold-out products too, newest first"
     );
     let first = store.all_products(page(None, 2)).await.expect("list");
@@ -2445,7 +2449,10 @@ async fn admin_order_list_holds_every_users_orders_by_computed_status<S: Engine>
         ids(by(OrderStatus::PendingPayment, now, None, 10).await.expect("list")),
         vec![late.id, pending.id]
     );
-    assert_eq!(ids(by(OrderStatus::Paid, now, None, 10).await.expect("list")), vec![paid.id]);
+    assert_eq!(
+        ids(by(OrderStatus::Paid, now, None, 10).await.expect("list")),
+        vec![paid.id]
+    );
     assert_eq!(
         ids(by(OrderStatus::Cancelled, now, None, 10).await.expect("list")),
         vec![cancelled.id]
@@ -2469,11 +2476,16 @@ async fn admin_order_list_holds_every_users_orders_by_computed_status<S: Engine>
     );
     let first = by(OrderStatus::Expired, later, None, 2).await.expect("list");
     assert_eq!(ids(first), vec![pending.id, marked.id]);
-    let rest = by(OrderStatus::Expired, later, Some(marked.id.0), 2).await.expect("list");
+    let rest = by(OrderStatus::Expired, later, Some(marked.id.0), 2)
+        .await
+        .expect("list");
     assert_eq!(ids(rest), vec![overdue.id]);
     let first = store.all_orders(None, now, page(None, 2)).await.expect("list");
     assert_eq!(ids(first), vec![late.id, pending.id]);
-    let rest = store.all_orders(None, now, page(Some(marked.id.0), 10)).await.expect("list");
+    let rest = store
+        .all_orders(None, now, page(Some(marked.id.0), 10))
+        .await
+        .expect("list");
     assert_eq!(ids(rest.clone()), vec![paid.id, overdue.id]);
     assert_eq!(rest[0].lines.len(), 2, "the page limit counts orders, not lines");
 }
@@ -2484,14 +2496,23 @@ async fn accounts_are_listed_newest_first_and_found_by_email<S: Engine>(db: Test
     let lee = user(&store, "lee@example.com").await;
     let all = store.accounts(None, page(None, 10)).await.expect("list");
     assert_eq!(all.iter().map(|a| a.id).collect::<Vec<_>>(), vec![lee, kim]);
-    let found = store.accounts(Some("kim@example.com"), page(None, 10)).await.expect("find");
+    let found = store
+        .accounts(Some("kim@example.com"), page(None, 10))
+        .await
+        .expect("find");
     assert_eq!(found.len(), 1);
     assert_eq!(
         (found[0].id, found[0].email.as_str(), found[0].role, found[0].balance),
         (kim, "kim@example.com", Role::User, Krw(7_000))
     );
     assert!(found[0].created_at.millis() > 0);
-    assert!(store.accounts(Some("nobody@example.com"), page(None, 10)).await.expect("find").is_empty());
+    assert!(
+        store
+            .accounts(Some("nobody@example.com"), page(None, 10))
+            .await
+            .expect("find")
+            .is_empty()
+    );
     let rest = store.accounts(None, page(Some(lee.0), 10)).await.expect("list");
     assert_eq!(rest.iter().map(|a| a.id).collect::<Vec<_>>(), vec![kim]);
     assert_eq!(store.account(kim).await.expect("read"), Some(found[0].clone()));
@@ -2505,7 +2526,12 @@ async fn sales_by_hour_sum_the_products_of_each_hour_in_the_window<S: Engine>(db
     let h = T0.hour();
     add_sales(
         &store,
-        &[(a.id, Hour(h.0 - 72), 100), (a.id, Hour(h.0 - 71), 2), (b.id, Hour(h.0 - 71), 3), (a.id, h, 4)],
+        &[
+            (a.id, Hour(h.0 - 72), 100),
+            (a.id, Hour(h.0 - 71), 2),
+            (b.id, Hour(h.0 - 71), 3),
+            (a.id, h, 4),
+        ],
     )
     .await;
     add_sales(&store, &[(a.id, h, -1)]).await;
@@ -2516,6 +2542,10 @@ async fn sales_by_hour_sum_the_products_of_each_hour_in_the_window<S: Engine>(db
         .iter()
         .map(|s| (s.hour.0, s.quantity))
         .collect();
-    assert_eq!(got, vec![(h.0 - 71, 5), (h.0, 3)], "summed over products, refunds taken out");
+    assert_eq!(
+        got,
+        vec![(h.0 - 71, 5), (h.0, 3)],
+        "summed over products, refunds taken out"
+    );
     assert!(sold(Hour(h.0 + 1)).await.expect("sales").is_empty());
 }

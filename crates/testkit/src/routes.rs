@@ -372,6 +372,60 @@ impl TestApp {
         assert_eq!(order["status"], json!("REFUNDED"), "refunded order: {order}");
         order
     }
+
+    // ----- admin reads (the console) -------------------------------------------------------
+
+    /// `GET /api/v1/admin/{route}` (`route` with its query, e.g. `"orders?status=PAID"`) with
+    /// `token` (none, a customer's or an admin's).
+    pub async fn admin_read_as(&self, token: Option<&str>, route: &str) -> TestResponse {
+        self.get(&format!("/api/v1/admin/{route}"), token).await
+    }
+
+    /// `GET /api/v1/admin/{route}` as the admin.
+    pub async fn admin_read(&self, route: &str) -> TestResponse {
+        let token = self.admin_token().await;
+        self.admin_read_as(Some(&token), route).await
+    }
+
+    /// `GET /api/v1/admin/products{query}` as the admin; panics unless 200. Returns the page.
+    pub async fn admin_products(&self, query: &str) -> Value {
+        self.admin_read(&format!("products{query}")).await.json(200)
+    }
+
+    /// `GET /api/v1/admin/coupons{query}` as the admin; panics unless 200. Returns the page.
+    pub async fn admin_coupons(&self, query: &str) -> Value {
+        self.admin_read(&format!("coupons{query}")).await.json(200)
+    }
+
+    /// `GET /api/v1/admin/orders{query}` as the admin; panics unless 200. Returns the page.
+    pub async fn admin_orders(&self, query: &str) -> Value {
+        self.admin_read(&format!("orders{query}")).await.json(200)
+    }
+
+    /// `GET /api/v1/admin/users{query}` as the admin; panics unless 200. Returns the page.
+    pub async fn admin_users(&self, query: &str) -> Value {
+        self.admin_read(&format!("users{query}")).await.json(200)
+    }
+
+    /// `GET /api/v1/admin/users/{user_id}` as the admin.
+    pub async fn admin_user(&self, user_id: i64) -> TestResponse {
+        self.admin_read(&format!("users/{user_id}")).await
+    }
+
+    /// `GET /api/v1/admin/live` as the admin on instance `index`; panics unless 200.
+    pub async fn admin_live_on(&self, index: usize) -> Value {
+        let token = self.admin_token().await;
+        self.request_on(index, Method::GET, "/api/v1/admin/live")
+            .bearer_auth(token)
+            .fetch()
+            .await
+            .json(200)
+    }
+
+    /// `GET /api/v1/admin/sales/hourly{query}` as the admin; panics unless 200.
+    pub async fn admin_sales_hourly(&self, query: &str) -> Value {
+        self.admin_read(&format!("sales/hourly{query}")).await.json(200)
+    }
 }
 
 pub fn cart_path(user: &TestUser) -> String {

@@ -145,7 +145,7 @@ where
         (name = "cart", description = "The server-side cart, the same on every device of the user"),
         (name = "coupons", description = "First-come-first-served coupons and the user's coupons"),
         (name = "orders", description = "Orders: create, pay, cancel, refund, read"),
-        (name = "admin", description = "Catalog and coupon management (admin token only)"),
+        (name = "admin", description = "Catalog and coupon management, and the operator console's reads: every product, coupon, order and user, live figures, sales per hour (admin token only)"),
         (name = "operations", description = "Health probes: liveness, readiness, and the database check"),
     )
 )]
@@ -705,7 +705,9 @@ mod tests {
         for item in doc["paths"].as_object().expect("paths").values() {
             for operation in item.as_object().expect("path item").values() {
                 for parameter in operation["parameters"].as_array().into_iter().flatten() {
-                    if ["limit", "after", "days", "status"].contains(&parameter["name"].as_str().unwrap_or("")) {
+                    if ["limit", "after", "days", "status", "email", "hours"]
+                        .contains(&parameter["name"].as_str().unwrap_or(""))
+                    {
                         assert_eq!(parameter["in"], "query", "{parameter}");
                         assert_ne!(parameter["required"], true, "{parameter}");
                         seen += 1;
@@ -714,8 +716,9 @@ mod tests {
             }
         }
         assert_eq!(
-            seen, 14,
-            "five lists take limit and after, popular days and limit, two lists status"
+            seen, 25,
+            "nine lists take limit and after, popular days and limit, three lists status, \
+             the admin user list email, the hourly sales hours"
         );
     }
 

@@ -662,7 +662,7 @@ function drawChart(host, caption, items) {
     const x = left + i * step;
     if (item.quantity > 0) {
       const bar = svgEl('rect', { x: x + 0.5, y: y(item.quantity), width: Math.max(1, step - 1), height: y(0) - y(item.quantity), class: 'bar' });
-      bar.append(svgEl('title', {}, `${item.hour}: ${item.quantity} units`));
+      bar.append(svgEl('title', {}, `${show(item.hour)}: ${item.quantity} units`));
       svg.append(bar);
     }
     if (item.hour.includes('T00:00')) svg.append(svgEl('text', { x, y: height - 6, class: 'label' }, item.hour.slice(5, 10)));
@@ -671,7 +671,7 @@ function drawChart(host, caption, items) {
   const total = items.reduce((sum, i) => sum + i.quantity, 0);
   const peak = items.reduce((best, i) => (i.quantity > (best ? best.quantity : 0) ? i : best), null);
   caption.textContent = peak
-    ? `${total} units sold in the last ${items.length} hours; the busiest hour was ${peak.hour} with ${peak.quantity}.`
+    ? `${total} units sold in the last ${items.length} hours; the busiest hour was ${show(peak.hour)} with ${peak.quantity}.`
     : `No units sold in the last ${items.length} hours.`;
 }
 

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { before, describe, test } from 'node:test';
 import { openPage, screenshot, sideScroll, signIn } from '../support/browser.js';
 import { useServer } from '../support/harness.js';
-import { allowPending, phase2 } from '../support/phase2.js';
+import { allowPending, needsDraws } from '../support/phase2.js';
 
 const CSP = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
   + "form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
@@ -86,7 +86,7 @@ describe('every page', { timeout: 120_000 }, () => {
     });
   }
 
-  test('the draw page (needs phase 2 for a draw to show)', { skip: !phase2 && 'needs the phase-2 draws routes to make a draw (support/phase2.js)' }, async () => {
+  test('the draw page (needs phase 2 for a draw to show)', { skip: needsDraws }, async () => {
     const { api } = ctx;
     const now = Date.now();
     const draw = await api.call('POST', '/admin/draws', {

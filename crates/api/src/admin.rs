@@ -35,8 +35,8 @@ operations!(
     list_all_products::<S>,
     list_all_coupons::<S>,
     list_all_orders::<S>,
-    list_users::<S>,
-    get_user::<S>,
+    find_users::<S>,
+    get_user_account::<S>,
     live_figures::<S>,
     hourly_sales::<S>,
 );
@@ -342,7 +342,7 @@ pub async fn list_all_orders<S: Store>(
         (status = 200, description = "Accounts, newest first", body = AdminUserPage,
             example = json!({"items": [user_example()], "next_after": null})),
     ))]
-pub async fn list_users<S: Store>(
+pub async fn find_users<S: Store>(
     State(app): State<AppState<S>>,
     _admin: Admin,
     query: std::result::Result<Query<UserQuery>, axum::extract::rejection::QueryRejection>,
@@ -365,7 +365,7 @@ pub async fn list_users<S: Store>(
     responses(
         (status = 200, description = "The account", body = AdminUserResponse, example = user_example),
     ))]
-pub async fn get_user<S: Store>(
+pub async fn get_user_account<S: Store>(
     State(app): State<AppState<S>>,
     _admin: Admin,
     params: PathParams,

@@ -11,7 +11,11 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        get?: never;
+        /**
+         * List every coupon (admin)
+         * @description Every coupon, sold-out ones too, with its `remaining_quantity`, newest first.
+         */
+        get: operations["list_all_coupons"];
         put?: never;
         /**
          * Create a coupon (admin)
@@ -26,6 +30,50 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/admin/live": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Live figures (admin)
+         * @description What the console's Live page shows: orders paid (in all and per second), refused payments
+         *     by reason and requests per second, as served by this instance since it started; the outbox
+         *     backlog and the age of its oldest undelivered event, from the database. Rates are measured
+         *     over about 10 seconds between calls (0 on the first call).
+         */
+        get: operations["live_figures"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/admin/orders": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List every user's orders (admin)
+         * @description Orders of every user, newest first, optionally only those with a `status` (computed: a
+         *     pending order past `expires_at` is `EXPIRED`).
+         */
+        get: operations["list_all_orders"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/admin/products": {
         parameters: {
             query?: never;
@@ -33,7 +81,11 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        get?: never;
+        /**
+         * List every product (admin)
+         * @description Every product whatever its status, newest first, paged by `limit` and `after`.
+         */
+        get: operations["list_all_products"];
         put?: never;
         /**
          * Create a product (admin)
@@ -82,6 +134,68 @@ export interface paths {
          *     `VALIDATION_FAILED`).
          */
         post: operations["restock_product"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/admin/sales/hourly": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Units sold per hour (admin)
+         * @description From the hourly sales figures (paid minus refunded units): one item per hour of the last
+         *     `hours` (default 72), oldest first, hours without sales at 0.
+         */
+        get: operations["hourly_sales"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/admin/users": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List or find users (admin)
+         * @description Every account, newest first, with its balance; with `email`, only the account with that
+         *     email (compared case-insensitively), so a page of one or none.
+         */
+        get: operations["find_users"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/admin/users/{user_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get a user (admin)
+         * @description The account with its role, balance and sign-up time.
+         */
+        get: operations["get_user_account"];
+        put?: never;
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -579,6 +693,25 @@ export interface paths {
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
+        AdminUserPage: {
+            items: components["schemas"]["AdminUserResponse"][];
+            /** Format: int64 */
+            next_after?: number | null;
+        };
+        /** @description An account as operators see it: with its balance. */
+        AdminUserResponse: {
+            /** Format: int64 */
+            id: number;
+            email: string;
+            name: string;
+            role: components["schemas"]["Role"];
+            /**
+             * Format: int64
+             * @description KRW.
+             */
+            balance: number;
+            created_at: string;
+        };
         BalanceEntryResponse: {
             /** Format: int64 */
             id: number;
@@ -742,9 +875,60 @@ export interface components {
             /** @example ok */
             status: string;
         };
+        HourlySalesItem: {
+            /** @description The start of the hour, RFC 3339 UTC. */
+            hour: string;
+            /**
+             * Format: int64
+             * @description Units sold in orders paid that hour, minus units refunded that hour.
+             */
+            quantity: number;
+        };
+        HourlySalesResponse: {
+            /** Format: int64 */
+            hours: number;
+            /** @description One item per hour, oldest first, the current hour last. */
+            items: components["schemas"]["HourlySalesItem"][];
+        };
         IssueCouponRequest: {
             /** Format: int64 */
             coupon_id: number;
+        };
+        LiveResponse: {
+            /** @description When these figures were read. */
+            generated_at: string;
+            /**
+             * Format: int64
+             * @description Orders paid through this instance since it started.
+             */
+            orders_paid_total: number;
+            /**
+             * Format: double
+             * @description Orders paid through this instance per second, over about the last 10 seconds.
+             */
+            orders_paid_per_second: number;
+            /**
+             * @description Payments this instance refused since it started, by error code (codes with none are
+             *     absent).
+             */
+            payment_failures: {
+                [key: string]: number;
+            };
+            /**
+             * Format: double
+             * @description Requests this instance answered per second, over about the last 10 seconds.
+             */
+            requests_per_second: number;
+            /**
+             * Format: int64
+             * @description Events of the outbox not yet delivered (every instance's).
+             */
+            outbox_backlog: number;
+            /**
+             * Format: double
+             * @description Age of the oldest undelivered event in seconds; null when there is none.
+             */
+            outbox_oldest_unsent_age_seconds?: number | null;
         };
         OrderItemResponse: {
             /** Format: int64 */
@@ -897,6 +1081,11 @@ export interface components {
              */
             quantity: number;
         };
+        /**
+         * @description What an account may do: `ADMIN` manages the catalog and coupons and sees every user.
+         * @enum {string}
+         */
+        Role: "USER" | "ADMIN";
         TokenRequest: {
             email: string;
             password: string;
@@ -996,6 +1185,105 @@ export interface components {
 }
 export type $defs = Record<string, never>;
 export interface operations {
+    list_all_coupons: {
+        parameters: {
+            query?: {
+                /** @description 1 to 100, default 20. */
+                limit?: number;
+                /** @description Keyset cursor: the `next_after` of the previous page. */
+                after?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Every coupon, newest first */
+            200: {
+                headers: {
+                    "Cache-Control": components["headers"]["Cache-Control.private"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "items": [
+                     *         {
+                     *           "discount_type": "FIXED",
+                     *           "discount_value": 5000,
+                     *           "id": 4,
+                     *           "name": "Drop 5000",
+                     *           "remaining_quantity": 0,
+                     *           "total_quantity": 500,
+                     *           "valid_for_seconds": 3600
+                     *         }
+                     *       ],
+                     *       "next_after": null
+                     *     }
+                     */
+                    "application/json": components["schemas"]["CouponPage"];
+                };
+            };
+            /** @description VALIDATION_FAILED */
+            400: {
+                headers: {
+                    "Cache-Control": components["headers"]["Cache-Control.private"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description UNAUTHORIZED */
+            401: {
+                headers: {
+                    "Cache-Control": components["headers"]["Cache-Control.private"];
+                    "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description FORBIDDEN */
+            403: {
+                headers: {
+                    "Cache-Control": components["headers"]["Cache-Control.private"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description INTERNAL */
+            500: {
+                headers: {
+                    "Cache-Control": components["headers"]["Cache-Control.private"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description SERVICE_UNAVAILABLE */
+            503: {
+                headers: {
+                    "Cache-Control": components["headers"]["Cache-Control.private"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
     create_coupon: {
         parameters: {
             query?: never;
@@ -1089,6 +1377,297 @@ export interface operations {
             };
             /** @description UNSUPPORTED_MEDIA_TYPE */
             415: {
+                headers: {
+                    "Cache-Control": components["headers"]["Cache-Control.private"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description INTERNAL */
+            500: {
+                headers: {
+                    "Cache-Control": components["headers"]["Cache-Control.private"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description SERVICE_UNAVAILABLE */
+            503: {
+                headers: {
+                    "Cache-Control": components["headers"]["Cache-Control.private"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    live_figures: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The figures now */
+            200: {
+                headers: {
+                    "Cache-Control": components["headers"]["Cache-Control.private"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "generated_at": "2026-12-01T09:00:00.123Z",
+                     *       "orders_paid_per_second": 2.5,
+                     *       "orders_paid_total": 1520,
+                     *       "outbox_backlog": 1,
+                     *       "outbox_oldest_unsent_age_seconds": 0.4,
+                     *       "payment_failures": {
+                     *         "INSUFFICIENT_BALANCE": 4,
+                     *         "OUT_OF_STOCK": 9
+                     *       },
+                     *       "requests_per_second": 812.3
+                     *     }
+                     */
+                    "application/json": components["schemas"]["LiveResponse"];
+                };
+            };
+            /** @description UNAUTHORIZED */
+            401: {
+                headers: {
+                    "Cache-Control": components["headers"]["Cache-Control.private"];
+                    "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description FORBIDDEN */
+            403: {
+                headers: {
+                    "Cache-Control": components["headers"]["Cache-Control.private"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description INTERNAL */
+            500: {
+                headers: {
+                    "Cache-Control": components["headers"]["Cache-Control.private"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description SERVICE_UNAVAILABLE */
+            503: {
+                headers: {
+                    "Cache-Control": components["headers"]["Cache-Control.private"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    list_all_orders: {
+        parameters: {
+            query?: {
+                /** @description Filter by (computed) status. */
+                status?: components["schemas"]["OrderStatus"];
+                /** @description 1 to 100, default 20. */
+                limit?: number;
+                /** @description Keyset cursor: the `next_after` of the previous page. */
+                after?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Orders of every user, newest first */
+            200: {
+                headers: {
+                    "Cache-Control": components["headers"]["Cache-Control.private"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "items": [
+                     *         {
+                     *           "created_at": "2026-03-01T09:12:01.250Z",
+                     *           "discount_amount": 0,
+                     *           "expires_at": "2026-03-01T09:27:01.250Z",
+                     *           "id": 11,
+                     *           "items": [
+                     *             {
+                     *               "amount": 39000,
+                     *               "name": "Linen shirt",
+                     *               "product_id": 7,
+                     *               "quantity": 1,
+                     *               "unit_price": 39000
+                     *             }
+                     *           ],
+                     *           "paid_amount": 39000,
+                     *           "paid_at": "2026-03-01T09:12:44.512Z",
+                     *           "status": "PAID",
+                     *           "total_amount": 39000,
+                     *           "user_coupon_id": null,
+                     *           "user_id": 42
+                     *         }
+                     *       ],
+                     *       "next_after": null
+                     *     }
+                     */
+                    "application/json": components["schemas"]["OrderPage"];
+                };
+            };
+            /** @description VALIDATION_FAILED */
+            400: {
+                headers: {
+                    "Cache-Control": components["headers"]["Cache-Control.private"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description UNAUTHORIZED */
+            401: {
+                headers: {
+                    "Cache-Control": components["headers"]["Cache-Control.private"];
+                    "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description FORBIDDEN */
+            403: {
+                headers: {
+                    "Cache-Control": components["headers"]["Cache-Control.private"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description INTERNAL */
+            500: {
+                headers: {
+                    "Cache-Control": components["headers"]["Cache-Control.private"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description SERVICE_UNAVAILABLE */
+            503: {
+                headers: {
+                    "Cache-Control": components["headers"]["Cache-Control.private"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    list_all_products: {
+        parameters: {
+            query?: {
+                /** @description 1 to 100, default 20. */
+                limit?: number;
+                /** @description Keyset cursor: the `next_after` of the previous page. */
+                after?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Every product, newest first */
+            200: {
+                headers: {
+                    "Cache-Control": components["headers"]["Cache-Control.private"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "items": [
+                     *         {
+                     *           "id": 8,
+                     *           "name": "Wool coat",
+                     *           "price": 189000,
+                     *           "status": "STOPPED",
+                     *           "stock": 0
+                     *         }
+                     *       ],
+                     *       "next_after": null
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ProductPage"];
+                };
+            };
+            /** @description VALIDATION_FAILED */
+            400: {
+                headers: {
+                    "Cache-Control": components["headers"]["Cache-Control.private"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description UNAUTHORIZED */
+            401: {
+                headers: {
+                    "Cache-Control": components["headers"]["Cache-Control.private"];
+                    "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description FORBIDDEN */
+            403: {
                 headers: {
                     "Cache-Control": components["headers"]["Cache-Control.private"];
                     "X-Request-Id": components["headers"]["X-Request-Id"];
@@ -1476,6 +2055,304 @@ export interface operations {
             };
             /** @description UNSUPPORTED_MEDIA_TYPE */
             415: {
+                headers: {
+                    "Cache-Control": components["headers"]["Cache-Control.private"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description INTERNAL */
+            500: {
+                headers: {
+                    "Cache-Control": components["headers"]["Cache-Control.private"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description SERVICE_UNAVAILABLE */
+            503: {
+                headers: {
+                    "Cache-Control": components["headers"]["Cache-Control.private"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    hourly_sales: {
+        parameters: {
+            query?: {
+                /** @description 1 to 168 hours, default 72 (3 days), the current hour included. */
+                hours?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Units sold per hour, oldest first */
+            200: {
+                headers: {
+                    "Cache-Control": components["headers"]["Cache-Control.private"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "hours": 2,
+                     *       "items": [
+                     *         {
+                     *           "hour": "2026-12-01T08:00:00.000Z",
+                     *           "quantity": 12
+                     *         },
+                     *         {
+                     *           "hour": "2026-12-01T09:00:00.000Z",
+                     *           "quantity": 3
+                     *         }
+                     *       ]
+                     *     }
+                     */
+                    "application/json": components["schemas"]["HourlySalesResponse"];
+                };
+            };
+            /** @description VALIDATION_FAILED */
+            400: {
+                headers: {
+                    "Cache-Control": components["headers"]["Cache-Control.private"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description UNAUTHORIZED */
+            401: {
+                headers: {
+                    "Cache-Control": components["headers"]["Cache-Control.private"];
+                    "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description FORBIDDEN */
+            403: {
+                headers: {
+                    "Cache-Control": components["headers"]["Cache-Control.private"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description INTERNAL */
+            500: {
+                headers: {
+                    "Cache-Control": components["headers"]["Cache-Control.private"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description SERVICE_UNAVAILABLE */
+            503: {
+                headers: {
+                    "Cache-Control": components["headers"]["Cache-Control.private"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    find_users: {
+        parameters: {
+            query?: {
+                /** @description Only the account with this email (case-insensitive); it must look like an email. */
+                email?: string;
+                /** @description 1 to 100, default 20. */
+                limit?: number;
+                /** @description Keyset cursor: the `next_after` of the previous page. */
+                after?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Accounts, newest first */
+            200: {
+                headers: {
+                    "Cache-Control": components["headers"]["Cache-Control.private"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "items": [
+                     *         {
+                     *           "balance": 961000,
+                     *           "created_at": "2026-03-01T08:00:00.000Z",
+                     *           "email": "mina@example.com",
+                     *           "id": 42,
+                     *           "name": "Mina",
+                     *           "role": "USER"
+                     *         }
+                     *       ],
+                     *       "next_after": null
+                     *     }
+                     */
+                    "application/json": components["schemas"]["AdminUserPage"];
+                };
+            };
+            /** @description VALIDATION_FAILED */
+            400: {
+                headers: {
+                    "Cache-Control": components["headers"]["Cache-Control.private"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description UNAUTHORIZED */
+            401: {
+                headers: {
+                    "Cache-Control": components["headers"]["Cache-Control.private"];
+                    "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description FORBIDDEN */
+            403: {
+                headers: {
+                    "Cache-Control": components["headers"]["Cache-Control.private"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description INTERNAL */
+            500: {
+                headers: {
+                    "Cache-Control": components["headers"]["Cache-Control.private"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description SERVICE_UNAVAILABLE */
+            503: {
+                headers: {
+                    "Cache-Control": components["headers"]["Cache-Control.private"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    get_user_account: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description User id */
+                user_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The account */
+            200: {
+                headers: {
+                    "Cache-Control": components["headers"]["Cache-Control.private"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "balance": 961000,
+                     *       "created_at": "2026-03-01T08:00:00.000Z",
+                     *       "email": "mina@example.com",
+                     *       "id": 42,
+                     *       "name": "Mina",
+                     *       "role": "USER"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["AdminUserResponse"];
+                };
+            };
+            /** @description VALIDATION_FAILED */
+            400: {
+                headers: {
+                    "Cache-Control": components["headers"]["Cache-Control.private"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description UNAUTHORIZED */
+            401: {
+                headers: {
+                    "Cache-Control": components["headers"]["Cache-Control.private"];
+                    "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description FORBIDDEN */
+            403: {
+                headers: {
+                    "Cache-Control": components["headers"]["Cache-Control.private"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description USER_NOT_FOUND */
+            404: {
                 headers: {
                     "Cache-Control": components["headers"]["Cache-Control.private"];
                     "X-Request-Id": components["headers"]["X-Request-Id"];

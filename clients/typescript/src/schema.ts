@@ -39,10 +39,10 @@ export interface paths {
         };
         /**
          * Live figures (admin)
-         * @description What the console's Live page shows: orders paid (in all and per second), refused payments
-         *     by reason and requests per second, as served by this instance since it started; the outbox
-         *     backlog and the age of its oldest undelivered event, from the database. Rates are measured
-         *     over about 10 seconds between calls (0 on the first call).
+         * @description What the console's Live page shows. From the database (every instance): orders paid per
+         *     second over the last 10 seconds, the outbox backlog and the age of its oldest undelivered
+         *     event. From this instance since it started: orders paid, refused payments by reason, and
+         *     requests per second over about the last 10 seconds between calls (0 on the first call).
          */
         get: operations["live_figures"];
         put?: never;
@@ -63,7 +63,8 @@ export interface paths {
         /**
          * List every user's orders (admin)
          * @description Orders of every user, newest first, optionally only those with a `status` (computed: a
-         *     pending order past `expires_at` is `EXPIRED`).
+         *     pending order past `expires_at` is `EXPIRED`) and only those of `user_id` (none for a user
+         *     that does not exist).
          */
         get: operations["list_all_orders"];
         put?: never;
@@ -83,7 +84,8 @@ export interface paths {
         };
         /**
          * List every product (admin)
-         * @description Every product whatever its status, newest first, paged by `limit` and `after`.
+         * @description Every product whatever its status (or only those with `status`), newest first, paged by
+         *     `limit` and `after`.
          */
         get: operations["list_all_products"];
         put?: never;
@@ -904,7 +906,7 @@ export interface components {
             orders_paid_total: number;
             /**
              * Format: double
-             * @description Orders paid through this instance per second, over about the last 10 seconds.
+             * @description Orders paid per second over the last 10 seconds, by every instance (from the database).
              */
             orders_paid_per_second: number;
             /**
@@ -1496,6 +1498,8 @@ export interface operations {
             query?: {
                 /** @description Filter by (computed) status. */
                 status?: components["schemas"]["OrderStatus"];
+                /** @description Only this user's orders. */
+                user_id?: number;
                 /** @description 1 to 100, default 20. */
                 limit?: number;
                 /** @description Keyset cursor: the `next_after` of the previous page. */
@@ -1607,6 +1611,8 @@ export interface operations {
     list_all_products: {
         parameters: {
             query?: {
+                /** @description ON_SALE or STOPPED; all when absent. */
+                status?: components["schemas"]["ProductStatus"];
                 /** @description 1 to 100, default 20. */
                 limit?: number;
                 /** @description Keyset cursor: the `next_after` of the previous page. */

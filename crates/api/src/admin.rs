@@ -3,12 +3,13 @@
 //! or a bad one is 401, a customer's is 403, before any parameter is looked at.
 //!
 //! **Live figures** come from two places, each cheap. The database gives what every instance
-//! shares: the outbox backlog and the age of its oldest unsent event (one query on the partial
-//! index of unsent events). This instance's own counters ([`LiveCounters`]) give what it served:
-//! orders paid, payments refused by reason, requests; the rates are the change of those counters
-//! since a sample taken by an earlier call about [`RATE_WINDOW`] ago, so a call does a fixed
-//! amount of work whatever the traffic. Behind a load balancer each instance answers its own
-//! counters; the figures of the whole shop are the sum over the instances (`GET /metrics`).
+//! shares: the orders paid per second over the last [`RATE_WINDOW`] (a count on the index of
+//! `paid_at`, so it reads only those orders), the outbox backlog and the age of its oldest unsent
+//! event (one query on the partial index of unsent events). This instance's own counters
+//! ([`LiveCounters`]) give what it served since it started: orders paid, payments refused by
+//! reason, and requests, whose rate is the change of the counter since a sample taken by an
+//! earlier call about [`RATE_WINDOW`] ago. Behind a load balancer each instance answers its own
+//! counters; the figures of the whole shop are their sum (`GET /metrics`).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
@@ -18,8 +19,10 @@ use std::time::{Duration, Instant};
 use axum::extract::{Query, State};
 use ecommerce_domain::account::Role;
 use ecommerce_domain::admin::{self, Account, HourlySales, SalesWindow};
+use ecommerce_domain::catalog::ProductStatus;
+use ecommerce_domain::order::OrderStatus;
 use ecommerce_domain::store::Store;
-use ecommerce_domain::{Timestamp, UserId};
+use ecommerce_domain::{Timestamp, UserId, check_range};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -29,7 +32,7 @@ use crate::coupons::{CouponPage, CouponResponse};
 use crate::error::Result;
 use crate::extract::{Admin, PageQuery, Paging, PathParams, query_rejection};
 use crate::openapi::operations;
-use crate::orders::{OrderPage, OrderQuery, OrderResponse};
+use crate::orders::{OrderPage, OrderResponse};
 
 operations!(
     list_all_products::<S>,
@@ -65,14 +68,6 @@ pub struct LiveCounters {
 struct Sample {
     at: Instant,
     requests: u64,
-    orders_paid: u64,
-}
-
-/// Per-second rates over the last [`RATE_WINDOW`].
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Rates {
-    pub requests_per_second: f64,
-    pub orders_paid_per_second: f64,
 }
 
 impl LiveCounters {
@@ -101,17 +96,16 @@ impl LiveCounters {
         self.payment_failures.lock().map(|f| f.clone()).unwrap_or_default()
     }
 
-    /// Takes a sample now and answers the rates since the oldest sample within the window (the
-    /// newest one older than it, so that calls a few seconds apart still measure over a span).
-    /// Zero until a sample from an earlier call exists.
-    pub fn rates(&self, now: Instant) -> Rates {
+    /// Takes a sample now and answers the requests per second since the oldest sample within
+    /// the window (the newest one older than it, so that calls a few seconds apart still measure
+    /// over a span). Zero until a sample from an earlier call exists.
+    pub fn requests_per_second(&self, now: Instant) -> f64 {
         let current = Sample {
             at: now,
             requests: self.requests.load(Ordering::Relaxed),
-            orders_paid: self.orders_paid(),
         };
         let Ok(mut samples) = self.samples.lock() else {
-            return Rates::zero();
+            return 0.0;
         };
         // Keep the newest sample older than the window as the base; drop the ones before it.
         while samples.len() >= 2 && samples[1].at + RATE_WINDOW <= now {
@@ -123,26 +117,13 @@ impl LiveCounters {
             samples.pop_front();
         }
         let Some(base) = base else {
-            return Rates::zero();
+            return 0.0;
         };
         let seconds = now.saturating_duration_since(base.at).as_secs_f64();
         if seconds < 0.001 {
-            return Rates::zero();
+            return 0.0;
         }
-        let per_second = |now: u64, then: u64| now.saturating_sub(then) as f64 / seconds;
-        Rates {
-            requests_per_second: per_second(current.requests, base.requests),
-            orders_paid_per_second: per_second(current.orders_paid, base.orders_paid),
-        }
-    }
-}
-
-impl Rates {
-    fn zero() -> Self {
-        Self {
-            requests_per_second: 0.0,
-            orders_paid_per_second: 0.0,
-        }
+        current.requests.saturating_sub(base.requests) as f64 / seconds
     }
 }
 
@@ -182,6 +163,23 @@ pub struct AdminUserPage {
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
+pub struct ProductQuery {
+    /// ON_SALE or STOPPED; all when absent.
+    pub status: Option<ProductStatus>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AdminOrderQuery {
+    /// Filter by (computed) status.
+    pub status: Option<OrderStatus>,
+    /// Only this user's orders.
+    #[param(minimum = 1)]
+    pub user_id: Option<i64>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct UserQuery {
     /// Only the account with this email (case-insensitive); it must look like an email.
     #[param(max_length = 254)]
@@ -194,7 +192,7 @@ pub struct LiveResponse {
     pub generated_at: String,
     /// Orders paid through this instance since it started.
     pub orders_paid_total: u64,
-    /// Orders paid through this instance per second, over about the last 10 seconds.
+    /// Orders paid per second over the last 10 seconds, by every instance (from the database).
     pub orders_paid_per_second: f64,
     /// Payments this instance refused since it started, by error code (codes with none are
     /// absent).
@@ -264,8 +262,9 @@ fn user_example() -> serde_json::Value {
 
 /// List every product (admin)
 ///
-/// Every product whatever its status, newest first, paged by `limit` and `after`.
-#[utoipa::path(get, path = "/api/v1/admin/products", tag = "admin", params(PageQuery),
+/// Every product whatever its status (or only those with `status`), newest first, paged by
+/// `limit` and `after`.
+#[utoipa::path(get, path = "/api/v1/admin/products", tag = "admin", params(ProductQuery, PageQuery),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "Every product, newest first", body = ProductPage,
@@ -274,9 +273,11 @@ fn user_example() -> serde_json::Value {
 pub async fn list_all_products<S: Store>(
     State(app): State<AppState<S>>,
     _admin: Admin,
+    query: std::result::Result<Query<ProductQuery>, axum::extract::rejection::QueryRejection>,
     Paging(page): Paging,
 ) -> Result<axum::Json<ProductPage>> {
-    let products = app.store.all_products(page).await?;
+    let Query(query) = query.map_err(query_rejection)?;
+    let products = app.store.all_products(query.status, page).await?;
     let next_after = page.next_after(&products, |p| p.id.0);
     Ok(axum::Json(ProductPage {
         items: products.into_iter().map(ProductResponse::from).collect(),
@@ -309,8 +310,9 @@ pub async fn list_all_coupons<S: Store>(
 /// List every user's orders (admin)
 ///
 /// Orders of every user, newest first, optionally only those with a `status` (computed: a
-/// pending order past `expires_at` is `EXPIRED`).
-#[utoipa::path(get, path = "/api/v1/admin/orders", tag = "admin", params(OrderQuery, PageQuery),
+/// pending order past `expires_at` is `EXPIRED`) and only those of `user_id` (none for a user
+/// that does not exist).
+#[utoipa::path(get, path = "/api/v1/admin/orders", tag = "admin", params(AdminOrderQuery, PageQuery),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "Orders of every user, newest first", body = OrderPage,
@@ -319,12 +321,18 @@ pub async fn list_all_coupons<S: Store>(
 pub async fn list_all_orders<S: Store>(
     State(app): State<AppState<S>>,
     _admin: Admin,
-    query: std::result::Result<Query<OrderQuery>, axum::extract::rejection::QueryRejection>,
+    query: std::result::Result<Query<AdminOrderQuery>, axum::extract::rejection::QueryRejection>,
     Paging(page): Paging,
 ) -> Result<axum::Json<OrderPage>> {
     let Query(query) = query.map_err(query_rejection)?;
     let now = Timestamp::now();
-    let orders = app.store.all_orders(query.status, now, page).await?;
+    let orders = match query.user_id {
+        Some(user) => {
+            let user = UserId(check_range(user, 1..=i64::MAX, "user_id")?);
+            app.store.orders(user, query.status, now, page).await?
+        }
+        None => app.store.all_orders(query.status, now, page).await?,
+    };
     let next_after = page.next_after(&orders, |o| o.id.0);
     Ok(axum::Json(OrderPage {
         items: orders.into_iter().map(|o| OrderResponse::new(o, now)).collect(),
@@ -376,10 +384,10 @@ pub async fn get_user_account<S: Store>(
 
 /// Live figures (admin)
 ///
-/// What the console's Live page shows: orders paid (in all and per second), refused payments
-/// by reason and requests per second, as served by this instance since it started; the outbox
-/// backlog and the age of its oldest undelivered event, from the database. Rates are measured
-/// over about 10 seconds between calls (0 on the first call).
+/// What the console's Live page shows. From the database (every instance): orders paid per
+/// second over the last 10 seconds, the outbox backlog and the age of its oldest undelivered
+/// event. From this instance since it started: orders paid, refused payments by reason, and
+/// requests per second over about the last 10 seconds between calls (0 on the first call).
 #[utoipa::path(get, path = "/api/v1/admin/live", tag = "admin", security(("bearer" = [])),
     responses(
         (status = 200, description = "The figures now", body = LiveResponse, example = json!({
@@ -389,15 +397,19 @@ pub async fn get_user_account<S: Store>(
         })),
     ))]
 pub async fn live_figures<S: Store>(State(app): State<AppState<S>>, _admin: Admin) -> Result<axum::Json<LiveResponse>> {
+    let window = RATE_WINDOW.as_secs() as i64;
+    let paid_recently = app
+        .store
+        .orders_paid_since(Timestamp::now().plus_seconds(-window))
+        .await?;
     let backlog = app.store.outbox_backlog().await?;
     let now = Timestamp::now();
-    let rates = app.live.rates(Instant::now());
     Ok(axum::Json(LiveResponse {
         generated_at: now.to_rfc3339(),
         orders_paid_total: app.live.orders_paid(),
-        orders_paid_per_second: rates.orders_paid_per_second,
+        orders_paid_per_second: paid_recently as f64 / window as f64,
         payment_failures: app.live.payment_failures(),
-        requests_per_second: rates.requests_per_second,
+        requests_per_second: app.live.requests_per_second(Instant::now()),
         outbox_backlog: backlog.unsent,
         outbox_oldest_unsent_age_seconds: backlog
             .oldest_created_at
@@ -444,44 +456,51 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rates_are_zero_until_an_earlier_sample_exists_then_measure_the_change() {
+    fn the_request_rate_is_zero_until_an_earlier_sample_exists_then_measures_the_change() {
         let live = LiveCounters::default();
         let start = Instant::now();
-        assert_eq!(live.rates(start), Rates::zero());
+        assert_eq!(live.requests_per_second(start), 0.0);
         for _ in 0..30 {
             live.request();
         }
-        live.order_paid();
-        live.order_paid();
-        let rates = live.rates(start + Duration::from_secs(2));
-        assert_eq!(rates.requests_per_second, 15.0);
-        assert_eq!(rates.orders_paid_per_second, 1.0);
+        assert_eq!(live.requests_per_second(start + Duration::from_secs(2)), 15.0);
     }
 
     #[test]
-    fn rates_are_measured_from_the_newest_sample_older_than_the_window() {
+    fn the_request_rate_is_measured_from_the_newest_sample_older_than_the_window() {
         let live = LiveCounters::default();
         let start = Instant::now();
-        live.rates(start);
+        live.requests_per_second(start);
         for _ in 0..100 {
             live.request();
         }
-        live.rates(start + Duration::from_secs(5));
-        live.rates(start + Duration::from_secs(12));
+        live.requests_per_second(start + Duration::from_secs(5));
+        live.requests_per_second(start + Duration::from_secs(12));
         // At 20 s the base is the sample of 5 s: the newest one at least 10 s old.
         for _ in 0..30 {
             live.request();
         }
-        let rates = live.rates(start + Duration::from_secs(20));
-        assert_eq!(rates.requests_per_second, 2.0);
+        assert_eq!(live.requests_per_second(start + Duration::from_secs(20)), 2.0);
     }
 
     #[test]
-    fn failures_are_counted_by_code() {
+    fn samples_stay_bounded_whatever_the_number_of_calls() {
         let live = LiveCounters::default();
+        let start = Instant::now();
+        for i in 0..1_000 {
+            live.requests_per_second(start + Duration::from_millis(i));
+        }
+        assert!(live.samples.lock().map(|s| s.len()).unwrap_or(0) <= MAX_SAMPLES);
+    }
+
+    #[test]
+    fn paid_orders_and_failures_are_counted_by_code() {
+        let live = LiveCounters::default();
+        live.order_paid();
         live.payment_failed("OUT_OF_STOCK");
         live.payment_failed("OUT_OF_STOCK");
         live.payment_failed("INSUFFICIENT_BALANCE");
+        assert_eq!(live.orders_paid(), 1);
         let failures = live.payment_failures();
         assert_eq!(failures.get("OUT_OF_STOCK"), Some(&2));
         assert_eq!(failures.get("INSUFFICIENT_BALANCE"), Some(&1));

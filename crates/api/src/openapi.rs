@@ -716,8 +716,8 @@ mod tests {
             }
         }
         assert_eq!(
-            seen, 25,
-            "nine lists take limit and after, popular days and limit, three lists status, \
+            seen, 26,
+            "nine lists take limit and after, popular days and limit, four lists status, \
              the admin user list email, the hourly sales hours"
         );
     }

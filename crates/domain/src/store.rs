@@ -12,7 +12,7 @@ use std::future::Future;
 use crate::account::{Credentials, NewUser, User};
 use crate::admin::{Account, HourlySales};
 use crate::cart::CartItem;
-use crate::catalog::{NewProduct, Product, ProductPatch};
+use crate::catalog::{NewProduct, Product, ProductPatch, ProductStatus};
 use crate::coupon::{Coupon, NewCoupon, NewUserCoupon, UserCoupon, UserCouponStatus};
 use crate::events::Event;
 use crate::order::{NewOrder, Order, OrderStatus, Payment};
@@ -143,8 +143,12 @@ pub trait Store: Clone + Send + Sync + 'static {
 
     // ----- admin reads (the console): every row whatever its state, newest first ----------
 
-    /// Every product whatever its status, newest first.
-    fn all_products(&self, page: Page) -> impl Future<Output = StoreResult<Vec<Product>>> + Send;
+    /// Every product, or those with `status`, newest first.
+    fn all_products(
+        &self,
+        status: Option<ProductStatus>,
+        page: Page,
+    ) -> impl Future<Output = StoreResult<Vec<Product>>> + Send;
     /// Every coupon, sold out too, newest first.
     fn all_coupons(&self, page: Page) -> impl Future<Output = StoreResult<Vec<Coupon>>> + Send;
     /// Every user's orders, newest first; the status filter uses the status computed at `now`.
@@ -157,6 +161,8 @@ pub trait Store: Clone + Send + Sync + 'static {
     /// Accounts newest first; with `email` (lower-cased), only the one with that email.
     fn accounts(&self, email: Option<&str>, page: Page) -> impl Future<Output = StoreResult<Vec<Account>>> + Send;
     fn account(&self, id: UserId) -> impl Future<Output = StoreResult<Option<Account>>> + Send;
+    /// Orders paid at or after `since` (of every instance), refunded ones included.
+    fn orders_paid_since(&self, since: Timestamp) -> impl Future<Output = StoreResult<i64>> + Send;
     /// Units sold per hour in hours `>= since`, ascending by hour; hours with no sales row are
     /// absent.
     fn sales_by_hour(&self, since: Hour) -> impl Future<Output = StoreResult<Vec<HourlySales>>> + Send;

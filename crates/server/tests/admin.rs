@@ -39,6 +39,7 @@ engine_tests!(
     one_user_is_read_with_role_balance_and_sign_up_time,
     live_figures_count_paid_orders_refusals_by_reason_and_requests,
     live_figures_show_the_outbox_backlog_and_its_oldest_event,
+    the_paid_rate_counts_every_instances_payments_of_the_last_10_seconds,
     hourly_sales_have_one_item_per_hour_ending_now,
     hourly_sales_count_paid_units_less_refunds,
 );
@@ -108,6 +109,25 @@ async fn the_product_list_holds_every_product_newest_first_in_the_product_shape(
     }
     let public = app.list_products("").await.json(200);
     assert_eq!(ids(&public), vec![shirt, coat], "customers see only products on sale");
+    assert_eq!(
+        page_ids(&app.admin_products("?status=ON_SALE").await),
+        vec![coat, shirt]
+    );
+    assert_eq!(page_ids(&app.admin_products("?status=STOPPED").await), vec![belt]);
+    let first = app.admin_products("?status=ON_SALE&limit=1").await;
+    assert_eq!(
+        (page_ids(&first), first["next_after"].clone()),
+        (vec![coat], json!(coat))
+    );
+    let rest = app
+        .admin_products(&format!("?status=ON_SALE&limit=1&after={coat}"))
+        .await;
+    assert_eq!(page_ids(&rest), vec![shirt]);
+    for bad in ["status=on_sale", "status=", "status=SOLD"] {
+        app.admin_read(&format!("products?{bad}"))
+            .await
+            .assert_problem(400, "VALIDATION_FAILED");
+    }
 }
 
 async fn admin_lists_page_like_every_list(app: TestApp) {
@@ -212,7 +232,31 @@ async fn the_order_list_holds_every_users_orders_filtered_by_computed_status(app
     );
     let rest = app.admin_orders(&format!("?limit=2&after={overdue}")).await;
     assert_eq!(page_ids(&rest), vec![cancelled, refunded]);
-    for bad in ["status=paid", "status=", "status=LOST"] {
+    let kims = app.admin_orders(&format!("?user_id={}", kim.id)).await;
+    assert_eq!(page_ids(&kims), vec![pending, cancelled, paid]);
+    let kims_pending = app
+        .admin_orders(&format!("?user_id={}&status=PENDING_PAYMENT", kim.id))
+        .await;
+    assert_eq!(page_ids(&kims_pending), vec![pending]);
+    let lees_first = app.admin_orders(&format!("?user_id={}&limit=1", lee.id)).await;
+    assert_eq!(
+        (page_ids(&lees_first), lees_first["next_after"].clone()),
+        (vec![overdue], json!(overdue))
+    );
+    let lees_rest = app
+        .admin_orders(&format!("?user_id={}&limit=1&after={overdue}", lee.id))
+        .await;
+    assert_eq!(page_ids(&lees_rest), vec![refunded]);
+    let nobody = app.admin_orders("?user_id=987654321").await;
+    assert_eq!(nobody, json!({"items": [], "next_after": null}));
+    for bad in [
+        "status=paid",
+        "status=",
+        "status=LOST",
+        "user_id=0",
+        "user_id=-2",
+        "user_id=x",
+    ] {
         app.admin_read(&format!("orders?{bad}"))
             .await
             .assert_problem(400, "VALIDATION_FAILED");
@@ -322,8 +366,35 @@ async fn live_figures_count_paid_orders_refusals_by_reason_and_requests(app: Tes
     );
     let requests = after["requests_per_second"].as_f64().expect("a number");
     assert!(requests > 0.0, "requests were answered since the last call: {after}");
-    let paid_rate = after["orders_paid_per_second"].as_f64().expect("a number");
-    assert!(paid_rate > 0.0, "two orders were paid since the last call: {after}");
+}
+
+/// The paid rate is read from the database (every instance's payments): the orders whose
+/// `paid_at` lies in the last 10 seconds, per second. One payment is moved a minute back in the
+/// database, so only the other counts.
+async fn the_paid_rate_counts_every_instances_payments_of_the_last_10_seconds(engine: Engine) {
+    let app = TestApp::builder(engine).instances(2).spawn().await;
+    let product = app.new_product("Tee", 10_000, 10).await;
+    let buyer = app.buyer().await;
+    let old = app.new_order(&buyer, &[(product, 1)]).await;
+    app.pay_on(0, &buyer, old, None).await.expect_status(200);
+    let minute_ago = now_millis() - 60_000;
+    app.db()
+        .query_i64(
+            "update purchase_order set paid_at = $1 where id = $2 returning id",
+            &[minute_ago, old],
+        )
+        .await;
+    let recent = app.new_order(&buyer, &[(product, 1)]).await;
+    app.pay_on(1, &buyer, recent, None).await.expect_status(200);
+    let on_0 = app.admin_live_on(0).await;
+    assert_eq!(
+        on_0["orders_paid_per_second"],
+        json!(0.1),
+        "one order in 10 seconds: {on_0}"
+    );
+    assert_eq!(on_0["orders_paid_total"], json!(1), "instance 0 paid one order itself");
+    let on_1 = app.admin_live_on(1).await;
+    assert_eq!(on_1["orders_paid_total"], json!(1), "and instance 1 the other");
 }
 
 async fn live_figures_show_the_outbox_backlog_and_its_oldest_event(engine: Engine) {

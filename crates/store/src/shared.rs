@@ -790,18 +790,25 @@ impl Store for EngineStore {
 
     // ----- admin reads ---------------------------------------------------------------------
 
-    async fn all_products(&self, page: Page) -> StoreResult<Vec<Product>> {
-        const SQL: &str = concat!(
+    async fn all_products(&self, status: Option<ProductStatus>, page: Page) -> StoreResult<Vec<Product>> {
+        const ALL: &str = concat!(
             "select ",
             product_columns!(),
             " from product where id < $1 order by id desc limit $2"
         );
-        let rows = sqlx::query_as::<Db, ProductRow>(SQL)
+        const BY_STATUS: &str = concat!(
+            "select ",
+            product_columns!(),
+            " from product where status = $3 and id < $1 order by id desc limit $2"
+        );
+        let query = sqlx::query_as::<Db, ProductRow>(if status.is_some() { BY_STATUS } else { ALL })
             .bind(page.after.unwrap_or(i64::MAX))
-            .bind(page.limit)
-            .fetch_all(self.reader())
-            .await
-            .map_err(store_err)?;
+            .bind(page.limit);
+        let query = match status {
+            Some(status) => query.bind(status.as_str()),
+            None => query,
+        };
+        let rows = query.fetch_all(self.reader()).await.map_err(store_err)?;
         rows.into_iter().map(ProductRow::into_product).collect()
     }
 
@@ -892,6 +899,14 @@ impl Store for EngineStore {
             .map_err(store_err)?
             .map(AccountRow::into_account)
             .transpose()
+    }
+
+    async fn orders_paid_since(&self, since: Timestamp) -> StoreResult<i64> {
+        sqlx::query_scalar::<Db, i64>("select count(*) from purchase_order where paid_at >= $1")
+            .bind(since.millis())
+            .fetch_one(self.reader())
+            .await
+            .map_err(store_err)
     }
 
     async fn sales_by_hour(&self, since: Hour) -> StoreResult<Vec<HourlySales>> {

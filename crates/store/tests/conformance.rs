@@ -2389,7 +2389,7 @@ async fn admin_lists_hold_every_product_and_coupon_newest_first<S: Engine>(db: T
     };
     tx.update_product(c.id, &stop).await.expect("stop");
     tx.commit().await.expect("commit");
-    let products = store.all_products(page(None, 10)).await.expect("list");
+    let products = store.all_products(None, page(None, 10)).await.expect("list");
     assert_eq!(
         products.iter().map(|p| (p.id, p.status)).collect::<Vec<_>>(),
         vec![
@@ -2399,10 +2399,17 @@ async fn admin_lists_hold_every_product_and_coupon_newest_first<S: Engine>(db: T
         ],
         "stopped and sold-out products too, newest first"
     );
-    let first = store.all_products(page(None, 2)).await.expect("list");
+    let first = store.all_products(None, page(None, 2)).await.expect("list");
     assert_eq!(first.iter().map(|p| p.id).collect::<Vec<_>>(), vec![c.id, b.id]);
-    let rest = store.all_products(page(Some(b.id.0), 2)).await.expect("list");
+    let rest = store.all_products(None, page(Some(b.id.0), 2)).await.expect("list");
     assert_eq!(rest.iter().map(|p| p.id).collect::<Vec<_>>(), vec![a.id]);
+    let by = |status, after, limit| store.all_products(Some(status), page(after, limit));
+    let on_sale = by(ProductStatus::OnSale, None, 10).await.expect("list");
+    assert_eq!(on_sale.iter().map(|p| p.id).collect::<Vec<_>>(), vec![b.id, a.id]);
+    let on_sale = by(ProductStatus::OnSale, Some(b.id.0), 10).await.expect("list");
+    assert_eq!(on_sale.iter().map(|p| p.id).collect::<Vec<_>>(), vec![a.id]);
+    let stopped = by(ProductStatus::Stopped, None, 10).await.expect("list");
+    assert_eq!(stopped.iter().map(|p| p.id).collect::<Vec<_>>(), vec![c.id]);
 
     let c1 = coupon(&store, DiscountType::Fixed, 1_000, 1, 3_600).await;
     let c2 = coupon(&store, DiscountType::Rate, 5, 2, 3_600).await;
@@ -2488,6 +2495,15 @@ async fn admin_order_list_holds_every_users_orders_by_computed_status<S: Engine>
         .expect("list");
     assert_eq!(ids(rest.clone()), vec![paid.id, overdue.id]);
     assert_eq!(rest[0].lines.len(), 2, "the page limit counts orders, not lines");
+
+    // Orders paid since an instant: by `paid_at`, refunded ones too.
+    let second = order(&store, kim, &[(b.id, 1)], at(1_800)).await;
+    pay(&store, second.id, kim, None, at(1_900)).await.expect("pay");
+    refund(&store, second.id, kim, at(1_950)).await.expect("refund");
+    assert_eq!(store.orders_paid_since(at(600)).await.expect("count"), 2);
+    assert_eq!(store.orders_paid_since(at(601)).await.expect("count"), 1);
+    assert_eq!(store.orders_paid_since(at(1_900)).await.expect("count"), 1);
+    assert_eq!(store.orders_paid_since(at(1_901)).await.expect("count"), 0);
 }
 
 async fn accounts_are_listed_newest_first_and_found_by_email<S: Engine>(db: TestDb<S>) {

@@ -280,7 +280,7 @@ async fn every_use_case_about_an_unknown_user_answers_user_not_found<S: Engine>(
         "charge",
     );
     not_found(
-        cart::put_cart_item(&mut tx, nobody, coat.id, 1).await.map(drop),
+        cart::put_cart_item(&mut tx, nobody, coat.id, 1, T0).await.map(drop),
         "put in cart",
     );
     not_found(
@@ -301,7 +301,7 @@ async fn every_use_case_about_an_unknown_user_answers_user_not_found<S: Engine>(
         "issue",
     );
     drop(tx);
-    not_found(cart::cart(&store, nobody).await.map(drop), "read the cart");
+    not_found(cart::cart(&store, nobody, T0).await.map(drop), "read the cart");
     not_found(wallet::balance(&store, nobody).await.map(drop), "read the balance");
     not_found(
         wallet::balance_history(&store, nobody, page(None, 10)).await.map(drop),
@@ -322,7 +322,7 @@ async fn every_use_case_about_an_unknown_user_answers_user_not_found<S: Engine>(
 
     let kim_by_admin = by_admin(kim);
     assert!(
-        cart::cart(&store, kim_by_admin)
+        cart::cart(&store, kim_by_admin, T0)
             .await
             .expect("an existing user")
             .is_empty()
@@ -354,6 +354,7 @@ async fn products_are_created_read_and_patched<S: Engine>(db: TestDb<S>) {
         name: Some("Long coat".to_owned()),
         price: Some(Krw(99_000)),
         status: None,
+        ..ProductPatch::default()
     };
     let patched = tx
         .update_product(coat.id, &patch)
@@ -404,22 +405,20 @@ async fn products_on_sale_are_listed_oldest_first_by_keyset<S: Engine>(db: TestD
 
     let listed = |items: Vec<ecommerce_domain::catalog::Product>| items.into_iter().map(|p| p.id).collect::<Vec<_>>();
     assert_eq!(
-        listed(store.products_on_sale(page(None, 100)).await.expect("list")),
+        listed(store.products_on_sale(page(None, 100), None).await.expect("list")),
         vec![ids[0], ids[2], ids[3], ids[4]]
     );
-    let first = listed(store.products_on_sale(page(None, 2)).await.expect("list"));
+    let first = listed(store.products_on_sale(page(None, 2), None).await.expect("list"));
     assert_eq!(first, vec![ids[0], ids[2]]);
     let second = listed(
         store
-            .products_on_sale(page(first.last().map(|p| p.0), 2))
-            .await
+            .products_on_sale(page(first.last().map(|p| p.0), 2), None).await
             .expect("list"),
     );
     assert_eq!(second, vec![ids[3], ids[4]]);
     assert!(
         store
-            .products_on_sale(page(Some(ids[4].0), 2))
-            .await
+            .products_on_sale(page(Some(ids[4].0), 2), None).await
             .expect("list")
             .is_empty()
     );
@@ -922,15 +921,15 @@ async fn coupons_in_stock_are_newest_first_and_hide_sold_out_ones<S: Engine>(db:
     assert!(tx.take_coupon(c3.id, 0).await.expect("take"));
     tx.commit().await.expect("commit");
 
-    let listed = store.coupons_in_stock(page(None, 10)).await.expect("list");
+    let listed = store.coupons_in_stock(page(None, 10), T0).await.expect("list");
     assert_eq!(
         listed.iter().map(|c| (c.id, c.remaining_quantity)).collect::<Vec<_>>(),
         vec![(c3.id, 1), (c1.id, 1)]
     );
     assert_eq!(listed[0].discount, c3.discount);
-    let first = store.coupons_in_stock(page(None, 1)).await.expect("list");
+    let first = store.coupons_in_stock(page(None, 1), T0).await.expect("list");
     assert_eq!(first.iter().map(|c| c.id).collect::<Vec<_>>(), vec![c3.id]);
-    let rest = store.coupons_in_stock(page(Some(c3.id.0), 1)).await.expect("list");
+    let rest = store.coupons_in_stock(page(Some(c3.id.0), 1), T0).await.expect("list");
     assert_eq!(rest.iter().map(|c| c.id).collect::<Vec<_>>(), vec![c1.id]);
     assert_eq!(remaining(&store, c2.id).await, 0);
 }
@@ -1428,7 +1427,7 @@ async fn popular_ranks_by_quantity_then_product_id<S: Engine>(db: TestDb<S>) {
     .await;
     add_sales(&store, &[(b.id, h, 1)]).await;
 
-    let top = store.popular(Hour(h.0 - 2), 3).await.expect("popular");
+    let top = store.popular(Hour(h.0 - 2), 3, T0).await.expect("popular");
     assert_eq!(
         ranking(&top),
         vec![(b.id, 8), (a.id, 5), (c.id, 5)],
@@ -1436,7 +1435,7 @@ async fn popular_ranks_by_quantity_then_product_id<S: Engine>(db: TestDb<S>) {
     );
     assert_eq!((top[0].name.as_str(), top[0].price), ("B", Krw(2_000)));
     assert_eq!(
-        ranking(&store.popular(Hour(h.0 - 2), 10).await.expect("popular")).len(),
+        ranking(&store.popular(Hour(h.0 - 2), 10, T0).await.expect("popular")).len(),
         4
     );
 
@@ -1448,7 +1447,7 @@ async fn popular_ranks_by_quantity_then_product_id<S: Engine>(db: TestDb<S>) {
     };
     tx.update_product(b.id, &patch).await.expect("update");
     tx.commit().await.expect("commit");
-    let top = store.popular(Hour(h.0 - 2), 1).await.expect("popular");
+    let top = store.popular(Hour(h.0 - 2), 1, T0).await.expect("popular");
     assert_eq!(
         (top[0].name.as_str(), top[0].price),
         ("B2", Krw(2_100)),
@@ -1464,12 +1463,12 @@ async fn refunded_sales_cancel_out_of_popular<S: Engine>(db: TestDb<S>) {
     add_sales(&store, &[(a.id, h, 2), (b.id, h, 4)]).await;
     add_sales(&store, &[(b.id, h, -4), (a.id, h, -1)]).await;
     assert_eq!(
-        ranking(&store.popular(h, 5).await.expect("popular")),
+        ranking(&store.popular(h, 5, T0).await.expect("popular")),
         vec![(a.id, 1)],
         "a fully refunded product is absent"
     );
     add_sales(&store, &[(a.id, h, -1)]).await;
-    assert!(store.popular(h, 5).await.expect("popular").is_empty());
+    assert!(store.popular(h, 5, T0).await.expect("popular").is_empty());
 }
 
 async fn popular_counts_only_the_hours_in_the_window<S: Engine>(db: TestDb<S>) {
@@ -1483,16 +1482,16 @@ async fn popular_counts_only_the_hours_in_the_window<S: Engine>(db: TestDb<S>) {
     )
     .await;
     assert_eq!(
-        ranking(&store.popular(Hour(h.0 - 72), 5).await.expect("popular")),
+        ranking(&store.popular(Hour(h.0 - 72), 5, T0).await.expect("popular")),
         vec![(a.id, 101), (b.id, 2)]
     );
     assert_eq!(
-        ranking(&store.popular(Hour(h.0 - 71), 5).await.expect("popular")),
+        ranking(&store.popular(Hour(h.0 - 71), 5, T0).await.expect("popular")),
         vec![(b.id, 2), (a.id, 1)],
         "the oldest hour left the window"
     );
-    assert_eq!(ranking(&store.popular(h, 5).await.expect("popular")), vec![(a.id, 1)]);
-    assert!(store.popular(Hour(h.0 + 1), 5).await.expect("popular").is_empty());
+    assert_eq!(ranking(&store.popular(h, 5, T0).await.expect("popular")), vec![(a.id, 1)]);
+    assert!(store.popular(Hour(h.0 + 1), 5, T0).await.expect("popular").is_empty());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1642,7 +1641,7 @@ async fn shop<S: Engine>(store: &S, balance: i64) -> Shop {
     let c = product(store, "C", 700, 3).await.id;
     let mut tx = store.begin().await.expect("begin");
     for (product, quantity) in [(b, 1), (c, 1), (a, 2)] {
-        cart::put_cart_item(&mut tx, own(kim), product, quantity)
+        cart::put_cart_item(&mut tx, own(kim), product, quantity, T0)
             .await
             .expect("put in cart");
     }
@@ -1681,7 +1680,7 @@ async fn snapshot<S: Engine>(store: &S, shop: &Shop) -> String {
         .map(|i| (i.product.id, i.quantity))
         .collect();
     let history = store.balance_history(shop.kim, page(None, 100)).await.expect("history");
-    let popular = store.popular(Hour(T0.hour().0 - 1), 10).await.expect("popular");
+    let popular = store.popular(Hour(T0.hour().0 - 1), 10, T0).await.expect("popular");
     let backlog = store.outbox_backlog().await.expect("backlog");
     format!(
         "stock {stocks:?}\norder {order:?}\ncoupons {coupons:?}\ncart {cart:?}\nbalance {:?}\nhistory {history:?}\npopular {popular:?}\noutbox {backlog:?}",
@@ -1768,7 +1767,7 @@ async fn paying_takes_stock_money_and_coupon_and_records_the_sale<S: Engine>(db:
         .collect();
     assert_eq!(cart, vec![shop.c], "the paid products leave the cart");
     assert_eq!(
-        ranking(&store.popular(now.hour(), 5).await.expect("popular")),
+        ranking(&store.popular(now.hour(), 5, T0).await.expect("popular")),
         vec![(shop.b, 3), (shop.a, 2)]
     );
 
@@ -1929,7 +1928,7 @@ async fn refunding_gives_back_money_stock_and_coupon<S: Engine>(db: TestDb<S>) {
     );
     assert!(
         store
-            .popular(Hour(paid_at.hour().0 - 1), 10)
+            .popular(Hour(paid_at.hour().0 - 1), 10, T0)
             .await
             .expect("popular")
             .is_empty(),
@@ -2089,7 +2088,7 @@ async fn concurrent_coupon_issues_never_exceed_the_total<S: Engine>(db: TestDb<S
     }
     assert_eq!(holders, 30, "a sold-out attempt leaves no user coupon behind");
     assert_eq!(store.coupon_holders(rush.id).await.expect("holders").len(), 30);
-    assert!(store.coupons_in_stock(page(None, 10)).await.expect("list").is_empty());
+    assert!(store.coupons_in_stock(page(None, 10), T0).await.expect("list").is_empty());
 }
 
 async fn concurrent_issues_to_one_user_give_one_coupon<S: Engine>(db: TestDb<S>) {
@@ -2168,7 +2167,7 @@ async fn concurrent_payments_with_overlapping_products_do_not_deadlock<S: Engine
         [1_000 - 24, 1_000 - 48, 1_000 - 72]
     );
     assert_eq!(
-        ranking(&store.popular(T0.hour(), 5).await.expect("popular")),
+        ranking(&store.popular(T0.hour(), 5, T0).await.expect("popular")),
         vec![(p3, 72), (p2, 48), (p1, 24)]
     );
     assert_eq!(store.outbox_backlog().await.expect("backlog").unsent, 24);

@@ -2,9 +2,9 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use ecommerce_domain::{ProductId, Timestamp};
 use ecommerce_domain::cart::{self, CartItem};
 use ecommerce_domain::store::{Store, Tx};
+use ecommerce_domain::{ProductId, Timestamp};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -86,7 +86,11 @@ pub struct PutCartItemRequest {
         (status = 200, description = "The cart at current prices", body = CartResponse, example = cart_example),
     ))]
 pub async fn get_cart<S: Store>(State(app): State<AppState<S>>, scope: UserScope) -> Result<axum::Json<CartResponse>> {
-    Ok(axum::Json(cart::cart(&app.store, scope.addressed(), Timestamp::now()).await?.into()))
+    Ok(axum::Json(
+        cart::cart(&app.store, scope.addressed(), Timestamp::now())
+            .await?
+            .into(),
+    ))
 }
 
 /// Set the quantity of a product in the cart

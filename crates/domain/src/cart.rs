@@ -72,7 +72,11 @@ pub async fn clear_cart(tx: &mut impl Tx, who: Addressed) -> Result<(), Error> {
 /// added.
 pub async fn cart(store: &impl Store, who: Addressed, now: Timestamp) -> Result<Vec<CartItem>, Error> {
     require_user(store, who).await?;
-    Ok(visible_items(store.cart(who.user_id).await?, Audience::from(who.actor), now))
+    Ok(visible_items(
+        store.cart(who.user_id).await?,
+        Audience::from(who.actor),
+        now,
+    ))
 }
 
 #[cfg(test)]
@@ -109,8 +113,17 @@ mod tests {
         scheduled.product.sale_starts_at = Some(Timestamp(100));
         let items = vec![item(500, 1), scheduled];
         let ids = |items: Vec<CartItem>| items.iter().map(|i| i.product.id.0).collect::<Vec<_>>();
-        assert_eq!(ids(visible_items(items.clone(), Audience::Everyone, Timestamp(99))), vec![1]);
-        assert_eq!(ids(visible_items(items.clone(), Audience::Admin, Timestamp(99))), vec![1, 2]);
-        assert_eq!(ids(visible_items(items, Audience::Everyone, Timestamp(100))), vec![1, 2]);
+        assert_eq!(
+            ids(visible_items(items.clone(), Audience::Everyone, Timestamp(99))),
+            vec![1]
+        );
+        assert_eq!(
+            ids(visible_items(items.clone(), Audience::Admin, Timestamp(99))),
+            vec![1, 2]
+        );
+        assert_eq!(
+            ids(visible_items(items, Audience::Everyone, Timestamp(100))),
+            vec![1, 2]
+        );
     }
 }

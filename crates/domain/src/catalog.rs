@@ -11,8 +11,8 @@
 //! `PAID` orders (see [`crate::payment`] for the tally that enforces it).
 
 use crate::account::Actor;
-use crate::store::{Store, Tx};
 use crate::paging::Page;
+use crate::store::{Store, Tx};
 use crate::{Error, Krw, ProductId, Timestamp, check_range, parse_name};
 
 pub const MAX_PRICE: Krw = Krw(100_000_000);
@@ -289,13 +289,17 @@ mod tests {
         assert!(NewProduct::parse(request(None, Some(MAX_PER_USER + 1))).is_err());
         assert_eq!(NewProduct::parse(request(None, Some(1))).unwrap().max_per_user, Some(1));
         assert_eq!(
-            NewProduct::parse(request(None, Some(MAX_PER_USER))).unwrap().max_per_user,
+            NewProduct::parse(request(None, Some(MAX_PER_USER)))
+                .unwrap()
+                .max_per_user,
             Some(MAX_PER_USER)
         );
         assert!(NewProduct::parse(request(Some("soon"), None)).is_err());
         assert!(NewProduct::parse(request(Some("2026-12-01"), None)).is_err());
         assert_eq!(
-            NewProduct::parse(request(Some("1970-01-01T00:00:01Z"), None)).unwrap().sale_starts_at,
+            NewProduct::parse(request(Some("1970-01-01T00:00:01Z"), None))
+                .unwrap()
+                .sale_starts_at,
             Some(Timestamp(1_000))
         );
     }
@@ -331,7 +335,10 @@ mod tests {
         let scheduled = product(Some(1_000), None);
         assert!(!scheduled.visible_to(Audience::Everyone, Timestamp(999)));
         assert!(scheduled.visible_to(Audience::Admin, Timestamp(999)));
-        assert!(scheduled.visible_to(Audience::Everyone, Timestamp(1_000)), "released at the instant");
+        assert!(
+            scheduled.visible_to(Audience::Everyone, Timestamp(1_000)),
+            "released at the instant"
+        );
         assert!(product(None, None).visible_to(Audience::Everyone, Timestamp(0)));
         assert!(matches!(
             visible_product(Some(scheduled.clone()), Audience::Everyone, Timestamp(999)),
@@ -354,13 +361,7 @@ mod tests {
         };
         assert_eq!(Audience::of(None), Audience::Everyone);
         assert_eq!(Audience::of(Some(user)), Audience::Everyone);
-        assert_eq!(
-            Audience::from(Actor {
-                is_admin: true,
-                ..user
-            }),
-            Audience::Admin
-        );
+        assert_eq!(Audience::from(Actor { is_admin: true, ..user }), Audience::Admin);
     }
 
     #[test]
@@ -369,7 +370,10 @@ mod tests {
         assert!(limited.allows_purchase(0, 2));
         assert!(limited.allows_purchase(1, 1));
         assert!(!limited.allows_purchase(1, 2));
-        assert!(!limited.allows_purchase(3, 1), "a lowered limit refuses the next purchase");
+        assert!(
+            !limited.allows_purchase(3, 1),
+            "a lowered limit refuses the next purchase"
+        );
         assert!(product(None, None).allows_purchase(i64::MAX, 1_000));
     }
 
@@ -382,6 +386,9 @@ mod tests {
 
     #[test]
     fn empty_patch_changes_nothing() {
-        assert_eq!(ProductPatch::parse(PatchRequest::default()).unwrap(), ProductPatch::default());
+        assert_eq!(
+            ProductPatch::parse(PatchRequest::default()).unwrap(),
+            ProductPatch::default()
+        );
     }
 }

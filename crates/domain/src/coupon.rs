@@ -359,10 +359,16 @@ mod tests {
         let coupon = windowed(Some("1970-01-01T00:00:01Z"), Some("1970-01-01T00:00:02Z"))
             .unwrap()
             .stored(CouponId(1));
-        assert!(matches!(coupon.check_issuable(Timestamp(999)), Err(Error::CouponNotIssuable)));
+        assert!(matches!(
+            coupon.check_issuable(Timestamp(999)),
+            Err(Error::CouponNotIssuable)
+        ));
         assert!(coupon.check_issuable(Timestamp(1_000)).is_ok());
         assert!(coupon.check_issuable(Timestamp(1_999)).is_ok());
-        assert!(matches!(coupon.check_issuable(Timestamp(2_000)), Err(Error::CouponNotIssuable)));
+        assert!(matches!(
+            coupon.check_issuable(Timestamp(2_000)),
+            Err(Error::CouponNotIssuable)
+        ));
         assert!(!coupon.window_ended(Timestamp(1_999)) && coupon.window_ended(Timestamp(2_000)));
         assert!(!coupon.window_ended(Timestamp(0)), "not started is not ended");
         let open = windowed(None, None).unwrap().stored(CouponId(2));

@@ -361,7 +361,10 @@ mod tests {
     fn missing_product_wins_over_state_errors() {
         let lines = [line(1, 5), line(2, 1)];
         let products = [product(1, 0, ProductStatus::Stopped), None];
-        assert!(matches!(price_lines(&lines, &products, &[9, 9]), Err(Error::ProductNotFound)));
+        assert!(matches!(
+            price_lines(&lines, &products, &[9, 9]),
+            Err(Error::ProductNotFound)
+        ));
     }
 
     #[test]
@@ -404,7 +407,10 @@ mod tests {
             limited(1, 9, ProductStatus::OnSale, 5),
             limited(2, 9, ProductStatus::OnSale, 3),
         ];
-        assert!(price_lines(&lines, &products, &[0, 1]).is_ok(), "paid + quantity == limit is allowed");
+        assert!(
+            price_lines(&lines, &products, &[0, 1]).is_ok(),
+            "paid + quantity == limit is allowed"
+        );
     }
 
     #[test]

@@ -266,11 +266,8 @@ pub trait Tx: Send {
 
     /// The quantity of `product` in the user's `PAID` orders, from the purchase tally (0 when
     /// the user never bought it).
-    fn purchased_quantity(
-        &mut self,
-        user: UserId,
-        product: ProductId,
-    ) -> impl Future<Output = StoreResult<i64>> + Send;
+    fn purchased_quantity(&mut self, user: UserId, product: ProductId)
+    -> impl Future<Output = StoreResult<i64>> + Send;
     /// Adds `quantity` to the user's purchase tally of `product` while the result stays `<=`
     /// `limit` (any result when `None`); `false` when the guard failed and nothing changed.
     /// Concurrent calls for one user and product queue on the tally row, so they add up exactly.

@@ -72,9 +72,18 @@ mod tests {
     fn parses_rfc3339_with_any_offset() {
         let parse = |t| Timestamp::parse_rfc3339(t, "at");
         assert_eq!(parse("2026-11-18T11:06:40.123Z").unwrap(), Timestamp(1_795_000_000_123));
-        assert_eq!(parse("2026-11-18T20:06:40.123+09:00").unwrap(), Timestamp(1_795_000_000_123));
+        assert_eq!(
+            parse("2026-11-18T20:06:40.123+09:00").unwrap(),
+            Timestamp(1_795_000_000_123)
+        );
         assert_eq!(parse("1970-01-01T00:00:00Z").unwrap(), Timestamp(0));
-        for bad in ["", "2026-11-18", "2026-13-01T00:00:00Z", "tomorrow", "2026-11-18T11:06:40"] {
+        for bad in [
+            "",
+            "2026-11-18",
+            "2026-13-01T00:00:00Z",
+            "tomorrow",
+            "2026-11-18T11:06:40",
+        ] {
             assert!(parse(bad).is_err(), "{bad:?} parsed");
         }
         let text = Timestamp(1_795_000_000_123).to_rfc3339();

@@ -412,13 +412,15 @@ async fn products_on_sale_are_listed_oldest_first_by_keyset<S: Engine>(db: TestD
     assert_eq!(first, vec![ids[0], ids[2]]);
     let second = listed(
         store
-            .products_on_sale(page(first.last().map(|p| p.0), 2), None).await
+            .products_on_sale(page(first.last().map(|p| p.0), 2), None)
+            .await
             .expect("list"),
     );
     assert_eq!(second, vec![ids[3], ids[4]]);
     assert!(
         store
-            .products_on_sale(page(Some(ids[4].0), 2), None).await
+            .products_on_sale(page(Some(ids[4].0), 2), None)
+            .await
             .expect("list")
             .is_empty()
     );
@@ -1490,7 +1492,10 @@ async fn popular_counts_only_the_hours_in_the_window<S: Engine>(db: TestDb<S>) {
         vec![(b.id, 2), (a.id, 1)],
         "the oldest hour left the window"
     );
-    assert_eq!(ranking(&store.popular(h, 5, T0).await.expect("popular")), vec![(a.id, 1)]);
+    assert_eq!(
+        ranking(&store.popular(h, 5, T0).await.expect("popular")),
+        vec![(a.id, 1)]
+    );
     assert!(store.popular(Hour(h.0 + 1), 5, T0).await.expect("popular").is_empty());
 }
 
@@ -2088,7 +2093,13 @@ async fn concurrent_coupon_issues_never_exceed_the_total<S: Engine>(db: TestDb<S
     }
     assert_eq!(holders, 30, "a sold-out attempt leaves no user coupon behind");
     assert_eq!(store.coupon_holders(rush.id).await.expect("holders").len(), 30);
-    assert!(store.coupons_in_stock(page(None, 10), T0).await.expect("list").is_empty());
+    assert!(
+        store
+            .coupons_in_stock(page(None, 10), T0)
+            .await
+            .expect("list")
+            .is_empty()
+    );
 }
 
 async fn concurrent_issues_to_one_user_give_one_coupon<S: Engine>(db: TestDb<S>) {

@@ -9,7 +9,7 @@ use std::collections::HashSet;
 
 use ecommerce_domain::account::{self, Role};
 use ecommerce_domain::cart;
-use ecommerce_domain::catalog::{self, MAX_STOCK, ProductPatch, ProductStatus};
+use ecommerce_domain::catalog::{self, MAX_STOCK, NewProduct, ProductPatch, ProductRequest, ProductStatus};
 use ecommerce_domain::coupon::{self, DiscountType, NewUserCoupon, UserCouponStatus};
 use ecommerce_domain::events::Event;
 use ecommerce_domain::order::{self, OrderStatus, Payment};
@@ -70,6 +70,13 @@ conformance!(
     concurrent_relays_lease_each_event_once,
     concurrent_expiry_runs_mark_each_order_once,
     concurrent_settings_agree_on_one_value,
+    drop_fields_of_products_are_stored_patched_and_cleared,
+    products_on_sale_leave_out_unreleased_ones_unless_asked,
+    popular_leaves_out_unreleased_products,
+    coupon_issue_windows_are_stored_and_end_their_listing,
+    the_purchase_tally_adds_within_the_limit_and_never_goes_below_zero,
+    payment_and_refund_keep_the_tally_and_the_limit,
+    concurrent_purchases_of_one_user_stop_at_the_limit,
 );
 
 postgres_only!(a_key_held_by_a_running_request_is_in_progress);
@@ -2378,4 +2385,306 @@ async fn concurrent_expiry_runs_mark_each_order_once<S: Engine>(db: TestDb<S>) {
         .expect("list");
     assert!(expired.iter().all(|o| o.stored_status == OrderStatus::Expired));
     assert_eq!(expired.len(), 30);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Limited drops: scheduled release, per-customer limits, coupon issue windows
+
+async fn drop_product<S: Engine>(
+    store: &S,
+    stock: i64,
+    sale_starts_at: Option<&str>,
+    max_per_user: Option<i64>,
+) -> catalog::Product {
+    let new = NewProduct::parse(ProductRequest {
+        name: "Sneaker",
+        price: Krw(1_000),
+        stock,
+        sale_starts_at,
+        max_per_user,
+    })
+    .expect("valid product");
+    let mut tx = store.begin().await.expect("begin");
+    let product = catalog::create_product(&mut tx, &new, T0).await.expect("create");
+    tx.commit().await.expect("commit");
+    product
+}
+
+async fn drop_fields_of_products_are_stored_patched_and_cleared<S: Engine>(db: TestDb<S>) {
+    let store = db.connect().await;
+    let sneaker = drop_product(&store, 5, Some("2027-01-15T09:00:00Z"), Some(2)).await;
+    let starts = Timestamp::parse_rfc3339("2027-01-15T09:00:00Z", "t").expect("an instant");
+    assert_eq!((sneaker.sale_starts_at, sneaker.max_per_user), (Some(starts), Some(2)));
+    assert_eq!(store.product(sneaker.id).await.expect("read"), Some(sneaker.clone()));
+    let plain = product(&store, "Plain", 1, 1).await;
+    assert_eq!((plain.sale_starts_at, plain.max_per_user), (None, None));
+    let kim = user(&store, "kim@example.com").await;
+
+    let mut tx = store.begin().await.expect("begin");
+    let renamed = ProductPatch {
+        name: Some("Sneaker II".to_owned()),
+        ..ProductPatch::default()
+    };
+    let kept = tx
+        .update_product(sneaker.id, &renamed)
+        .await
+        .expect("update")
+        .expect("exists");
+    assert_eq!(
+        (kept.sale_starts_at, kept.max_per_user),
+        (Some(starts), Some(2)),
+        "absent leaves them"
+    );
+    let moved = ProductPatch {
+        sale_starts_at: Some(Some(T0)),
+        max_per_user: Some(Some(7)),
+        ..ProductPatch::default()
+    };
+    let moved = tx
+        .update_product(sneaker.id, &moved)
+        .await
+        .expect("update")
+        .expect("exists");
+    assert_eq!((moved.sale_starts_at, moved.max_per_user), (Some(T0), Some(7)));
+    let cleared = ProductPatch {
+        sale_starts_at: Some(None),
+        max_per_user: Some(None),
+        ..ProductPatch::default()
+    };
+    let cleared = tx
+        .update_product(sneaker.id, &cleared)
+        .await
+        .expect("update")
+        .expect("exists");
+    assert_eq!((cleared.sale_starts_at, cleared.max_per_user), (None, None));
+    assert_eq!(cleared.name, "Sneaker II");
+    // The cart reads the fields too.
+    tx.put_cart_item(kim, plain.id, 1).await.expect("cart");
+    let cart = tx.cart(kim).await.expect("cart");
+    assert_eq!(cart[0].product, plain);
+    tx.commit().await.expect("commit");
+    assert_eq!(store.product(sneaker.id).await.expect("read"), Some(cleared));
+}
+
+async fn products_on_sale_leave_out_unreleased_ones_unless_asked<S: Engine>(db: TestDb<S>) {
+    let store = db.connect().await;
+    let released = product(&store, "Released", 1, 1).await.id;
+    let at_t0 = drop_product(&store, 1, Some(&T0.to_rfc3339()), None).await.id;
+    let later = drop_product(&store, 1, Some(&at(60).to_rfc3339()), None).await.id;
+    let ids = |items: Vec<catalog::Product>| items.into_iter().map(|p| p.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(store.products_on_sale(page(None, 10), Some(T0)).await.expect("list")),
+        vec![released, at_t0],
+        "released at the instant itself"
+    );
+    assert_eq!(
+        ids(store
+            .products_on_sale(page(None, 10), Some(at(-1)))
+            .await
+            .expect("list")),
+        vec![released]
+    );
+    assert_eq!(
+        ids(store
+            .products_on_sale(page(None, 10), Some(at(60)))
+            .await
+            .expect("list")),
+        vec![released, at_t0, later]
+    );
+    assert_eq!(
+        ids(store.products_on_sale(page(None, 10), None).await.expect("list")),
+        vec![released, at_t0, later],
+        "None lists unreleased products too"
+    );
+    // Paging counts only the listed ones.
+    assert_eq!(
+        ids(store
+            .products_on_sale(page(Some(released.0), 1), Some(at(-1)))
+            .await
+            .expect("list")),
+        Vec::<ProductId>::new()
+    );
+}
+
+async fn popular_leaves_out_unreleased_products<S: Engine>(db: TestDb<S>) {
+    let store = db.connect().await;
+    let a = product(&store, "A", 1_000, 1).await;
+    let b = drop_product(&store, 1, Some(&at(60).to_rfc3339()), None).await;
+    let c = product(&store, "C", 1_000, 1).await;
+    let h = T0.hour();
+    add_sales(&store, &[(a.id, h, 1), (b.id, h, 9), (c.id, h, 2)]).await;
+    assert_eq!(
+        ranking(&store.popular(h, 2, T0).await.expect("popular")),
+        vec![(c.id, 2), (a.id, 1)]
+    );
+    assert_eq!(
+        ranking(&store.popular(h, 2, at(60)).await.expect("popular")),
+        vec![(b.id, 9), (c.id, 2)]
+    );
+}
+
+async fn coupon_issue_windows_are_stored_and_end_their_listing<S: Engine>(db: TestDb<S>) {
+    let store = db.connect().await;
+    let windowed = |starts: Option<Timestamp>, ends: Option<Timestamp>| {
+        let mut new = new_coupon(DiscountType::Fixed, 1_000, 5, 60);
+        new.issue_starts_at = starts;
+        new.issue_ends_at = ends;
+        new
+    };
+    let mut tx = store.begin().await.expect("begin");
+    let open = coupon::create_coupon(&mut tx, &windowed(None, None), T0)
+        .await
+        .expect("create");
+    let future = coupon::create_coupon(&mut tx, &windowed(Some(at(10)), None), T0)
+        .await
+        .expect("create");
+    let ending = coupon::create_coupon(&mut tx, &windowed(Some(at(-10)), Some(at(10))), T0)
+        .await
+        .expect("create");
+    tx.commit().await.expect("commit");
+    assert_eq!(
+        (ending.issue_starts_at, ending.issue_ends_at),
+        (Some(at(-10)), Some(at(10)))
+    );
+    assert_eq!(store.coupon(ending.id).await.expect("read"), Some(ending.clone()));
+    assert_eq!(store.coupon(future.id).await.expect("read"), Some(future.clone()));
+    let ids = |items: Vec<coupon::Coupon>| items.into_iter().map(|c| c.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(store.coupons_in_stock(page(None, 10), at(9)).await.expect("list")),
+        vec![ending.id, future.id, open.id]
+    );
+    assert_eq!(
+        ids(store.coupons_in_stock(page(None, 10), at(10)).await.expect("list")),
+        vec![future.id, open.id],
+        "the end is exclusive"
+    );
+    assert_eq!(
+        ids(store
+            .coupons_in_stock(page(Some(future.id.0), 10), at(10))
+            .await
+            .expect("list")),
+        vec![open.id]
+    );
+}
+
+async fn the_purchase_tally_adds_within_the_limit_and_never_goes_below_zero<S: Engine>(db: TestDb<S>) {
+    let store = db.connect().await;
+    let kim = user(&store, "kim@example.com").await;
+    let lee = user(&store, "lee@example.com").await;
+    let shoe = product(&store, "Shoe", 1, 10).await.id;
+    let hat = product(&store, "Hat", 1, 10).await.id;
+    let mut tx = store.begin().await.expect("begin");
+    assert_eq!(tx.purchased_quantity(kim, shoe).await.expect("read"), 0);
+    assert!(
+        !tx.add_purchase(kim, shoe, 4, Some(3)).await.expect("add"),
+        "a first purchase over the limit"
+    );
+    assert_eq!(
+        tx.purchased_quantity(kim, shoe).await.expect("read"),
+        0,
+        "nothing was written"
+    );
+    assert!(tx.add_purchase(kim, shoe, 2, Some(3)).await.expect("add"));
+    assert!(!tx.add_purchase(kim, shoe, 2, Some(3)).await.expect("add"));
+    assert!(
+        tx.add_purchase(kim, shoe, 1, Some(3)).await.expect("add"),
+        "up to the limit itself"
+    );
+    assert!(!tx.add_purchase(kim, shoe, 1, Some(3)).await.expect("add"));
+    assert!(
+        !tx.add_purchase(kim, shoe, 1, Some(2)).await.expect("add"),
+        "a lowered limit refuses"
+    );
+    assert!(tx.add_purchase(kim, shoe, 500, None).await.expect("add"), "no limit");
+    assert_eq!(tx.purchased_quantity(kim, shoe).await.expect("read"), 503);
+    // Per user and product.
+    assert!(tx.add_purchase(lee, shoe, 3, Some(3)).await.expect("add"));
+    assert!(tx.add_purchase(kim, hat, 3, Some(3)).await.expect("add"));
+    tx.remove_purchase(kim, shoe, 500).await.expect("remove");
+    assert_eq!(tx.purchased_quantity(kim, shoe).await.expect("read"), 3);
+    tx.remove_purchase(kim, shoe, 10).await.expect("remove");
+    assert_eq!(
+        tx.purchased_quantity(kim, shoe).await.expect("read"),
+        0,
+        "never below 0"
+    );
+    tx.remove_purchase(lee, hat, 1).await.expect("no row is no error");
+    assert_eq!(tx.purchased_quantity(lee, hat).await.expect("read"), 0);
+    assert_eq!(tx.purchased_quantity(lee, shoe).await.expect("read"), 3);
+    assert_eq!(tx.purchased_quantity(kim, hat).await.expect("read"), 3);
+    tx.commit().await.expect("commit");
+}
+
+async fn payment_and_refund_keep_the_tally_and_the_limit<S: Engine>(db: TestDb<S>) {
+    let store = db.connect().await;
+    let kim = user_with_balance(&store, "kim@example.com", 100_000).await;
+    let shoe = drop_product(&store, 10, None, Some(3)).await.id;
+    let socks = product(&store, "Socks", 100, 10).await.id;
+    let first = order(&store, kim, &[(shoe, 2), (socks, 5)], T0).await.id;
+    let second = order(&store, kim, &[(shoe, 2)], T0).await.id;
+    pay(&store, first, kim, None, at(1)).await.expect("pay");
+    let refused = pay(&store, second, kim, None, at(2)).await;
+    assert!(
+        matches!(refused, Err(Error::PurchaseLimitExceeded(p)) if p == shoe),
+        "{refused:?}"
+    );
+    assert_eq!(stock(&store, shoe).await, 8, "a refused payment takes no stock");
+    let mut tx = store.begin().await.expect("begin");
+    assert_eq!(tx.purchased_quantity(kim, shoe).await.expect("read"), 2);
+    assert_eq!(
+        tx.purchased_quantity(kim, socks).await.expect("read"),
+        5,
+        "unlimited products count too"
+    );
+    tx.rollback().await.expect("rollback");
+
+    refund(&store, first, kim, at(3)).await.expect("refund");
+    let mut tx = store.begin().await.expect("begin");
+    assert_eq!(tx.purchased_quantity(kim, shoe).await.expect("read"), 0);
+    assert_eq!(tx.purchased_quantity(kim, socks).await.expect("read"), 0);
+    tx.rollback().await.expect("rollback");
+    pay(&store, second, kim, None, at(4))
+        .await
+        .expect("paid after the refund");
+    // Order creation sees the tally.
+    let mut tx = store.begin().await.expect("begin");
+    let over = order::create_order(
+        &mut tx,
+        own(kim),
+        &order::OrderSource::Lines(vec![order::LineRequest {
+            product_id: shoe,
+            quantity: 2,
+        }]),
+        at(5),
+        900,
+    )
+    .await;
+    assert!(
+        matches!(over, Err(Error::PurchaseLimitExceeded(p)) if p == shoe),
+        "{over:?}"
+    );
+}
+
+async fn concurrent_purchases_of_one_user_stop_at_the_limit<S: Engine>(db: TestDb<S>) {
+    let store = db.connect().await;
+    let kim = user(&store, "kim@example.com").await;
+    let shoe = product(&store, "Shoe", 1, 10).await.id;
+    let tasks = (0..30)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut tx = store.begin().await.expect("begin");
+                let added = tx.add_purchase(kim, shoe, 1, Some(7)).await.expect("add");
+                tokio::task::yield_now().await; // hold the row a little longer
+                if added {
+                    tx.commit().await.expect("commit");
+                }
+                added
+            })
+        })
+        .collect();
+    let added = join_all(tasks).await.into_iter().filter(|&a| a).count();
+    assert_eq!(added, 7);
+    let mut tx = store.begin().await.expect("begin");
+    assert_eq!(tx.purchased_quantity(kim, shoe).await.expect("read"), 7);
 }

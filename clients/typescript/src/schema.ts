@@ -21,7 +21,8 @@ export interface paths {
          * Create a coupon (admin)
          * @description `FIXED` takes `discount_value` KRW off an order (at most its total), `RATE` takes
          *     `discount_value` percent off (rounded down). Each user's coupon is valid for
-         *     `valid_for_seconds` from its issue.
+         *     `valid_for_seconds` from its issue. `issue_starts_at` and `issue_ends_at` (optional) bound
+         *     when it can be issued: from the start, until (not including) the end.
          */
         post: operations["create_coupon"];
         delete?: never;
@@ -91,7 +92,9 @@ export interface paths {
         put?: never;
         /**
          * Create a product (admin)
-         * @description A new product is `ON_SALE`.
+         * @description A new product is `ON_SALE`. With `sale_starts_at` it stays unreleased until then: it exists
+         *     only for admins, and is released at that instant on every instance. With `max_per_user` no
+         *     user may hold more than that many units in `PAID` orders.
          */
         post: operations["create_product"];
         delete?: never;
@@ -115,8 +118,11 @@ export interface paths {
         head?: never;
         /**
          * Change a product (admin)
-         * @description Any of `name`, `price` and `status`; `{}` changes nothing. `STOPPED` takes the product off
-         *     sale: it can no longer be put in a cart or ordered.
+         * @description Any of `name`, `price`, `status`, `sale_starts_at` and `max_per_user`; `{}` changes nothing,
+         *     an absent field is left as it is and `null` clears `sale_starts_at` (released now) or
+         *     `max_per_user` (no limit). `STOPPED` takes the product off sale: it can no longer be put in
+         *     a cart or ordered. Lowering `max_per_user` below what a user bought refuses only that
+         *     user's next purchases.
          */
         patch: operations["patch_product"];
         trace?: never;
@@ -234,7 +240,8 @@ export interface paths {
         };
         /**
          * List the coupons with stock left
-         * @description Newest first; sold-out coupons leave the list (they stay readable by id).
+         * @description Newest first; sold-out coupons and coupons whose issue window has ended leave the list (they
+         *     stay readable by id); coupons whose window has not started are listed.
          */
         get: operations["list_coupons"];
         put?: never;
@@ -316,11 +323,13 @@ export interface paths {
         put?: never;
         /**
          * Pay an order
-         * @description In one transaction: the stock of every line is taken, the coupon's discount applied to the
-         *     whole order, the balance debited by `paid_amount`, the coupon marked `USED`, a `PAYMENT`
-         *     history line written, the paid products removed from the cart and an `order.paid` event
-         *     recorded. On any failure nothing changes and the order stays `PENDING_PAYMENT`. Errors come
-         *     in this order: order state, coupon, stock, balance. The body is optional (none, `{}` and
+         * @description In one transaction: the quantities are counted against each product's `max_per_user`, the
+         *     stock of every line is taken, the coupon's discount applied to the whole order, the balance
+         *     debited by `paid_amount`, the coupon marked `USED`, a `PAYMENT` history line written, the paid
+         *     products removed from the cart and an `order.paid` event recorded. On any failure nothing
+         *     changes and the order stays `PENDING_PAYMENT`. Errors come in this order: order state,
+         *     coupon, `PURCHASE_LIMIT_EXCEEDED` (several pending orders of one user paid at once stop
+         *     exactly at the limit), stock, balance. The body is optional (none, `{}` and
          *     `{"user_coupon_id": null}` mean no coupon), and so is `Idempotency-Key`, with the rules
          *     of balance charges.
          */
@@ -364,7 +373,8 @@ export interface paths {
         /**
          * List the products on sale
          * @description Products with status `ON_SALE`, ascending by id (the one list that is oldest first), paged by
-         *     `limit` and `after`.
+         *     `limit` and `after`. Unreleased products (`sale_starts_at` still ahead) are listed only for
+         *     an admin token (such answers are `Cache-Control: private, no-store`).
          */
         get: operations["list_products"];
         put?: never;
@@ -386,6 +396,7 @@ export interface paths {
          * Best sellers of the last days
          * @description The products with the largest quantity in orders paid within the last `days`×24 hours
          *     (refunded orders no longer count), ranked by `sold_quantity` descending, then `product_id`.
+         *     Unreleased products are left out, also for admins.
          *     Each instance caches the answer for `ECOMMERCE_POPULAR_CACHE_SECONDS`.
          */
         get: operations["popular_products"];
@@ -406,7 +417,8 @@ export interface paths {
         };
         /**
          * Get a product
-         * @description The product whatever its status, also when it is `STOPPED`.
+         * @description The product whatever its status, also when it is `STOPPED`. An unreleased product
+         *     (`sale_starts_at` still ahead) is `PRODUCT_NOT_FOUND` but with an admin token.
          */
         get: operations["get_product"];
         put?: never;
@@ -532,7 +544,9 @@ export interface paths {
         };
         /**
          * Get the cart
-         * @description The items at current prices and stock, in the order they were first added.
+         * @description The items at current prices and stock, in the order they were first added. A product that
+         *     was carted and then scheduled for a later release is left out until its release (but for an
+         *     admin); it stays in the cart.
          */
         get: operations["get_cart"];
         put?: never;
@@ -558,7 +572,9 @@ export interface paths {
         /**
          * Set the quantity of a product in the cart
          * @description Adds the product at the end of the cart, or sets its quantity when it is there. The quantity
-         *     may exceed the stock (the cart shows `stock`); a product that is not on sale cannot be added.
+         *     may exceed the stock (the cart shows `stock`) and `max_per_user`; a product that is not on
+         *     sale cannot be added, and an unreleased one does not exist (`PRODUCT_NOT_FOUND`) but for an
+         *     admin.
          */
         put: operations["put_cart_item"];
         post?: never;
@@ -588,8 +604,8 @@ export interface paths {
         /**
          * Issue a coupon to the user
          * @description First come, first served: never more than `total_quantity` issued and each user at most once,
-         *     also under thousands of simultaneous requests across instances. `COUPON_ALREADY_ISSUED` is
-         *     answered before `COUPON_SOLD_OUT`.
+         *     also under thousands of simultaneous requests across instances, and only within the issue
+         *     window. Errors come as `COUPON_ALREADY_ISSUED` → `COUPON_NOT_ISSUABLE` → `COUPON_SOLD_OUT`.
          */
         post: operations["issue_coupon"];
         delete?: never;
@@ -615,8 +631,11 @@ export interface paths {
         /**
          * Create an order
          * @description Either `items` (1 to 50 lines, each product at most once) or `"from_cart": true` (every line
-         *     of the cart). Prices are fixed now; stock is checked but not reserved, and the order waits
-         *     `PENDING_PAYMENT` until it is paid, cancelled or expires. The cart is left as it is.
+         *     of the cart). Prices are fixed now; stock and `max_per_user` (quantity + what the user already
+         *     paid for) are checked but not reserved, and the order waits `PENDING_PAYMENT` until it is
+         *     paid, cancelled or expires. The cart is left as it is. An unreleased product does not exist
+         *     (`PRODUCT_NOT_FOUND`) but for an admin; errors come as `PRODUCT_NOT_FOUND` →
+         *     `PRODUCT_NOT_ON_SALE` → `PURCHASE_LIMIT_EXCEEDED` → `OUT_OF_STOCK`.
          */
         post: operations["create_order"];
         delete?: never;
@@ -805,6 +824,16 @@ export interface components {
             remaining_quantity: number;
             /** Format: int64 */
             valid_for_seconds: number;
+            /**
+             * Format: date-time
+             * @description RFC 3339; null when issuable from its creation.
+             */
+            issue_starts_at?: string | null;
+            /**
+             * Format: date-time
+             * @description RFC 3339 (exclusive); null when the window never ends.
+             */
+            issue_ends_at?: string | null;
         };
         CreateCouponRequest: {
             /** @description 1 to 100 characters after trimming. */
@@ -825,6 +854,17 @@ export interface components {
              * @description 1 to 31,536,000, counted from each user's issue.
              */
             valid_for_seconds: number;
+            /**
+             * Format: date-time
+             * @description RFC 3339, optional: issuing before it is `COUPON_NOT_ISSUABLE`.
+             */
+            issue_starts_at?: string | null;
+            /**
+             * Format: date-time
+             * @description RFC 3339, optional, after `issue_starts_at` when both are given: from it on, issuing is
+             *     `COUPON_NOT_ISSUABLE` and the coupon leaves `GET /api/v1/coupons`.
+             */
+            issue_ends_at?: string | null;
         };
         /** @description Exactly one of `items` (1 to 50 lines, each product at most once) and `"from_cart": true`. */
         CreateOrderRequest: {
@@ -844,6 +884,16 @@ export interface components {
              * @description 0 to 1,000,000.
              */
             stock: number;
+            /**
+             * Format: date-time
+             * @description RFC 3339, optional: the product is unreleased (it exists only for admins) until then.
+             */
+            sale_starts_at?: string | null;
+            /**
+             * Format: int64
+             * @description 1 to 1000, optional: the most units one user may hold in `PAID` orders.
+             */
+            max_per_user?: number | null;
         };
         CreateUserRequest: {
             /**
@@ -985,12 +1035,25 @@ export interface components {
          * @enum {string}
          */
         OrderStatus: "PENDING_PAYMENT" | "PAID" | "REFUNDED" | "CANCELLED" | "EXPIRED";
-        /** @description Any subset of the fields; `{}` changes nothing. `null` is not a value. */
+        /**
+         * @description Any subset of the fields; `{}` changes nothing. `null` is not a value of `name`, `price` and
+         *     `status`; it clears `sale_starts_at` and `max_per_user`.
+         */
         PatchProductRequest: {
             name?: string | null;
             /** Format: int64 */
             price?: number | null;
             status?: components["schemas"]["ProductStatus"] | null;
+            /**
+             * Format: date-time
+             * @description RFC 3339, or null to release the product now.
+             */
+            sale_starts_at?: string | null;
+            /**
+             * Format: int64
+             * @description 1 to 1000, or null to lift the limit.
+             */
+            max_per_user?: number | null;
         };
         PayOrderRequest: {
             /**
@@ -1063,6 +1126,17 @@ export interface components {
              */
             stock: number;
             status: components["schemas"]["ProductStatus"];
+            /**
+             * Format: date-time
+             * @description RFC 3339: before it the product is unreleased and exists only for admins; null when it
+             *     was released at its creation.
+             */
+            sale_starts_at?: string | null;
+            /**
+             * Format: int64
+             * @description The most units one user may hold in `PAID` orders (1 to 1000); null when unlimited.
+             */
+            max_per_user?: number | null;
         };
         /**
          * @description Whether a product can be put in a cart and ordered.
@@ -1299,6 +1373,8 @@ export interface operations {
                  * @example {
                  *       "discount_type": "RATE",
                  *       "discount_value": 10,
+                 *       "issue_ends_at": null,
+                 *       "issue_starts_at": "2026-03-01T09:00:00Z",
                  *       "name": "Spring 10%",
                  *       "total_quantity": 1000,
                  *       "valid_for_seconds": 604800
@@ -1323,6 +1399,8 @@ export interface operations {
                      *       "discount_type": "RATE",
                      *       "discount_value": 10,
                      *       "id": 3,
+                     *       "issue_ends_at": null,
+                     *       "issue_starts_at": "2026-03-01T09:00:00.000Z",
                      *       "name": "Spring 10%",
                      *       "remaining_quantity": 640,
                      *       "total_quantity": 1000,
@@ -1718,8 +1796,10 @@ export interface operations {
             content: {
                 /**
                  * @example {
+                 *       "max_per_user": 2,
                  *       "name": "Linen shirt",
                  *       "price": 39000,
+                 *       "sale_starts_at": null,
                  *       "stock": 120
                  *     }
                  */
@@ -1740,8 +1820,10 @@ export interface operations {
                     /**
                      * @example {
                      *       "id": 7,
+                     *       "max_per_user": 2,
                      *       "name": "Linen shirt",
                      *       "price": 39000,
+                     *       "sale_starts_at": null,
                      *       "status": "ON_SALE",
                      *       "stock": 120
                      *     }
@@ -1862,8 +1944,10 @@ export interface operations {
                     /**
                      * @example {
                      *       "id": 7,
+                     *       "max_per_user": null,
                      *       "name": "Linen shirt",
                      *       "price": 35000,
+                     *       "sale_starts_at": null,
                      *       "status": "STOPPED",
                      *       "stock": 120
                      *     }
@@ -1994,8 +2078,10 @@ export interface operations {
                     /**
                      * @example {
                      *       "id": 7,
+                     *       "max_per_user": null,
                      *       "name": "Linen shirt",
                      *       "price": 39000,
+                     *       "sale_starts_at": null,
                      *       "status": "ON_SALE",
                      *       "stock": 150
                      *     }
@@ -2532,6 +2618,8 @@ export interface operations {
                      *           "discount_type": "RATE",
                      *           "discount_value": 10,
                      *           "id": 3,
+                     *           "issue_ends_at": null,
+                     *           "issue_starts_at": "2026-03-01T09:00:00.000Z",
                      *           "name": "Spring 10%",
                      *           "remaining_quantity": 640,
                      *           "total_quantity": 1000,
@@ -2618,6 +2706,8 @@ export interface operations {
                      *       "discount_type": "RATE",
                      *       "discount_value": 10,
                      *       "id": 3,
+                     *       "issue_ends_at": null,
+                     *       "issue_starts_at": "2026-03-01T09:00:00.000Z",
                      *       "name": "Spring 10%",
                      *       "remaining_quantity": 640,
                      *       "total_quantity": 1000,
@@ -2996,7 +3086,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description ORDER_NOT_PENDING, ORDER_EXPIRED, COUPON_ALREADY_USED, COUPON_EXPIRED, OUT_OF_STOCK, INSUFFICIENT_BALANCE, REQUEST_IN_PROGRESS */
+            /** @description ORDER_NOT_PENDING, ORDER_EXPIRED, COUPON_ALREADY_USED, COUPON_EXPIRED, PURCHASE_LIMIT_EXCEEDED, OUT_OF_STOCK, INSUFFICIENT_BALANCE, REQUEST_IN_PROGRESS */
             409: {
                 headers: {
                     "Cache-Control": components["headers"]["Cache-Control.private"];
@@ -3210,15 +3300,19 @@ export interface operations {
                      *       "items": [
                      *         {
                      *           "id": 7,
+                     *           "max_per_user": null,
                      *           "name": "Linen shirt",
                      *           "price": 39000,
+                     *           "sale_starts_at": null,
                      *           "status": "ON_SALE",
                      *           "stock": 120
                      *         },
                      *         {
                      *           "id": 8,
+                     *           "max_per_user": 2,
                      *           "name": "Wool coat",
                      *           "price": 189000,
+                     *           "sale_starts_at": "2026-03-01T09:00:00.000Z",
                      *           "status": "ON_SALE",
                      *           "stock": 12
                      *         }
@@ -3396,8 +3490,10 @@ export interface operations {
                     /**
                      * @example {
                      *       "id": 7,
+                     *       "max_per_user": 2,
                      *       "name": "Linen shirt",
                      *       "price": 39000,
+                     *       "sale_starts_at": null,
                      *       "status": "ON_SALE",
                      *       "stock": 120
                      *     }
@@ -4707,7 +4803,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description COUPON_ALREADY_ISSUED, COUPON_SOLD_OUT */
+            /** @description COUPON_ALREADY_ISSUED, COUPON_NOT_ISSUABLE, COUPON_SOLD_OUT */
             409: {
                 headers: {
                     "Cache-Control": components["headers"]["Cache-Control.private"];
@@ -5009,7 +5105,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description PRODUCT_NOT_ON_SALE, OUT_OF_STOCK */
+            /** @description PRODUCT_NOT_ON_SALE, PURCHASE_LIMIT_EXCEEDED, OUT_OF_STOCK */
             409: {
                 headers: {
                     "Cache-Control": components["headers"]["Cache-Control.private"];

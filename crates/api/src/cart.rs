@@ -2,9 +2,9 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use ecommerce_domain::ProductId;
 use ecommerce_domain::cart::{self, CartItem};
 use ecommerce_domain::store::{Store, Tx};
+use ecommerce_domain::{ProductId, Timestamp};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -77,20 +77,28 @@ pub struct PutCartItemRequest {
 
 /// Get the cart
 ///
-/// The items at current prices and stock, in the order they were first added.
+/// The items at current prices and stock, in the order they were first added. A product that
+/// was carted and then scheduled for a later release is left out until its release (but for an
+/// admin); it stays in the cart.
 #[utoipa::path(get, path = "/api/v1/users/{user_id}/cart", tag = "cart",
     params(("user_id" = i64, Path, description = "User id: the caller's own, or any with an admin token")), security(("bearer" = [])),
     responses(
         (status = 200, description = "The cart at current prices", body = CartResponse, example = cart_example),
     ))]
 pub async fn get_cart<S: Store>(State(app): State<AppState<S>>, scope: UserScope) -> Result<axum::Json<CartResponse>> {
-    Ok(axum::Json(cart::cart(&app.store, scope.addressed()).await?.into()))
+    Ok(axum::Json(
+        cart::cart(&app.store, scope.addressed(), Timestamp::now())
+            .await?
+            .into(),
+    ))
 }
 
 /// Set the quantity of a product in the cart
 ///
 /// Adds the product at the end of the cart, or sets its quantity when it is there. The quantity
-/// may exceed the stock (the cart shows `stock`); a product that is not on sale cannot be added.
+/// may exceed the stock (the cart shows `stock`) and `max_per_user`; a product that is not on
+/// sale cannot be added, and an unreleased one does not exist (`PRODUCT_NOT_FOUND`) but for an
+/// admin.
 #[utoipa::path(put, path = "/api/v1/users/{user_id}/cart/items/{product_id}", tag = "cart",
     request_body(content = PutCartItemRequest, example = json!({"quantity": 2})),
     params(("user_id" = i64, Path, description = "User id: the caller's own, or any with an admin token"), ("product_id" = i64, Path, description = "Product id")),
@@ -107,7 +115,7 @@ pub async fn put_cart_item<S: Store>(
 ) -> Result<axum::Json<CartResponse>> {
     let product = ProductId(scope.params.id("product_id")?);
     let mut tx = app.store.begin().await?;
-    let cart = cart::put_cart_item(&mut tx, scope.addressed(), product, body.quantity).await?;
+    let cart = cart::put_cart_item(&mut tx, scope.addressed(), product, body.quantity, Timestamp::now()).await?;
     tx.commit().await?;
     Ok(axum::Json(cart.into()))
 }

@@ -8,7 +8,10 @@ use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use ecommerce_domain::catalog::{self, NewProduct, Product, ProductPatch, ProductStatus, parse_restock_quantity};
+use ecommerce_domain::catalog::{
+    self, Audience, NewProduct, PatchRequest, Product, ProductPatch, ProductRequest, ProductStatus,
+    parse_restock_quantity,
+};
 use ecommerce_domain::ranking::{self, Window};
 use ecommerce_domain::store::{Store, Tx};
 use ecommerce_domain::{Krw, ProductId, Timestamp};
@@ -16,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::error::{ApiError, Result};
-use crate::extract::{Admin, Json, PageQuery, Paging, PathParams, non_null, query_rejection};
+use crate::extract::{Admin, Json, MaybeAuth, PageQuery, Paging, PathParams, non_null, nullable, query_rejection};
 use crate::openapi::operations;
 use crate::{AppState, Created};
 
@@ -38,6 +41,13 @@ pub struct ProductResponse {
     /// Units left.
     pub stock: i64,
     pub status: ProductStatus,
+    /// RFC 3339: before it the product is unreleased and exists only for admins; null when it
+    /// was released at its creation.
+    #[schema(format = DateTime)]
+    pub sale_starts_at: Option<String>,
+    /// The most units one user may hold in `PAID` orders (1 to 1000); null when unlimited.
+    #[schema(minimum = 1, maximum = 1000)]
+    pub max_per_user: Option<i64>,
 }
 
 impl From<Product> for ProductResponse {
@@ -48,6 +58,8 @@ impl From<Product> for ProductResponse {
             price: p.price.0,
             stock: p.stock,
             status: p.status,
+            sale_starts_at: p.sale_starts_at.map(Timestamp::to_rfc3339),
+            max_per_user: p.max_per_user,
         }
     }
 }
@@ -70,9 +82,18 @@ pub struct CreateProductRequest {
     /// 0 to 1,000,000.
     #[schema(minimum = 0, maximum = 1_000_000)]
     pub stock: i64,
+    /// RFC 3339, optional: the product is unreleased (it exists only for admins) until then.
+    #[serde(default)]
+    #[schema(format = DateTime)]
+    pub sale_starts_at: Option<String>,
+    /// 1 to 1000, optional: the most units one user may hold in `PAID` orders.
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 1000)]
+    pub max_per_user: Option<i64>,
 }
 
-/// Any subset of the fields; `{}` changes nothing. `null` is not a value.
+/// Any subset of the fields; `{}` changes nothing. `null` is not a value of `name`, `price` and
+/// `status`; it clears `sale_starts_at` and `max_per_user`.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct PatchProductRequest {
     #[serde(default, deserialize_with = "non_null")]
@@ -81,6 +102,14 @@ pub struct PatchProductRequest {
     pub price: Option<i64>,
     #[serde(default, deserialize_with = "non_null")]
     pub status: Option<ProductStatus>,
+    /// RFC 3339, or null to release the product now.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub sale_starts_at: Option<Option<String>>,
+    /// 1 to 1000, or null to lift the limit.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<i64>, minimum = 1, maximum = 1000)]
+    pub max_per_user: Option<Option<i64>>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -93,22 +122,26 @@ pub struct RestockRequest {
 /// List the products on sale
 ///
 /// Products with status `ON_SALE`, ascending by id (the one list that is oldest first), paged by
-/// `limit` and `after`.
+/// `limit` and `after`. Unreleased products (`sale_starts_at` still ahead) are listed only for
+/// an admin token (such answers are `Cache-Control: private, no-store`).
 #[utoipa::path(get, path = "/api/v1/products", tag = "catalog", params(PageQuery),
     responses(
         (status = 200, description = "Products on sale, ascending by id", body = ProductPage, example = json!({
             "items": [
-                {"id": 7, "name": "Linen shirt", "price": 39000, "stock": 120, "status": "ON_SALE"},
-                {"id": 8, "name": "Wool coat", "price": 189000, "stock": 12, "status": "ON_SALE"}
+                {"id": 7, "name": "Linen shirt", "price": 39000, "stock": 120, "status": "ON_SALE",
+                    "sale_starts_at": null, "max_per_user": null},
+                {"id": 8, "name": "Wool coat", "price": 189000, "stock": 12, "status": "ON_SALE",
+                    "sale_starts_at": "2026-03-01T09:00:00.000Z", "max_per_user": 2}
             ],
             "next_after": null
         })),
     ))]
 pub async fn list_products<S: Store>(
     State(app): State<AppState<S>>,
+    MaybeAuth(actor): MaybeAuth,
     Paging(page): Paging,
 ) -> Result<axum::Json<ProductPage>> {
-    let products = app.store.products_on_sale(page).await?;
+    let products = catalog::list_products(&app.store, Audience::of(actor), Timestamp::now(), page).await?;
     let next_after = page.next_after(&products, |p| p.id.0);
     Ok(axum::Json(ProductPage {
         items: products.into_iter().map(Into::into).collect(),
@@ -118,7 +151,8 @@ pub async fn list_products<S: Store>(
 
 /// Get a product
 ///
-/// The product whatever its status, also when it is `STOPPED`.
+/// The product whatever its status, also when it is `STOPPED`. An unreleased product
+/// (`sale_starts_at` still ahead) is `PRODUCT_NOT_FOUND` but with an admin token.
 #[utoipa::path(get, path = "/api/v1/products/{product_id}", tag = "catalog",
     params(("product_id" = i64, Path, description = "Product id")),
     responses(
@@ -127,22 +161,22 @@ pub async fn list_products<S: Store>(
     ))]
 pub async fn get_product<S: Store>(
     State(app): State<AppState<S>>,
+    MaybeAuth(actor): MaybeAuth,
     params: PathParams,
 ) -> Result<axum::Json<ProductResponse>> {
     let id = ProductId(params.id("product_id")?);
-    let product = app
-        .store
-        .product(id)
-        .await?
-        .ok_or(ecommerce_domain::Error::ProductNotFound)?;
+    let product = catalog::get_product(&app.store, id, Audience::of(actor), Timestamp::now()).await?;
     Ok(axum::Json(product.into()))
 }
 
 /// Create a product (admin)
 ///
-/// A new product is `ON_SALE`.
+/// A new product is `ON_SALE`. With `sale_starts_at` it stays unreleased until then: it exists
+/// only for admins, and is released at that instant on every instance. With `max_per_user` no
+/// user may hold more than that many units in `PAID` orders.
 #[utoipa::path(post, path = "/api/v1/admin/products", tag = "admin",
-    request_body(content = CreateProductRequest, example = json!({"name": "Linen shirt", "price": 39000, "stock": 120})),
+    request_body(content = CreateProductRequest, example = json!({"name": "Linen shirt", "price": 39000, "stock": 120,
+        "sale_starts_at": null, "max_per_user": 2})),
     security(("bearer" = [])),
     responses(
         (status = 201, description = "Product created, ON_SALE", body = ProductResponse,
@@ -154,7 +188,13 @@ pub async fn create_product<S: Store>(
     _admin: Admin,
     Json(body): Json<CreateProductRequest>,
 ) -> Result<Created<ProductResponse>> {
-    let product = NewProduct::parse(&body.name, Krw(body.price), body.stock)?;
+    let product = NewProduct::parse(ProductRequest {
+        name: &body.name,
+        price: Krw(body.price),
+        stock: body.stock,
+        sale_starts_at: body.sale_starts_at.as_deref(),
+        max_per_user: body.max_per_user,
+    })?;
     let mut tx = app.store.begin().await?;
     let created = catalog::create_product(&mut tx, &product, Timestamp::now()).await?;
     tx.commit().await?;
@@ -163,14 +203,18 @@ pub async fn create_product<S: Store>(
 
 /// Change a product (admin)
 ///
-/// Any of `name`, `price` and `status`; `{}` changes nothing. `STOPPED` takes the product off
-/// sale: it can no longer be put in a cart or ordered.
+/// Any of `name`, `price`, `status`, `sale_starts_at` and `max_per_user`; `{}` changes nothing,
+/// an absent field is left as it is and `null` clears `sale_starts_at` (released now) or
+/// `max_per_user` (no limit). `STOPPED` takes the product off sale: it can no longer be put in
+/// a cart or ordered. Lowering `max_per_user` below what a user bought refuses only that
+/// user's next purchases.
 #[utoipa::path(patch, path = "/api/v1/admin/products/{product_id}", tag = "admin",
     request_body(content = PatchProductRequest, example = json!({"price": 35000, "status": "STOPPED"})),
     params(("product_id" = i64, Path, description = "Product id")), security(("bearer" = [])),
     responses(
         (status = 200, description = "The product after the change", body = ProductResponse, example = json!(
-            {"id": 7, "name": "Linen shirt", "price": 35000, "stock": 120, "status": "STOPPED"})),
+            {"id": 7, "name": "Linen shirt", "price": 35000, "stock": 120, "status": "STOPPED",
+                "sale_starts_at": null, "max_per_user": null})),
         (status = 404, description = "PRODUCT_NOT_FOUND"),
     ))]
 pub async fn patch_product<S: Store>(
@@ -180,7 +224,13 @@ pub async fn patch_product<S: Store>(
     Json(body): Json<PatchProductRequest>,
 ) -> Result<axum::Json<ProductResponse>> {
     let id = ProductId(params.id("product_id")?);
-    let patch = ProductPatch::parse(body.name.as_deref(), body.price.map(Krw), body.status)?;
+    let patch = ProductPatch::parse(PatchRequest {
+        name: body.name.as_deref(),
+        price: body.price.map(Krw),
+        status: body.status,
+        sale_starts_at: body.sale_starts_at.as_ref().map(Option::as_deref),
+        max_per_user: body.max_per_user,
+    })?;
     let mut tx = app.store.begin().await?;
     let product = catalog::patch_product(&mut tx, id, &patch).await?;
     tx.commit().await?;
@@ -196,7 +246,8 @@ pub async fn patch_product<S: Store>(
     params(("product_id" = i64, Path, description = "Product id")), security(("bearer" = [])),
     responses(
         (status = 200, description = "The product with its new stock", body = ProductResponse, example = json!(
-            {"id": 7, "name": "Linen shirt", "price": 39000, "stock": 150, "status": "ON_SALE"})),
+            {"id": 7, "name": "Linen shirt", "price": 39000, "stock": 150, "status": "ON_SALE",
+                "sale_starts_at": null, "max_per_user": null})),
         (status = 404, description = "PRODUCT_NOT_FOUND"),
     ))]
 pub async fn restock_product<S: Store>(
@@ -214,7 +265,8 @@ pub async fn restock_product<S: Store>(
 }
 
 fn product_example() -> serde_json::Value {
-    serde_json::json!({"id": 7, "name": "Linen shirt", "price": 39000, "stock": 120, "status": "ON_SALE"})
+    serde_json::json!({"id": 7, "name": "Linen shirt", "price": 39000, "stock": 120, "status": "ON_SALE",
+        "sale_starts_at": null, "max_per_user": 2})
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -273,6 +325,7 @@ impl PopularCache {
 ///
 /// The products with the largest quantity in orders paid within the last `days`×24 hours
 /// (refunded orders no longer count), ranked by `sold_quantity` descending, then `product_id`.
+/// Unreleased products are left out, also for admins.
 /// Each instance caches the answer for `ECOMMERCE_POPULAR_CACHE_SECONDS`.
 #[utoipa::path(get, path = "/api/v1/products/popular", tag = "catalog", params(PopularQuery),
     responses(

@@ -7,6 +7,8 @@
 //! shard empty, and an uncommitted decrement would still show its old value (and make the request
 //! wait for it), so every issue that succeeded has committed. The holders are read once, right
 //! after that, to keep `COUPON_ALREADY_ISSUED` ahead of `COUPON_SOLD_OUT` without a query.
+//! The issue window is part of the cached definition (a coupon never changes once created), so
+//! the sold-out gate answers `COUPON_NOT_ISSUABLE` between the two from memory too.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::RwLock;
@@ -96,6 +98,15 @@ pub struct CreateCouponRequest {
     /// 1 to 31,536,000, counted from each user's issue.
     #[schema(minimum = 1, maximum = 31_536_000)]
     pub valid_for_seconds: i64,
+    /// RFC 3339, optional: issuing before it is `COUPON_NOT_ISSUABLE`.
+    #[serde(default)]
+    #[schema(format = DateTime)]
+    pub issue_starts_at: Option<String>,
+    /// RFC 3339, optional, after `issue_starts_at` when both are given: from it on, issuing is
+    /// `COUPON_NOT_ISSUABLE` and the coupon leaves `GET /api/v1/coupons`.
+    #[serde(default)]
+    #[schema(format = DateTime)]
+    pub issue_ends_at: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -107,6 +118,12 @@ pub struct CouponResponse {
     pub total_quantity: i64,
     pub remaining_quantity: i64,
     pub valid_for_seconds: i64,
+    /// RFC 3339; null when issuable from its creation.
+    #[schema(format = DateTime)]
+    pub issue_starts_at: Option<String>,
+    /// RFC 3339 (exclusive); null when the window never ends.
+    #[schema(format = DateTime)]
+    pub issue_ends_at: Option<String>,
 }
 
 impl From<Coupon> for CouponResponse {
@@ -119,6 +136,8 @@ impl From<Coupon> for CouponResponse {
             total_quantity: c.total_quantity,
             remaining_quantity: c.remaining_quantity,
             valid_for_seconds: c.valid_for_seconds,
+            issue_starts_at: c.issue_starts_at.map(Timestamp::to_rfc3339),
+            issue_ends_at: c.issue_ends_at.map(Timestamp::to_rfc3339),
         }
     }
 }
@@ -132,7 +151,8 @@ pub struct CouponPage {
 fn coupon_example() -> serde_json::Value {
     serde_json::json!({
         "id": 3, "name": "Spring 10%", "discount_type": "RATE", "discount_value": 10,
-        "total_quantity": 1000, "remaining_quantity": 640, "valid_for_seconds": 604800
+        "total_quantity": 1000, "remaining_quantity": 640, "valid_for_seconds": 604800,
+        "issue_starts_at": "2026-03-01T09:00:00.000Z", "issue_ends_at": null
     })
 }
 
@@ -199,11 +219,13 @@ pub struct UserCouponQuery {
 ///
 /// `FIXED` takes `discount_value` KRW off an order (at most its total), `RATE` takes
 /// `discount_value` percent off (rounded down). Each user's coupon is valid for
-/// `valid_for_seconds` from its issue.
+/// `valid_for_seconds` from its issue. `issue_starts_at` and `issue_ends_at` (optional) bound
+/// when it can be issued: from the start, until (not including) the end.
 #[utoipa::path(post, path = "/api/v1/admin/coupons", tag = "admin",
     request_body(content = CreateCouponRequest, example = json!({
         "name": "Spring 10%", "discount_type": "RATE", "discount_value": 10,
-        "total_quantity": 1000, "valid_for_seconds": 604800})),
+        "total_quantity": 1000, "valid_for_seconds": 604800,
+        "issue_starts_at": "2026-03-01T09:00:00Z", "issue_ends_at": null})),
     security(("bearer" = [])),
     responses(
         (status = 201, description = "Coupon created", body = CouponResponse,
@@ -221,6 +243,8 @@ pub async fn create_coupon<S: Store>(
         discount_value: body.discount_value,
         total_quantity: body.total_quantity,
         valid_for_seconds: body.valid_for_seconds,
+        issue_starts_at: body.issue_starts_at.as_deref(),
+        issue_ends_at: body.issue_ends_at.as_deref(),
     })?;
     let mut tx = app.store.begin().await?;
     let created = coupon::create_coupon(&mut tx, &coupon, Timestamp::now()).await?;
@@ -231,7 +255,8 @@ pub async fn create_coupon<S: Store>(
 
 /// List the coupons with stock left
 ///
-/// Newest first; sold-out coupons leave the list (they stay readable by id).
+/// Newest first; sold-out coupons and coupons whose issue window has ended leave the list (they
+/// stay readable by id); coupons whose window has not started are listed.
 #[utoipa::path(get, path = "/api/v1/coupons", tag = "coupons", params(PageQuery),
     responses(
         (status = 200, description = "Coupons with stock left, newest first", body = CouponPage,
@@ -241,7 +266,7 @@ pub async fn list_coupons<S: Store>(
     State(app): State<AppState<S>>,
     Paging(page): Paging,
 ) -> Result<axum::Json<CouponPage>> {
-    let coupons = app.store.coupons_in_stock(page).await?;
+    let coupons = coupon::listed_coupons(&app.store, Timestamp::now(), page).await?;
     let next_after = page.next_after(&coupons, |c| c.id.0);
     Ok(axum::Json(CouponPage {
         items: coupons.into_iter().map(Into::into).collect(),
@@ -270,15 +295,15 @@ pub async fn get_coupon<S: Store>(
 /// Issue a coupon to the user
 ///
 /// First come, first served: never more than `total_quantity` issued and each user at most once,
-/// also under thousands of simultaneous requests across instances. `COUPON_ALREADY_ISSUED` is
-/// answered before `COUPON_SOLD_OUT`.
+/// also under thousands of simultaneous requests across instances, and only within the issue
+/// window. Errors come as `COUPON_ALREADY_ISSUED` → `COUPON_NOT_ISSUABLE` → `COUPON_SOLD_OUT`.
 #[utoipa::path(post, path = "/api/v1/users/{user_id}/coupons", tag = "coupons",
     request_body(content = IssueCouponRequest, example = json!({"coupon_id": 3})),
     params(("user_id" = i64, Path, description = "User id: the caller's own, or any with an admin token")), security(("bearer" = [])),
     responses(
         (status = 201, description = "Issued", body = UserCouponResponse, example = user_coupon_example),
         (status = 404, description = "COUPON_NOT_FOUND"),
-        (status = 409, description = "COUPON_ALREADY_ISSUED, COUPON_SOLD_OUT"),
+        (status = 409, description = "COUPON_ALREADY_ISSUED, COUPON_NOT_ISSUABLE, COUPON_SOLD_OUT"),
     ))]
 pub async fn issue_coupon<S: Store>(
     State(app): State<AppState<S>>,
@@ -299,16 +324,15 @@ pub async fn issue_coupon<S: Store>(
         SoldOut::Holder(holder) => Some(holder),
         SoldOut::AskDatabase => Some(app.store.has_user_coupon(scope.user_id, coupon_id).await?),
     };
+    let now = Timestamp::now();
     if let Some(holder) = holder {
         require_user(&app.store, scope.addressed()).await?;
-        return Err(if holder {
-            Error::CouponAlreadyIssued
-        } else {
-            Error::CouponSoldOut
+        if holder {
+            return Err(Error::CouponAlreadyIssued.into());
         }
-        .into());
+        coupon.check_issuable(now)?;
+        return Err(Error::CouponSoldOut.into());
     }
-    let now = Timestamp::now();
     let mut tx = app.store.begin().await?;
     let issued = coupon::issue_coupon(&mut tx, scope.addressed(), &coupon, now, rand::random()).await;
     let user_coupon = match issued {

@@ -111,6 +111,8 @@ impl From<Error> for ApiError {
             Error::OutOfStock(_) => (S::CONFLICT, "OUT_OF_STOCK"),
             Error::ProductNotOnSale(_) => (S::CONFLICT, "PRODUCT_NOT_ON_SALE"),
             Error::InsufficientBalance => (S::CONFLICT, "INSUFFICIENT_BALANCE"),
+            Error::PurchaseLimitExceeded(_) => (S::CONFLICT, "PURCHASE_LIMIT_EXCEEDED"),
+            Error::CouponNotIssuable => (S::CONFLICT, "COUPON_NOT_ISSUABLE"),
             Error::CouponAlreadyIssued => (S::CONFLICT, "COUPON_ALREADY_ISSUED"),
             Error::CouponSoldOut => (S::CONFLICT, "COUPON_SOLD_OUT"),
             Error::CouponAlreadyUsed => (S::CONFLICT, "COUPON_ALREADY_USED"),

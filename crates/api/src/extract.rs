@@ -136,6 +136,22 @@ pub(crate) fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then_some(token.trim())
 }
 
+/// The caller on a route that needs no token: `Some` with a valid token, `None` without one.
+/// A token that does not verify counts as none (the read answers what everyone sees), as the
+/// caching layer also decides.
+#[derive(Debug, Clone, Copy)]
+pub struct MaybeAuth(pub Option<Actor>);
+
+impl<S: Store> FromRequestParts<AppState<S>> for MaybeAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState<S>) -> Result<Self> {
+        Ok(MaybeAuth(
+            bearer_token(&parts.headers).and_then(|token| state.auth.verify(token)),
+        ))
+    }
+}
+
 /// A caller with the admin role.
 pub struct Admin(pub Actor);
 
@@ -232,6 +248,16 @@ pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>> {
         ));
     }
     Ok(Some(String::from_utf8_lossy(bytes).into_owned()))
+}
+
+/// Deserializes a field that may be `null`, telling it from an absent one (with
+/// `#[serde(default)]`): absent → `None`, `null` → `Some(None)`, a value → `Some(Some(v))`.
+pub fn nullable<'de, D, T>(deserializer: D) -> std::result::Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
 }
 
 /// Deserializes a present field that must not be `null`: absent → `None`, `null` → error.

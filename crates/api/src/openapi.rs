@@ -544,6 +544,12 @@ fn catalogue() -> Vec<ApiError> {
         Error::RequestInProgress.into(),
         Error::IdempotencyKeyReused.into(),
         ApiError::new(
+            S::CONFLICT,
+            "PURCHASE_LIMIT_EXCEEDED",
+            "this purchase would pass the limit per customer of product 7",
+        ),
+        Error::CouponNotIssuable.into(),
+        ApiError::new(
             S::PAYLOAD_TOO_LARGE,
             "PAYLOAD_TOO_LARGE",
             "the request body is larger than 64 KiB",

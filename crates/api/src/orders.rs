@@ -125,8 +125,11 @@ pub struct OrderQuery {
 /// Create an order
 ///
 /// Either `items` (1 to 50 lines, each product at most once) or `"from_cart": true` (every line
-/// of the cart). Prices are fixed now; stock is checked but not reserved, and the order waits
-/// `PENDING_PAYMENT` until it is paid, cancelled or expires. The cart is left as it is.
+/// of the cart). Prices are fixed now; stock and `max_per_user` (quantity + what the user already
+/// paid for) are checked but not reserved, and the order waits `PENDING_PAYMENT` until it is
+/// paid, cancelled or expires. The cart is left as it is. An unreleased product does not exist
+/// (`PRODUCT_NOT_FOUND`) but for an admin; errors come as `PRODUCT_NOT_FOUND` →
+/// `PRODUCT_NOT_ON_SALE` → `PURCHASE_LIMIT_EXCEEDED` → `OUT_OF_STOCK`.
 #[utoipa::path(post, path = "/api/v1/users/{user_id}/orders", tag = "orders",
     request_body(content = CreateOrderRequest, example = json!({"items": [{"product_id": 7, "quantity": 2}, {"product_id": 8, "quantity": 1}]})),
     params(("user_id" = i64, Path, description = "User id: the caller's own, or any with an admin token")), security(("bearer" = [])),
@@ -136,7 +139,7 @@ pub struct OrderQuery {
             example = pending_order_example),
         (status = 400, description = "CART_EMPTY"),
         (status = 404, description = "PRODUCT_NOT_FOUND"),
-        (status = 409, description = "PRODUCT_NOT_ON_SALE, OUT_OF_STOCK"),
+        (status = 409, description = "PRODUCT_NOT_ON_SALE, PURCHASE_LIMIT_EXCEEDED, OUT_OF_STOCK"),
     ))]
 pub async fn create_order<S: Store>(
     State(app): State<AppState<S>>,
@@ -219,11 +222,13 @@ pub async fn get_order<S: Store>(
 
 /// Pay an order
 ///
-/// In one transaction: the stock of every line is taken, the coupon's discount applied to the
-/// whole order, the balance debited by `paid_amount`, the coupon marked `USED`, a `PAYMENT`
-/// history line written, the paid products removed from the cart and an `order.paid` event
-/// recorded. On any failure nothing changes and the order stays `PENDING_PAYMENT`. Errors come
-/// in this order: order state, coupon, stock, balance. The body is optional (none, `{}` and
+/// In one transaction: the quantities are counted against each product's `max_per_user`, the
+/// stock of every line is taken, the coupon's discount applied to the whole order, the balance
+/// debited by `paid_amount`, the coupon marked `USED`, a `PAYMENT` history line written, the paid
+/// products removed from the cart and an `order.paid` event recorded. On any failure nothing
+/// changes and the order stays `PENDING_PAYMENT`. Errors come in this order: order state,
+/// coupon, `PURCHASE_LIMIT_EXCEEDED` (several pending orders of one user paid at once stop
+/// exactly at the limit), stock, balance. The body is optional (none, `{}` and
 /// `{"user_coupon_id": null}` mean no coupon), and so is `Idempotency-Key`, with the rules
 /// of balance charges.
 #[utoipa::path(post, path = "/api/v1/orders/{order_id}/payment", tag = "orders",
@@ -236,7 +241,7 @@ pub async fn get_order<S: Store>(
     responses(
         (status = 200, description = "Paid", body = OrderResponse, example = paid_order_example),
         (status = 404, description = "ORDER_NOT_FOUND, COUPON_NOT_FOUND"),
-        (status = 409, description = "ORDER_NOT_PENDING, ORDER_EXPIRED, COUPON_ALREADY_USED, COUPON_EXPIRED, OUT_OF_STOCK, INSUFFICIENT_BALANCE"),
+        (status = 409, description = "ORDER_NOT_PENDING, ORDER_EXPIRED, COUPON_ALREADY_USED, COUPON_EXPIRED, PURCHASE_LIMIT_EXCEEDED, OUT_OF_STOCK, INSUFFICIENT_BALANCE"),
     ))]
 pub async fn pay_order<S: Store>(
     State(app): State<AppState<S>>,

@@ -2,10 +2,10 @@
 //! today's prices whenever it is read.
 
 use crate::account::{Addressed, require_user, require_user_in};
-use crate::catalog::{Product, ProductStatus};
+use crate::catalog::{Audience, Product, ProductStatus, visible_product};
 use crate::order::MAX_LINE_QUANTITY;
 use crate::store::{Store, Tx};
-use crate::{Error, Krw, ProductId, check_range};
+use crate::{Error, Krw, ProductId, Timestamp, check_range};
 
 /// One product in a cart, as the product is now.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,22 +26,35 @@ pub fn total_amount(items: &[CartItem]) -> Krw {
     items.iter().map(CartItem::amount).sum()
 }
 
+/// The items of a cart that `audience` may see at `now`. A product carted while released and
+/// scheduled again later is hidden (not removed) until its release: cart reads and orders from
+/// the cart both see the cart through this.
+pub fn visible_items(items: Vec<CartItem>, audience: Audience, now: Timestamp) -> Vec<CartItem> {
+    items
+        .into_iter()
+        .filter(|item| item.product.visible_to(audience, now))
+        .collect()
+}
+
 /// Sets the quantity of an on-sale product in the addressed user's cart (a new product goes to
-/// the end) and returns the whole cart.
+/// the end) and returns the whole cart. An unreleased product is `PRODUCT_NOT_FOUND` for a
+/// caller who is not an admin; the cart is not bound by `max_per_user`.
 pub async fn put_cart_item(
     tx: &mut impl Tx,
     who: Addressed,
     product: ProductId,
     quantity: i64,
+    now: Timestamp,
 ) -> Result<Vec<CartItem>, Error> {
     check_range(quantity, 1..=MAX_LINE_QUANTITY, "quantity")?;
     require_user_in(tx, who).await?;
-    let found = tx.product(product).await?.ok_or(Error::ProductNotFound)?;
+    let audience = Audience::from(who.actor);
+    let found = visible_product(tx.product(product).await?, audience, now)?;
     if found.status != ProductStatus::OnSale {
         return Err(Error::ProductNotOnSale(product));
     }
     tx.put_cart_item(who.user_id, product, quantity).await?;
-    Ok(tx.cart(who.user_id).await?)
+    Ok(visible_items(tx.cart(who.user_id).await?, audience, now))
 }
 
 /// Takes a product out of the cart; nothing happens when it was not there.
@@ -55,10 +68,15 @@ pub async fn clear_cart(tx: &mut impl Tx, who: Addressed) -> Result<(), Error> {
     Ok(tx.clear_cart(who.user_id).await?)
 }
 
-/// The addressed user's cart, in the order items were first added.
-pub async fn cart(store: &impl Store, who: Addressed) -> Result<Vec<CartItem>, Error> {
+/// The addressed user's cart as the caller may see it at `now`, in the order items were first
+/// added.
+pub async fn cart(store: &impl Store, who: Addressed, now: Timestamp) -> Result<Vec<CartItem>, Error> {
     require_user(store, who).await?;
-    Ok(store.cart(who.user_id).await?)
+    Ok(visible_items(
+        store.cart(who.user_id).await?,
+        Audience::from(who.actor),
+        now,
+    ))
 }
 
 #[cfg(test)]
@@ -73,6 +91,8 @@ mod tests {
                 price: Krw(price),
                 stock: 0,
                 status: ProductStatus::OnSale,
+                sale_starts_at: None,
+                max_per_user: None,
             },
             quantity,
         }
@@ -84,5 +104,26 @@ mod tests {
         assert_eq!(items[0].amount(), Krw(3_000));
         assert_eq!(total_amount(&items), Krw(3_500));
         assert_eq!(total_amount(&[]), Krw(0));
+    }
+
+    #[test]
+    fn unreleased_items_are_hidden_but_for_admins() {
+        let mut scheduled = item(1_000, 1);
+        scheduled.product.id = ProductId(2);
+        scheduled.product.sale_starts_at = Some(Timestamp(100));
+        let items = vec![item(500, 1), scheduled];
+        let ids = |items: Vec<CartItem>| items.iter().map(|i| i.product.id.0).collect::<Vec<_>>();
+        assert_eq!(
+            ids(visible_items(items.clone(), Audience::Everyone, Timestamp(99))),
+            vec![1]
+        );
+        assert_eq!(
+            ids(visible_items(items.clone(), Audience::Admin, Timestamp(99))),
+            vec![1, 2]
+        );
+        assert_eq!(
+            ids(visible_items(items, Audience::Everyone, Timestamp(100))),
+            vec![1, 2]
+        );
     }
 }

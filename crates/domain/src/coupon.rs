@@ -1,5 +1,10 @@
 //! Coupons: definitions, the discount math, the status of a user's coupon, and the use cases
 //! that create and issue them.
+//!
+//! A coupon may have an issue window (`issue_starts_at`, `issue_ends_at`, each optional): it is
+//! issuable from the start (inclusive) until the end (exclusive), decided by
+//! [`Coupon::check_issuable`]. The window is part of the definition, which never changes once
+//! created, so a cached definition decides it as well as a fresh one.
 
 use crate::account::{Addressed, require_user, require_user_in};
 use crate::paging::Page;
@@ -48,9 +53,27 @@ pub struct Coupon {
     pub total_quantity: i64,
     pub remaining_quantity: i64,
     pub valid_for_seconds: i64,
+    pub issue_starts_at: Option<Timestamp>,
+    pub issue_ends_at: Option<Timestamp>,
 }
 
 impl Coupon {
+    /// `COUPON_NOT_ISSUABLE` before `issue_starts_at` and from `issue_ends_at` on.
+    pub fn check_issuable(&self, now: Timestamp) -> Result<(), Error> {
+        let started = self.issue_starts_at.is_none_or(|start| start <= now);
+        let ended = self.issue_ends_at.is_some_and(|end| end <= now);
+        if started && !ended {
+            Ok(())
+        } else {
+            Err(Error::CouponNotIssuable)
+        }
+    }
+
+    /// Whether the issue window is over at `now`: such a coupon leaves the public list.
+    pub fn window_ended(&self, now: Timestamp) -> bool {
+        self.issue_ends_at.is_some_and(|end| end <= now)
+    }
+
     /// The shard an issue tries first, picked from `random` so that a rush spreads evenly.
     pub fn first_shard(&self, random: u64) -> i64 {
         // `shard_count` is 1..=16, so the cast and the remainder are exact.
@@ -66,6 +89,10 @@ pub struct CouponRequest<'a> {
     pub discount_value: i64,
     pub total_quantity: i64,
     pub valid_for_seconds: i64,
+    /// RFC 3339, or `None`.
+    pub issue_starts_at: Option<&'a str>,
+    /// RFC 3339, or `None`; after `issue_starts_at` when both are given.
+    pub issue_ends_at: Option<&'a str>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,6 +101,8 @@ pub struct NewCoupon {
     pub discount: Discount,
     pub total_quantity: i64,
     pub valid_for_seconds: i64,
+    pub issue_starts_at: Option<Timestamp>,
+    pub issue_ends_at: Option<Timestamp>,
 }
 
 impl NewCoupon {
@@ -82,6 +111,19 @@ impl NewCoupon {
             DiscountType::Fixed => check_range(request.discount_value, 1..=10_000_000, "discount_value")?,
             DiscountType::Rate => check_range(request.discount_value, 1..=100, "discount_value")?,
         };
+        let issue_starts_at = request
+            .issue_starts_at
+            .map(|t| Timestamp::parse_rfc3339(t, "issue_starts_at"))
+            .transpose()?;
+        let issue_ends_at = request
+            .issue_ends_at
+            .map(|t| Timestamp::parse_rfc3339(t, "issue_ends_at"))
+            .transpose()?;
+        if let (Some(start), Some(end)) = (issue_starts_at, issue_ends_at)
+            && start >= end
+        {
+            return Err(Error::validation("issue_starts_at must be before issue_ends_at"));
+        }
         Ok(Self {
             name: parse_name(request.name, 100, "name")?,
             discount: Discount {
@@ -90,6 +132,8 @@ impl NewCoupon {
             },
             total_quantity: check_range(request.total_quantity, 1..=10_000_000, "total_quantity")?,
             valid_for_seconds: check_range(request.valid_for_seconds, 1..=31_536_000, "valid_for_seconds")?,
+            issue_starts_at,
+            issue_ends_at,
         })
     }
 
@@ -109,6 +153,8 @@ impl NewCoupon {
             total_quantity: self.total_quantity,
             remaining_quantity: self.total_quantity,
             valid_for_seconds: self.valid_for_seconds,
+            issue_starts_at: self.issue_starts_at,
+            issue_ends_at: self.issue_ends_at,
         }
     }
 }
@@ -198,8 +244,9 @@ pub async fn create_coupon(tx: &mut impl Tx, coupon: &NewCoupon, now: Timestamp)
     Ok(tx.insert_coupon(coupon, now).await?)
 }
 
-/// First come, first served: one per user (checked first), never more than the total. `random`
-/// picks the shard to try first (see [`Coupon::first_shard`]). Returns the coupon as stored.
+/// First come, first served: one per user (checked first), within the issue window (checked
+/// next), never more than the total. `random` picks the shard to try first (see
+/// [`Coupon::first_shard`]). Returns the coupon as stored.
 pub async fn issue_coupon(
     tx: &mut impl Tx,
     who: Addressed,
@@ -213,10 +260,17 @@ pub async fn issue_coupon(
         .insert_user_coupon(&issued)
         .await?
         .ok_or(Error::CouponAlreadyIssued)?;
+    coupon.check_issuable(now)?;
     if !tx.take_coupon(coupon.id, coupon.first_shard(random)).await? {
         return Err(Error::CouponSoldOut);
     }
     Ok(issued.stored(id, coupon))
+}
+
+/// The coupons of the public list at `now`: with stock left and an issue window that has not
+/// ended (a window not yet started is listed), newest first.
+pub async fn listed_coupons(store: &impl Store, now: Timestamp, page: Page) -> Result<Vec<Coupon>, Error> {
+    Ok(store.coupons_in_stock(page, now).await?)
 }
 
 /// The addressed user's coupons, newest first; the status filter uses the status at `now`.
@@ -243,6 +297,8 @@ mod tests {
             discount_value: value,
             total_quantity: total,
             valid_for_seconds,
+            issue_starts_at: None,
+            issue_ends_at: None,
         }
     }
 
@@ -289,6 +345,39 @@ mod tests {
             })
             .is_err()
         );
+    }
+
+    #[test]
+    fn the_issue_window_is_start_inclusive_end_exclusive() {
+        let windowed = |start: Option<&'static str>, end: Option<&'static str>| {
+            NewCoupon::parse(CouponRequest {
+                issue_starts_at: start,
+                issue_ends_at: end,
+                ..request(DiscountType::Fixed, 1, 1, 1)
+            })
+        };
+        let coupon = windowed(Some("1970-01-01T00:00:01Z"), Some("1970-01-01T00:00:02Z"))
+            .unwrap()
+            .stored(CouponId(1));
+        assert!(matches!(
+            coupon.check_issuable(Timestamp(999)),
+            Err(Error::CouponNotIssuable)
+        ));
+        assert!(coupon.check_issuable(Timestamp(1_000)).is_ok());
+        assert!(coupon.check_issuable(Timestamp(1_999)).is_ok());
+        assert!(matches!(
+            coupon.check_issuable(Timestamp(2_000)),
+            Err(Error::CouponNotIssuable)
+        ));
+        assert!(!coupon.window_ended(Timestamp(1_999)) && coupon.window_ended(Timestamp(2_000)));
+        assert!(!coupon.window_ended(Timestamp(0)), "not started is not ended");
+        let open = windowed(None, None).unwrap().stored(CouponId(2));
+        assert!(open.check_issuable(Timestamp(i64::MAX)).is_ok() && !open.window_ended(Timestamp(i64::MAX)));
+        assert!(windowed(Some("1970-01-01T00:00:02Z"), Some("1970-01-01T00:00:02Z")).is_err());
+        assert!(windowed(Some("1970-01-01T00:00:03Z"), Some("1970-01-01T00:00:02Z")).is_err());
+        assert!(windowed(Some("later"), None).is_err());
+        assert!(windowed(None, Some("2026-12-01")).is_err());
+        assert!(windowed(Some("1970-01-01T00:00:03Z"), None).is_ok());
     }
 
     #[test]

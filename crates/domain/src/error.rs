@@ -63,6 +63,10 @@ pub enum Error {
     OutOfStock(crate::ProductId),
     #[error("product {0} is not on sale")]
     ProductNotOnSale(crate::ProductId),
+    #[error("this purchase would pass the limit per customer of product {0}")]
+    PurchaseLimitExceeded(crate::ProductId),
+    #[error("this coupon cannot be issued now: its issue window has not started or has ended")]
+    CouponNotIssuable,
     #[error("the balance does not cover the payment")]
     InsufficientBalance,
     #[error("this coupon was already issued to the user")]

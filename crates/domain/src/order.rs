@@ -9,7 +9,7 @@
 use std::collections::HashSet;
 
 use crate::account::{Actor, Addressed, require_user, require_user_in};
-use crate::catalog::{Product, ProductStatus};
+use crate::catalog::{Audience, Product, ProductStatus};
 use crate::coupon::UserCoupon;
 use crate::paging::Page;
 use crate::store::{Store, Tx};
@@ -162,25 +162,30 @@ pub fn check_direct_lines(lines: &[LineRequest]) -> Result<(), Error> {
 }
 
 /// Prices the requested lines from the products as they are now. `products[i]` is the product of
-/// `lines[i]`, `None` when it does not exist. Existence is checked for every line before state
-/// (404 before 409), and sale status before stock.
-pub fn price_lines(lines: &[LineRequest], products: &[Option<Product>]) -> Result<Vec<OrderLine>, Error> {
+/// `lines[i]`, `None` when it does not exist for the caller (unknown, or unreleased), and
+/// `paid[i]` the quantity of it the user already holds in paid orders. Existence is checked for
+/// every line before state (404 before 409), then sale status, the per-customer limit and stock,
+/// each for every line before the next.
+pub fn price_lines(lines: &[LineRequest], products: &[Option<Product>], paid: &[i64]) -> Result<Vec<OrderLine>, Error> {
     let mut found = Vec::with_capacity(lines.len());
-    for (line, product) in lines.iter().zip(products) {
+    for ((line, product), &paid) in lines.iter().zip(products).zip(paid.iter().chain(std::iter::repeat(&0))) {
         match product {
-            Some(p) => found.push((line, p)),
+            Some(p) => found.push((line, p, paid)),
             None => return Err(Error::ProductNotFound),
         }
     }
-    if let Some((_, p)) = found.iter().find(|(_, p)| p.status != ProductStatus::OnSale) {
+    if let Some((_, p, _)) = found.iter().find(|(_, p, _)| p.status != ProductStatus::OnSale) {
         return Err(Error::ProductNotOnSale(p.id));
     }
-    if let Some((_, p)) = found.iter().find(|(l, p)| p.stock < l.quantity) {
+    if let Some((_, p, _)) = found.iter().find(|(l, p, paid)| !p.allows_purchase(*paid, l.quantity)) {
+        return Err(Error::PurchaseLimitExceeded(p.id));
+    }
+    if let Some((_, p, _)) = found.iter().find(|(l, p, _)| p.stock < l.quantity) {
         return Err(Error::OutOfStock(p.id));
     }
     Ok(found
         .into_iter()
-        .map(|(l, p)| OrderLine {
+        .map(|(l, p, _)| OrderLine {
             product_id: p.id,
             name: p.name.clone(),
             unit_price: p.price,
@@ -220,8 +225,11 @@ pub enum OrderSource {
     Cart,
 }
 
-/// Prices the order at today's prices and saves it `PENDING_PAYMENT`. Stock is checked, not
-/// reserved: payment takes it.
+/// Prices the order at today's prices and saves it `PENDING_PAYMENT`. Stock and the
+/// per-customer limit are checked, not reserved: payment takes the stock and counts the
+/// purchase. Unreleased products do not exist for a caller who is not an admin: a line naming
+/// one is `PRODUCT_NOT_FOUND`, and an order from the cart uses the cart as the caller sees it
+/// (see [`crate::cart::visible_items`]).
 pub async fn create_order(
     tx: &mut impl Tx,
     who: Addressed,
@@ -231,13 +239,14 @@ pub async fn create_order(
 ) -> Result<Order, Error> {
     require_user_in(tx, who).await?;
     let user = who.user_id;
+    let audience = Audience::from(who.actor);
     let requested = match source {
         OrderSource::Lines(lines) => {
             check_direct_lines(lines)?;
             lines.clone()
         }
         OrderSource::Cart => {
-            let cart = tx.cart(user).await?;
+            let cart = crate::cart::visible_items(tx.cart(user).await?, audience, now);
             if cart.is_empty() {
                 return Err(Error::CartEmpty);
             }
@@ -250,10 +259,19 @@ pub async fn create_order(
         }
     };
     let mut products = Vec::with_capacity(requested.len());
+    let mut paid = Vec::with_capacity(requested.len());
     for line in &requested {
-        products.push(tx.product(line.product_id).await?);
+        let product = tx
+            .product(line.product_id)
+            .await?
+            .filter(|p| p.visible_to(audience, now));
+        paid.push(match &product {
+            Some(p) if p.max_per_user.is_some() => tx.purchased_quantity(user, p.id).await?,
+            _ => 0,
+        });
+        products.push(product);
     }
-    let new_order = NewOrder::new(user, price_lines(&requested, &products)?, now, ttl_seconds);
+    let new_order = NewOrder::new(user, price_lines(&requested, &products, &paid)?, now, ttl_seconds);
     let id = tx.insert_order(&new_order).await?;
     Ok(Order::pending(id, new_order))
 }
@@ -299,6 +317,15 @@ mod tests {
             price: Krw(1_000 * id),
             stock,
             status,
+            sale_starts_at: None,
+            max_per_user: None,
+        })
+    }
+
+    fn limited(id: i64, stock: i64, status: ProductStatus, limit: i64) -> Option<Product> {
+        product(id, stock, status).map(|p| Product {
+            max_per_user: Some(limit),
+            ..p
         })
     }
 
@@ -334,7 +361,10 @@ mod tests {
     fn missing_product_wins_over_state_errors() {
         let lines = [line(1, 5), line(2, 1)];
         let products = [product(1, 0, ProductStatus::Stopped), None];
-        assert!(matches!(price_lines(&lines, &products), Err(Error::ProductNotFound)));
+        assert!(matches!(
+            price_lines(&lines, &products, &[9, 9]),
+            Err(Error::ProductNotFound)
+        ));
     }
 
     #[test]
@@ -345,9 +375,42 @@ mod tests {
             product(2, 9, ProductStatus::Stopped),
         ];
         assert!(matches!(
-            price_lines(&lines, &products),
+            price_lines(&lines, &products, &[0, 0]),
             Err(Error::ProductNotOnSale(ProductId(2)))
         ));
+    }
+
+    #[test]
+    fn not_on_sale_wins_over_the_limit_which_wins_over_out_of_stock() {
+        let lines = [line(1, 5), line(2, 2)];
+        let products = [
+            limited(1, 9, ProductStatus::OnSale, 5),
+            limited(2, 9, ProductStatus::Stopped, 1),
+        ];
+        assert!(matches!(
+            price_lines(&lines, &products, &[1, 0]),
+            Err(Error::ProductNotOnSale(ProductId(2)))
+        ));
+        let products = [
+            limited(1, 0, ProductStatus::OnSale, 5),
+            limited(2, 9, ProductStatus::OnSale, 3),
+        ];
+        assert!(matches!(
+            price_lines(&lines, &products, &[0, 2]),
+            Err(Error::PurchaseLimitExceeded(ProductId(2)))
+        ));
+        assert!(matches!(
+            price_lines(&lines, &products, &[0, 1]),
+            Err(Error::OutOfStock(ProductId(1)))
+        ));
+        let products = [
+            limited(1, 9, ProductStatus::OnSale, 5),
+            limited(2, 9, ProductStatus::OnSale, 3),
+        ];
+        assert!(
+            price_lines(&lines, &products, &[0, 1]).is_ok(),
+            "paid + quantity == limit is allowed"
+        );
     }
 
     #[test]
@@ -357,7 +420,7 @@ mod tests {
             product(2, 3, ProductStatus::OnSale),
             product(1, 1, ProductStatus::OnSale),
         ];
-        let priced = price_lines(&lines, &products).unwrap();
+        let priced = price_lines(&lines, &products, &[0, 0]).unwrap();
         assert_eq!(
             priced.iter().map(|l| (l.product_id.0, l.amount.0)).collect::<Vec<_>>(),
             vec![(2, 6_000), (1, 1_000)]

@@ -2,6 +2,13 @@
 //! stock and coupons together. Each is one unit of work in the lock order of [`crate::store`];
 //! on any `Err` the caller drops the transaction, which rolls back every write made so far, so
 //! nothing is ever half done.
+//!
+//! **Per-customer limits.** Every payment adds its quantities to the user's purchase tally (one
+//! row per user and product) with a guarded write that holds only while the tally stays within
+//! the product's `max_per_user`; a refund takes them back off. The tally row is the lock: several
+//! pending orders of one user paid at once, on any number of instances, queue on it and stop
+//! exactly at the limit. Every purchase is counted, limited or not, so that a limit set later
+//! counts what was bought before it.
 
 use crate::account::Actor;
 use crate::events::{self, Event};
@@ -25,8 +32,9 @@ fn lines_by_product(order: &Order) -> Vec<(ProductId, i64)> {
 }
 
 /// Pays a pending order from the owner's balance, in the lock order of [`crate::store`]. Errors
-/// come in the contract's order: order state, coupon, stock, balance. `event_id` names the
-/// `order.paid` event.
+/// come in the contract's order: order state, coupon, per-customer limit, stock, balance.
+/// `event_id` names the `order.paid` event. The product's release and sale status were checked
+/// when the order was made and are not asked again (as for the price).
 pub async fn pay(
     tx: &mut impl Tx,
     id: OrderId,
@@ -65,6 +73,12 @@ pub async fn pay(
     }
     let lines = lines_by_product(&order);
     for &(product, quantity) in &lines {
+        let limit = tx.product(product).await?.and_then(|p| p.max_per_user);
+        if !tx.add_purchase(order.user_id, product, quantity, limit).await? {
+            return Err(Error::PurchaseLimitExceeded(product));
+        }
+    }
+    for &(product, quantity) in &lines {
         if !tx.take_stock(product, quantity).await? {
             return Err(Error::OutOfStock(product));
         }
@@ -93,9 +107,9 @@ pub async fn pay(
     Ok(Settled { order, event })
 }
 
-/// Gives back the paid amount and the stock (up to [`crate::catalog::MAX_STOCK`]: a refund never fails on
-/// stock), frees the coupon and takes the sale out of the best-seller figures of the hour it was
-/// paid in. `event_id` names the `order.refunded` event.
+/// Gives back the paid amount, the stock (up to [`crate::catalog::MAX_STOCK`]: a refund never fails on
+/// stock) and the per-customer allowance, frees the coupon and takes the sale out of the
+/// best-seller figures of the hour it was paid in. `event_id` names the `order.refunded` event.
 pub async fn refund(
     tx: &mut impl Tx,
     id: OrderId,
@@ -112,6 +126,9 @@ pub async fn refund(
         tx.release_coupon(coupon_id).await?;
     }
     let lines = lines_by_product(&order);
+    for &(product, quantity) in &lines {
+        tx.remove_purchase(order.user_id, product, quantity).await?;
+    }
     for &(product, quantity) in &lines {
         tx.return_stock(product, quantity).await?;
     }

@@ -39,9 +39,11 @@ impl Window {
     }
 }
 
-/// The best sellers at `now`, ranked by quantity descending then product id ascending.
+/// The best sellers at `now`, ranked by quantity descending then product id ascending. Products
+/// not yet released are left out for everyone (the answer is shared, and cached, by all).
 pub async fn best_sellers(store: &impl Store, window: Window, now: Timestamp) -> Result<Vec<PopularEntry>, Error> {
-    Ok(store.popular(window.since(now), window.limit).await?)
+    let released_by = crate::catalog::Audience::Everyone.release_cutoff(now).unwrap_or(now);
+    Ok(store.popular(window.since(now), window.limit, released_by).await?)
 }
 
 #[cfg(test)]

@@ -4,8 +4,8 @@
 //! the use case turns it into its error code. Dropping a `Tx` without `commit` rolls it back.
 //!
 //! Lock order, kept by every use case so that concurrent transactions cannot deadlock:
-//! idempotency key → order → user coupon → products (ascending id) → account → cart → sales →
-//! outbox.
+//! idempotency key → order → user coupon → purchase tallies (ascending product id) → products
+//! (ascending id) → account → cart → sales → outbox.
 
 use std::future::Future;
 
@@ -82,8 +82,13 @@ pub trait Store: Clone + Send + Sync + 'static {
     fn admin_exists(&self) -> impl Future<Output = StoreResult<bool>> + Send;
 
     fn product(&self, id: ProductId) -> impl Future<Output = StoreResult<Option<Product>>> + Send;
-    /// `ON_SALE` products, ascending by id.
-    fn products_on_sale(&self, page: Page) -> impl Future<Output = StoreResult<Vec<Product>>> + Send;
+    /// `ON_SALE` products, ascending by id; with `released_by`, only those whose
+    /// `sale_starts_at` is unset or `<=` it (see [`crate::catalog::Audience::release_cutoff`]).
+    fn products_on_sale(
+        &self,
+        page: Page,
+        released_by: Option<Timestamp>,
+    ) -> impl Future<Output = StoreResult<Vec<Product>>> + Send;
 
     /// `None` when the user does not exist.
     fn balance(&self, user: UserId) -> impl Future<Output = StoreResult<Option<Krw>>> + Send;
@@ -94,8 +99,9 @@ pub trait Store: Clone + Send + Sync + 'static {
     fn cart(&self, user: UserId) -> impl Future<Output = StoreResult<Vec<CartItem>>> + Send;
 
     fn coupon(&self, id: CouponId) -> impl Future<Output = StoreResult<Option<Coupon>>> + Send;
-    /// Coupons with stock left, newest first.
-    fn coupons_in_stock(&self, page: Page) -> impl Future<Output = StoreResult<Vec<Coupon>>> + Send;
+    /// Coupons with stock left whose issue window has not ended at `now` (`issue_ends_at` unset
+    /// or after `now`), newest first.
+    fn coupons_in_stock(&self, page: Page, now: Timestamp) -> impl Future<Output = StoreResult<Vec<Coupon>>> + Send;
     /// Everyone who holds the coupon.
     fn coupon_holders(&self, coupon: CouponId) -> impl Future<Output = StoreResult<Vec<UserId>>> + Send;
     fn has_user_coupon(&self, user: UserId, coupon: CouponId) -> impl Future<Output = StoreResult<bool>> + Send;
@@ -126,8 +132,14 @@ pub trait Store: Clone + Send + Sync + 'static {
     fn purge_idempotency_keys(&self, before: Timestamp) -> impl Future<Output = StoreResult<u64>> + Send;
 
     /// Best sellers: quantity sold in hours `>= since`, at most `limit`, ranked by quantity
-    /// descending then product id ascending; products whose sales netted to 0 are left out.
-    fn popular(&self, since: Hour, limit: i64) -> impl Future<Output = StoreResult<Vec<PopularEntry>>> + Send;
+    /// descending then product id ascending; products whose sales netted to 0 are left out, and
+    /// so are products not released by `released_by` (`sale_starts_at` after it).
+    fn popular(
+        &self,
+        since: Hour,
+        limit: i64,
+        released_by: Timestamp,
+    ) -> impl Future<Output = StoreResult<Vec<PopularEntry>>> + Send;
 
     /// Leases up to `limit` unsent events until `lease_until`, oldest first, skipping any event
     /// whose order has an earlier unsent event (per-order commit order) and events leased by
@@ -278,6 +290,28 @@ pub trait Tx: Send {
     fn mark_cancelled(&mut self, id: OrderId, now: Timestamp) -> impl Future<Output = StoreResult<bool>> + Send;
     /// Moves a paid order to `REFUNDED`.
     fn mark_refunded(&mut self, id: OrderId, now: Timestamp) -> impl Future<Output = StoreResult<bool>> + Send;
+
+    /// The quantity of `product` in the user's `PAID` orders, from the purchase tally (0 when
+    /// the user never bought it).
+    fn purchased_quantity(&mut self, user: UserId, product: ProductId)
+    -> impl Future<Output = StoreResult<i64>> + Send;
+    /// Adds `quantity` to the user's purchase tally of `product` while the result stays `<=`
+    /// `limit` (any result when `None`); `false` when the guard failed and nothing changed.
+    /// Concurrent calls for one user and product queue on the tally row, so they add up exactly.
+    fn add_purchase(
+        &mut self,
+        user: UserId,
+        product: ProductId,
+        quantity: i64,
+        limit: Option<i64>,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
+    /// Takes `quantity` off the tally (a refund), never below 0.
+    fn remove_purchase(
+        &mut self,
+        user: UserId,
+        product: ProductId,
+        quantity: i64,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
 
     /// Adds `quantity` (negative for a refund) to the product's sales in `hour`.
     fn add_sales(

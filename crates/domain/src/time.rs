@@ -45,6 +45,17 @@ impl Timestamp {
             .and_then(|t| t.format(&format).ok())
             .unwrap_or_else(|| "1970-01-01T00:00:00.000Z".to_owned())
     }
+
+    /// An RFC 3339 instant (any offset; below a millisecond is cut off), e.g. a product's
+    /// `sale_starts_at`. `what` names the field in the `VALIDATION_FAILED` detail.
+    pub fn parse_rfc3339(text: &str, what: &str) -> Result<Self, crate::Error> {
+        let parsed = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+            .map_err(|_| crate::Error::validation(format!("{what} must be an RFC 3339 date-time")))?;
+        let millis = parsed.unix_timestamp_nanos().div_euclid(1_000_000);
+        i64::try_from(millis)
+            .map(Self)
+            .map_err(|_| crate::Error::validation(format!("{what} is out of range")))
+    }
 }
 
 #[cfg(test)]
@@ -55,6 +66,28 @@ mod tests {
     fn formats_rfc3339_utc() {
         assert_eq!(Timestamp(0).to_rfc3339(), "1970-01-01T00:00:00.000Z");
         assert_eq!(Timestamp(1_795_000_000_123).to_rfc3339(), "2026-11-18T11:06:40.123Z");
+    }
+
+    #[test]
+    fn parses_rfc3339_with_any_offset() {
+        let parse = |t| Timestamp::parse_rfc3339(t, "at");
+        assert_eq!(parse("2026-11-18T11:06:40.123Z").unwrap(), Timestamp(1_795_000_000_123));
+        assert_eq!(
+            parse("2026-11-18T20:06:40.123+09:00").unwrap(),
+            Timestamp(1_795_000_000_123)
+        );
+        assert_eq!(parse("1970-01-01T00:00:00Z").unwrap(), Timestamp(0));
+        for bad in [
+            "",
+            "2026-11-18",
+            "2026-13-01T00:00:00Z",
+            "tomorrow",
+            "2026-11-18T11:06:40",
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?} parsed");
+        }
+        let text = Timestamp(1_795_000_000_123).to_rfc3339();
+        assert_eq!(parse(&text).unwrap(), Timestamp(1_795_000_000_123));
     }
 
     #[test]

@@ -1340,6 +1340,8 @@ async fn an_admin_creates_fixed_and_rate_coupons(app: TestApp) {
             "total_quantity": 100,
             "remaining_quantity": 100,
             "valid_for_seconds": 86_400,
+            "issue_starts_at": null,
+            "issue_ends_at": null,
         })
     );
     let rate = app.create_coupon(&coupon_body("RATE", 20, 3, 60)).await;

@@ -524,7 +524,7 @@ async fn the_public_product_list_shows_only_products_on_sale_oldest_first(app: T
     assert_eq!(page["next_after"], Value::Null);
     assert_eq!(
         items(page)[0],
-        json!({"id": id_of(&first), "name": "Linen shirt", "price": 39_000, "stock": 10, "status": "ON_SALE"})
+        json!({"id": id_of(&first), "name": "Linen shirt", "price": 39_000, "stock": 10, "status": "ON_SALE", "sale_starts_at": null, "max_per_user": null})
     );
     assert_eq!(items(page)[1]["stock"], json!(0), "sold-out products stay listed");
 
@@ -649,7 +649,7 @@ async fn an_admin_creates_products_on_sale_within_the_name_price_and_stock_bound
     assert!(id_of(&product) > 0);
     assert_eq!(
         product,
-        json!({"id": id_of(&product), "name": "Linen shirt", "price": 39_000, "stock": 10, "status": "ON_SALE"})
+        json!({"id": id_of(&product), "name": "Linen shirt", "price": 39_000, "stock": 10, "status": "ON_SALE", "sale_starts_at": null, "max_per_user": null})
     );
     for (price, stock) in [(0, 0), (100_000_000, 1_000_000)] {
         let product = app.create_product("Edge", price, stock).await;
@@ -699,7 +699,7 @@ async fn patching_a_product_changes_only_the_given_fields_and_an_empty_patch_cha
         .clone();
     assert_eq!(
         renamed,
-        json!({"id": id, "name": "Linen shirt II", "price": 39_000, "stock": 10, "status": "ON_SALE"})
+        json!({"id": id, "name": "Linen shirt II", "price": 39_000, "stock": 10, "status": "ON_SALE", "sale_starts_at": null, "max_per_user": null})
     );
 
     let repriced = app
@@ -717,7 +717,7 @@ async fn patching_a_product_changes_only_the_given_fields_and_an_empty_patch_cha
         .clone();
     assert_eq!(
         all,
-        json!({"id": id, "name": "Shirt", "price": 100_000_000, "stock": 10, "status": "STOPPED"})
+        json!({"id": id, "name": "Shirt", "price": 100_000_000, "stock": 10, "status": "STOPPED", "sale_starts_at": null, "max_per_user": null})
     );
 
     let invalid = [
@@ -749,7 +749,7 @@ async fn restock_adds_1_to_1000000_units_and_never_takes_stock_beyond_10000000(a
     let restocked = app.restock(id, 1).await.expect_status(200).clone();
     assert_eq!(
         restocked,
-        json!({"id": id, "name": "Socks", "price": 5_000, "stock": 1_000_001, "status": "ON_SALE"})
+        json!({"id": id, "name": "Socks", "price": 5_000, "stock": 1_000_001, "status": "ON_SALE", "sale_starts_at": null, "max_per_user": null})
     );
 
     for quantity in [0, -1, 1_000_001] {

@@ -54,6 +54,7 @@ macro_rules! embedded_migrations {
         embedded_migrations!(@ $engine;
             1, "init", "0001_init.sql";
             2, "idempotency key age", "0002_idempotency_key_age.sql";
+            3, "drops", "0003_drops.sql";
             6, "admin list indexes", "0006_admin_list_indexes.sql";
         )
     };

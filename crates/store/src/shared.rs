@@ -62,7 +62,7 @@ macro_rules! row {
 /// sqlx wants).
 macro_rules! product_columns {
     () => {
-        "id, name, price, stock, status"
+        "id, name, price, stock, status, sale_starts_at, max_per_user"
     };
 }
 
@@ -73,6 +73,8 @@ row! {
         price: i64,
         stock: i64,
         status: String,
+        sale_starts_at: Option<i64>,
+        max_per_user: Option<i64>,
     }
 }
 
@@ -84,6 +86,8 @@ impl ProductRow {
             price: Krw(self.price),
             stock: self.stock,
             status: ProductStatus::parse(&self.status).ok_or_else(|| corrupt("product status", &self.status))?,
+            sale_starts_at: self.sale_starts_at.map(Timestamp),
+            max_per_user: self.max_per_user,
         })
     }
 }
@@ -103,7 +107,8 @@ impl FromRow<'_, DbRow> for CartRow {
     }
 }
 
-const SELECT_CART: &str = "select p.id, p.name, p.price, p.stock, p.status, ci.quantity from cart_item ci \
+const SELECT_CART: &str = "select p.id, p.name, p.price, p.stock, p.status, p.sale_starts_at, p.max_per_user, \
+     ci.quantity from cart_item ci \
      join product p on p.id = ci.product_id where ci.user_id = $1 order by ci.id";
 
 fn discount_from(kind: &str, value: i64) -> StoreResult<Discount> {
@@ -115,6 +120,7 @@ fn discount_from(kind: &str, value: i64) -> StoreResult<Discount> {
 macro_rules! select_coupon {
     () => {
         "select c.id, c.name, c.discount_type, c.discount_value, c.total_quantity, c.valid_for_seconds, \
+         c.issue_starts_at, c.issue_ends_at, \
          cast(coalesce((select sum(s.remaining) from coupon_shard s where s.coupon_id = c.id), 0) as bigint) \
          as remaining_quantity from coupon c "
     };
@@ -129,6 +135,8 @@ row! {
         total_quantity: i64,
         valid_for_seconds: i64,
         remaining_quantity: i64,
+        issue_starts_at: Option<i64>,
+        issue_ends_at: Option<i64>,
     }
 }
 
@@ -141,6 +149,8 @@ impl CouponRow {
             total_quantity: self.total_quantity,
             remaining_quantity: self.remaining_quantity,
             valid_for_seconds: self.valid_for_seconds,
+            issue_starts_at: self.issue_starts_at.map(Timestamp),
+            issue_ends_at: self.issue_ends_at.map(Timestamp),
         })
     }
 }
@@ -552,15 +562,17 @@ impl Store for EngineStore {
         fetch_product(&mut *self.conn().await?, id).await
     }
 
-    async fn products_on_sale(&self, page: Page) -> StoreResult<Vec<Product>> {
+    async fn products_on_sale(&self, page: Page, released_by: Option<Timestamp>) -> StoreResult<Vec<Product>> {
         const SQL: &str = concat!(
             "select ",
             product_columns!(),
-            " from product where status = 'ON_SALE' and id > $1 order by id limit $2"
+            " from product where status = 'ON_SALE' and id > $1 \
+             and ($3 is null or sale_starts_at is null or sale_starts_at <= $3) order by id limit $2"
         );
         let rows = sqlx::query_as::<Db, ProductRow>(SQL)
             .bind(page.after.unwrap_or(0))
             .bind(page.limit)
+            .bind(released_by.map(Timestamp::millis))
             .fetch_all(self.reader())
             .await
             .map_err(store_err)?;
@@ -598,16 +610,17 @@ impl Store for EngineStore {
         fetch_coupon(&mut *self.conn().await?, id).await
     }
 
-    async fn coupons_in_stock(&self, page: Page) -> StoreResult<Vec<Coupon>> {
+    async fn coupons_in_stock(&self, page: Page, now: Timestamp) -> StoreResult<Vec<Coupon>> {
         const SQL: &str = concat!(
             select_coupon!(),
-            "where c.id < $1 \
+            "where c.id < $1 and (c.issue_ends_at is null or c.issue_ends_at > $3) \
              and exists (select 1 from coupon_shard s where s.coupon_id = c.id and s.remaining > 0) \
              order by c.id desc limit $2"
         );
         let rows = sqlx::query_as::<Db, CouponRow>(SQL)
             .bind(page.after.unwrap_or(i64::MAX))
             .bind(page.limit)
+            .bind(now.millis())
             .fetch_all(self.reader())
             .await
             .map_err(store_err)?;
@@ -713,15 +726,17 @@ impl Store for EngineStore {
         Ok(purged)
     }
 
-    async fn popular(&self, since: Hour, limit: i64) -> StoreResult<Vec<PopularEntry>> {
+    async fn popular(&self, since: Hour, limit: i64, released_by: Timestamp) -> StoreResult<Vec<PopularEntry>> {
         let rows = sqlx::query_as::<Db, PopularRow>(
             "select p.id as product_id, p.name, p.price, s.sold as sold_quantity from \
              (select product_id, cast(sum(quantity) as bigint) as sold from product_sales_hourly \
               where hour >= $1 group by product_id having sum(quantity) > 0) s \
-             join product p on p.id = s.product_id order by s.sold desc, p.id limit $2",
+             join product p on p.id = s.product_id \
+             where p.sale_starts_at is null or p.sale_starts_at <= $3 order by s.sold desc, p.id limit $2",
         )
         .bind(since.0)
         .bind(limit)
+        .bind(released_by.millis())
         .fetch_all(self.reader())
         .await
         .map_err(store_err)?;
@@ -1064,7 +1079,8 @@ impl Tx for EngineTx {
 
     async fn insert_product(&mut self, product: &NewProduct, now: Timestamp) -> StoreResult<Product> {
         const SQL: &str = concat!(
-            "insert into product (name, price, stock, status, created_at) values ($1, $2, $3, 'ON_SALE', $4) returning ",
+            "insert into product (name, price, stock, status, created_at, sale_starts_at, max_per_user) \
+             values ($1, $2, $3, 'ON_SALE', $4, $5, $6) returning ",
             product_columns!()
         );
         sqlx::query_as::<Db, ProductRow>(SQL)
@@ -1072,6 +1088,8 @@ impl Tx for EngineTx {
             .bind(product.price.0)
             .bind(product.stock)
             .bind(now.millis())
+            .bind(product.sale_starts_at.map(Timestamp::millis))
+            .bind(product.max_per_user)
             .fetch_one(self.conn())
             .await
             .map_err(store_err)?
@@ -1080,7 +1098,9 @@ impl Tx for EngineTx {
 
     async fn update_product(&mut self, id: ProductId, patch: &ProductPatch) -> StoreResult<Option<Product>> {
         const SQL: &str = concat!(
-            "update product set name = coalesce($2, name), price = coalesce($3, price), status = coalesce($4, status) \
+            "update product set name = coalesce($2, name), price = coalesce($3, price), status = coalesce($4, status), \
+             sale_starts_at = case when $5 then $6 else sale_starts_at end, \
+             max_per_user = case when $7 then $8 else max_per_user end \
              where id = $1 returning ",
             product_columns!()
         );
@@ -1089,6 +1109,10 @@ impl Tx for EngineTx {
             .bind(patch.name.as_deref())
             .bind(patch.price.map(|p| p.0))
             .bind(patch.status.map(ProductStatus::as_str))
+            .bind(patch.sale_starts_at.is_some())
+            .bind(patch.sale_starts_at.flatten().map(Timestamp::millis))
+            .bind(patch.max_per_user.is_some())
+            .bind(patch.max_per_user.flatten())
             .fetch_optional(self.conn())
             .await
             .map_err(store_err)?
@@ -1224,8 +1248,8 @@ impl Tx for EngineTx {
 
     async fn insert_coupon(&mut self, coupon: &NewCoupon, now: Timestamp) -> StoreResult<Coupon> {
         let id = sqlx::query_scalar::<Db, i64>(
-            "insert into coupon (name, discount_type, discount_value, total_quantity, valid_for_seconds, created_at) \
-             values ($1, $2, $3, $4, $5, $6) returning id",
+            "insert into coupon (name, discount_type, discount_value, total_quantity, valid_for_seconds, created_at, \
+             issue_starts_at, issue_ends_at) values ($1, $2, $3, $4, $5, $6, $7, $8) returning id",
         )
         .bind(&coupon.name)
         .bind(coupon.discount.kind.as_str())
@@ -1233,6 +1257,8 @@ impl Tx for EngineTx {
         .bind(coupon.total_quantity)
         .bind(coupon.valid_for_seconds)
         .bind(now.millis())
+        .bind(coupon.issue_starts_at.map(Timestamp::millis))
+        .bind(coupon.issue_ends_at.map(Timestamp::millis))
         .fetch_one(self.conn())
         .await
         .map_err(store_err)?;
@@ -1395,6 +1421,58 @@ impl Tx for EngineTx {
             )
             .await?;
         Ok(updated == 1)
+    }
+
+    async fn purchased_quantity(&mut self, user: UserId, product: ProductId) -> StoreResult<i64> {
+        let quantity =
+            sqlx::query_scalar::<Db, i64>("select quantity from purchase_tally where user_id = $1 and product_id = $2")
+                .bind(user.0)
+                .bind(product.0)
+                .fetch_optional(self.conn())
+                .await
+                .map_err(store_err)?;
+        Ok(quantity.unwrap_or(0))
+    }
+
+    async fn add_purchase(
+        &mut self,
+        user: UserId,
+        product: ProductId,
+        quantity: i64,
+        limit: Option<i64>,
+    ) -> StoreResult<bool> {
+        // One statement: a first purchase inserts the row if the quantity alone fits; later ones
+        // add to it while the sum fits. A concurrent payment of the same user and product waits
+        // on the row (or on its key, for the first insert) and then sees the sum it left.
+        let tallied = sqlx::query_scalar::<Db, i64>(
+            "insert into purchase_tally (user_id, product_id, quantity) \
+             select $1, $2, $3 where $4 is null or $3 <= $4 \
+             on conflict (user_id, product_id) do update set quantity = purchase_tally.quantity + excluded.quantity \
+             where $4 is null or purchase_tally.quantity + excluded.quantity <= $4 \
+             returning quantity",
+        )
+        .bind(user.0)
+        .bind(product.0)
+        .bind(quantity)
+        .bind(limit)
+        .fetch_optional(self.conn())
+        .await
+        .map_err(store_err)?;
+        Ok(tallied.is_some())
+    }
+
+    async fn remove_purchase(&mut self, user: UserId, product: ProductId, quantity: i64) -> StoreResult<()> {
+        self.execute(
+            sqlx::query::<Db>(
+                "update purchase_tally set quantity = case when quantity > $3 then quantity - $3 else 0 end \
+                 where user_id = $1 and product_id = $2",
+            )
+            .bind(user.0)
+            .bind(product.0)
+            .bind(quantity),
+        )
+        .await
+        .map(drop)
     }
 
     async fn add_sales(&mut self, product: ProductId, hour: Hour, quantity: i64) -> StoreResult<()> {

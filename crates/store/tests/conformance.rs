@@ -9,7 +9,7 @@ use std::collections::HashSet;
 
 use ecommerce_domain::account::{self, Role};
 use ecommerce_domain::cart;
-use ecommerce_domain::catalog::{self, MAX_STOCK, ProductPatch, ProductStatus};
+use ecommerce_domain::catalog::{self, MAX_STOCK, NewProduct, ProductPatch, ProductRequest, ProductStatus};
 use ecommerce_domain::coupon::{self, DiscountType, NewUserCoupon, UserCouponStatus};
 use ecommerce_domain::events::Event;
 use ecommerce_domain::order::{self, OrderStatus, Payment};
@@ -74,6 +74,13 @@ conformance!(
     admin_order_list_holds_every_users_orders_by_computed_status,
     accounts_are_listed_newest_first_and_found_by_email,
     sales_by_hour_sum_the_products_of_each_hour_in_the_window,
+    drop_fields_of_products_are_stored_patched_and_cleared,
+    products_on_sale_leave_out_unreleased_ones_unless_asked,
+    popular_leaves_out_unreleased_products,
+    coupon_issue_windows_are_stored_and_end_their_listing,
+    the_purchase_tally_adds_within_the_limit_and_never_goes_below_zero,
+    payment_and_refund_keep_the_tally_and_the_limit,
+    concurrent_purchases_of_one_user_stop_at_the_limit,
 );
 
 postgres_only!(a_key_held_by_a_running_request_is_in_progress);
@@ -284,7 +291,7 @@ async fn every_use_case_about_an_unknown_user_answers_user_not_found<S: Engine>(
         "charge",
     );
     not_found(
-        cart::put_cart_item(&mut tx, nobody, coat.id, 1).await.map(drop),
+        cart::put_cart_item(&mut tx, nobody, coat.id, 1, T0).await.map(drop),
         "put in cart",
     );
     not_found(
@@ -305,7 +312,7 @@ async fn every_use_case_about_an_unknown_user_answers_user_not_found<S: Engine>(
         "issue",
     );
     drop(tx);
-    not_found(cart::cart(&store, nobody).await.map(drop), "read the cart");
+    not_found(cart::cart(&store, nobody, T0).await.map(drop), "read the cart");
     not_found(wallet::balance(&store, nobody).await.map(drop), "read the balance");
     not_found(
         wallet::balance_history(&store, nobody, page(None, 10)).await.map(drop),
@@ -326,7 +333,7 @@ async fn every_use_case_about_an_unknown_user_answers_user_not_found<S: Engine>(
 
     let kim_by_admin = by_admin(kim);
     assert!(
-        cart::cart(&store, kim_by_admin)
+        cart::cart(&store, kim_by_admin, T0)
             .await
             .expect("an existing user")
             .is_empty()
@@ -358,6 +365,7 @@ async fn products_are_created_read_and_patched<S: Engine>(db: TestDb<S>) {
         name: Some("Long coat".to_owned()),
         price: Some(Krw(99_000)),
         status: None,
+        ..ProductPatch::default()
     };
     let patched = tx
         .update_product(coat.id, &patch)
@@ -408,21 +416,21 @@ async fn products_on_sale_are_listed_oldest_first_by_keyset<S: Engine>(db: TestD
 
     let listed = |items: Vec<ecommerce_domain::catalog::Product>| items.into_iter().map(|p| p.id).collect::<Vec<_>>();
     assert_eq!(
-        listed(store.products_on_sale(page(None, 100)).await.expect("list")),
+        listed(store.products_on_sale(page(None, 100), None).await.expect("list")),
         vec![ids[0], ids[2], ids[3], ids[4]]
     );
-    let first = listed(store.products_on_sale(page(None, 2)).await.expect("list"));
+    let first = listed(store.products_on_sale(page(None, 2), None).await.expect("list"));
     assert_eq!(first, vec![ids[0], ids[2]]);
     let second = listed(
         store
-            .products_on_sale(page(first.last().map(|p| p.0), 2))
+            .products_on_sale(page(first.last().map(|p| p.0), 2), None)
             .await
             .expect("list"),
     );
     assert_eq!(second, vec![ids[3], ids[4]]);
     assert!(
         store
-            .products_on_sale(page(Some(ids[4].0), 2))
+            .products_on_sale(page(Some(ids[4].0), 2), None)
             .await
             .expect("list")
             .is_empty()
@@ -926,15 +934,15 @@ async fn coupons_in_stock_are_newest_first_and_hide_sold_out_ones<S: Engine>(db:
     assert!(tx.take_coupon(c3.id, 0).await.expect("take"));
     tx.commit().await.expect("commit");
 
-    let listed = store.coupons_in_stock(page(None, 10)).await.expect("list");
+    let listed = store.coupons_in_stock(page(None, 10), T0).await.expect("list");
     assert_eq!(
         listed.iter().map(|c| (c.id, c.remaining_quantity)).collect::<Vec<_>>(),
         vec![(c3.id, 1), (c1.id, 1)]
     );
     assert_eq!(listed[0].discount, c3.discount);
-    let first = store.coupons_in_stock(page(None, 1)).await.expect("list");
+    let first = store.coupons_in_stock(page(None, 1), T0).await.expect("list");
     assert_eq!(first.iter().map(|c| c.id).collect::<Vec<_>>(), vec![c3.id]);
-    let rest = store.coupons_in_stock(page(Some(c3.id.0), 1)).await.expect("list");
+    let rest = store.coupons_in_stock(page(Some(c3.id.0), 1), T0).await.expect("list");
     assert_eq!(rest.iter().map(|c| c.id).collect::<Vec<_>>(), vec![c1.id]);
     assert_eq!(remaining(&store, c2.id).await, 0);
 }
@@ -1432,7 +1440,7 @@ async fn popular_ranks_by_quantity_then_product_id<S: Engine>(db: TestDb<S>) {
     .await;
     add_sales(&store, &[(b.id, h, 1)]).await;
 
-    let top = store.popular(Hour(h.0 - 2), 3).await.expect("popular");
+    let top = store.popular(Hour(h.0 - 2), 3, T0).await.expect("popular");
     assert_eq!(
         ranking(&top),
         vec![(b.id, 8), (a.id, 5), (c.id, 5)],
@@ -1440,7 +1448,7 @@ async fn popular_ranks_by_quantity_then_product_id<S: Engine>(db: TestDb<S>) {
     );
     assert_eq!((top[0].name.as_str(), top[0].price), ("B", Krw(2_000)));
     assert_eq!(
-        ranking(&store.popular(Hour(h.0 - 2), 10).await.expect("popular")).len(),
+        ranking(&store.popular(Hour(h.0 - 2), 10, T0).await.expect("popular")).len(),
         4
     );
 
@@ -1452,7 +1460,7 @@ async fn popular_ranks_by_quantity_then_product_id<S: Engine>(db: TestDb<S>) {
     };
     tx.update_product(b.id, &patch).await.expect("update");
     tx.commit().await.expect("commit");
-    let top = store.popular(Hour(h.0 - 2), 1).await.expect("popular");
+    let top = store.popular(Hour(h.0 - 2), 1, T0).await.expect("popular");
     assert_eq!(
         (top[0].name.as_str(), top[0].price),
         ("B2", Krw(2_100)),
@@ -1468,12 +1476,12 @@ async fn refunded_sales_cancel_out_of_popular<S: Engine>(db: TestDb<S>) {
     add_sales(&store, &[(a.id, h, 2), (b.id, h, 4)]).await;
     add_sales(&store, &[(b.id, h, -4), (a.id, h, -1)]).await;
     assert_eq!(
-        ranking(&store.popular(h, 5).await.expect("popular")),
+        ranking(&store.popular(h, 5, T0).await.expect("popular")),
         vec![(a.id, 1)],
         "a fully refunded product is absent"
     );
     add_sales(&store, &[(a.id, h, -1)]).await;
-    assert!(store.popular(h, 5).await.expect("popular").is_empty());
+    assert!(store.popular(h, 5, T0).await.expect("popular").is_empty());
 }
 
 async fn popular_counts_only_the_hours_in_the_window<S: Engine>(db: TestDb<S>) {
@@ -1487,16 +1495,19 @@ async fn popular_counts_only_the_hours_in_the_window<S: Engine>(db: TestDb<S>) {
     )
     .await;
     assert_eq!(
-        ranking(&store.popular(Hour(h.0 - 72), 5).await.expect("popular")),
+        ranking(&store.popular(Hour(h.0 - 72), 5, T0).await.expect("popular")),
         vec![(a.id, 101), (b.id, 2)]
     );
     assert_eq!(
-        ranking(&store.popular(Hour(h.0 - 71), 5).await.expect("popular")),
+        ranking(&store.popular(Hour(h.0 - 71), 5, T0).await.expect("popular")),
         vec![(b.id, 2), (a.id, 1)],
         "the oldest hour left the window"
     );
-    assert_eq!(ranking(&store.popular(h, 5).await.expect("popular")), vec![(a.id, 1)]);
-    assert!(store.popular(Hour(h.0 + 1), 5).await.expect("popular").is_empty());
+    assert_eq!(
+        ranking(&store.popular(h, 5, T0).await.expect("popular")),
+        vec![(a.id, 1)]
+    );
+    assert!(store.popular(Hour(h.0 + 1), 5, T0).await.expect("popular").is_empty());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1646,7 +1657,7 @@ async fn shop<S: Engine>(store: &S, balance: i64) -> Shop {
     let c = product(store, "C", 700, 3).await.id;
     let mut tx = store.begin().await.expect("begin");
     for (product, quantity) in [(b, 1), (c, 1), (a, 2)] {
-        cart::put_cart_item(&mut tx, own(kim), product, quantity)
+        cart::put_cart_item(&mut tx, own(kim), product, quantity, T0)
             .await
             .expect("put in cart");
     }
@@ -1685,7 +1696,7 @@ async fn snapshot<S: Engine>(store: &S, shop: &Shop) -> String {
         .map(|i| (i.product.id, i.quantity))
         .collect();
     let history = store.balance_history(shop.kim, page(None, 100)).await.expect("history");
-    let popular = store.popular(Hour(T0.hour().0 - 1), 10).await.expect("popular");
+    let popular = store.popular(Hour(T0.hour().0 - 1), 10, T0).await.expect("popular");
     let backlog = store.outbox_backlog().await.expect("backlog");
     format!(
         "stock {stocks:?}\norder {order:?}\ncoupons {coupons:?}\ncart {cart:?}\nbalance {:?}\nhistory {history:?}\npopular {popular:?}\noutbox {backlog:?}",
@@ -1772,7 +1783,7 @@ async fn paying_takes_stock_money_and_coupon_and_records_the_sale<S: Engine>(db:
         .collect();
     assert_eq!(cart, vec![shop.c], "the paid products leave the cart");
     assert_eq!(
-        ranking(&store.popular(now.hour(), 5).await.expect("popular")),
+        ranking(&store.popular(now.hour(), 5, T0).await.expect("popular")),
         vec![(shop.b, 3), (shop.a, 2)]
     );
 
@@ -1933,7 +1944,7 @@ async fn refunding_gives_back_money_stock_and_coupon<S: Engine>(db: TestDb<S>) {
     );
     assert!(
         store
-            .popular(Hour(paid_at.hour().0 - 1), 10)
+            .popular(Hour(paid_at.hour().0 - 1), 10, T0)
             .await
             .expect("popular")
             .is_empty(),
@@ -2093,7 +2104,13 @@ async fn concurrent_coupon_issues_never_exceed_the_total<S: Engine>(db: TestDb<S
     }
     assert_eq!(holders, 30, "a sold-out attempt leaves no user coupon behind");
     assert_eq!(store.coupon_holders(rush.id).await.expect("holders").len(), 30);
-    assert!(store.coupons_in_stock(page(None, 10)).await.expect("list").is_empty());
+    assert!(
+        store
+            .coupons_in_stock(page(None, 10), T0)
+            .await
+            .expect("list")
+            .is_empty()
+    );
 }
 
 async fn concurrent_issues_to_one_user_give_one_coupon<S: Engine>(db: TestDb<S>) {
@@ -2172,7 +2189,7 @@ async fn concurrent_payments_with_overlapping_products_do_not_deadlock<S: Engine
         [1_000 - 24, 1_000 - 48, 1_000 - 72]
     );
     assert_eq!(
-        ranking(&store.popular(T0.hour(), 5).await.expect("popular")),
+        ranking(&store.popular(T0.hour(), 5, T0).await.expect("popular")),
         vec![(p3, 72), (p2, 48), (p1, 24)]
     );
     assert_eq!(store.outbox_backlog().await.expect("backlog").unsent, 24);
@@ -2564,4 +2581,306 @@ async fn sales_by_hour_sum_the_products_of_each_hour_in_the_window<S: Engine>(db
         "summed over products, refunds taken out"
     );
     assert!(sold(Hour(h.0 + 1)).await.expect("sales").is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Limited drops: scheduled release, per-customer limits, coupon issue windows
+
+async fn drop_product<S: Engine>(
+    store: &S,
+    stock: i64,
+    sale_starts_at: Option<&str>,
+    max_per_user: Option<i64>,
+) -> catalog::Product {
+    let new = NewProduct::parse(ProductRequest {
+        name: "Sneaker",
+        price: Krw(1_000),
+        stock,
+        sale_starts_at,
+        max_per_user,
+    })
+    .expect("valid product");
+    let mut tx = store.begin().await.expect("begin");
+    let product = catalog::create_product(&mut tx, &new, T0).await.expect("create");
+    tx.commit().await.expect("commit");
+    product
+}
+
+async fn drop_fields_of_products_are_stored_patched_and_cleared<S: Engine>(db: TestDb<S>) {
+    let store = db.connect().await;
+    let sneaker = drop_product(&store, 5, Some("2027-01-15T09:00:00Z"), Some(2)).await;
+    let starts = Timestamp::parse_rfc3339("2027-01-15T09:00:00Z", "t").expect("an instant");
+    assert_eq!((sneaker.sale_starts_at, sneaker.max_per_user), (Some(starts), Some(2)));
+    assert_eq!(store.product(sneaker.id).await.expect("read"), Some(sneaker.clone()));
+    let plain = product(&store, "Plain", 1, 1).await;
+    assert_eq!((plain.sale_starts_at, plain.max_per_user), (None, None));
+    let kim = user(&store, "kim@example.com").await;
+
+    let mut tx = store.begin().await.expect("begin");
+    let renamed = ProductPatch {
+        name: Some("Sneaker II".to_owned()),
+        ..ProductPatch::default()
+    };
+    let kept = tx
+        .update_product(sneaker.id, &renamed)
+        .await
+        .expect("update")
+        .expect("exists");
+    assert_eq!(
+        (kept.sale_starts_at, kept.max_per_user),
+        (Some(starts), Some(2)),
+        "absent leaves them"
+    );
+    let moved = ProductPatch {
+        sale_starts_at: Some(Some(T0)),
+        max_per_user: Some(Some(7)),
+        ..ProductPatch::default()
+    };
+    let moved = tx
+        .update_product(sneaker.id, &moved)
+        .await
+        .expect("update")
+        .expect("exists");
+    assert_eq!((moved.sale_starts_at, moved.max_per_user), (Some(T0), Some(7)));
+    let cleared = ProductPatch {
+        sale_starts_at: Some(None),
+        max_per_user: Some(None),
+        ..ProductPatch::default()
+    };
+    let cleared = tx
+        .update_product(sneaker.id, &cleared)
+        .await
+        .expect("update")
+        .expect("exists");
+    assert_eq!((cleared.sale_starts_at, cleared.max_per_user), (None, None));
+    assert_eq!(cleared.name, "Sneaker II");
+    // The cart reads the fields too.
+    tx.put_cart_item(kim, plain.id, 1).await.expect("cart");
+    let cart = tx.cart(kim).await.expect("cart");
+    assert_eq!(cart[0].product, plain);
+    tx.commit().await.expect("commit");
+    assert_eq!(store.product(sneaker.id).await.expect("read"), Some(cleared));
+}
+
+async fn products_on_sale_leave_out_unreleased_ones_unless_asked<S: Engine>(db: TestDb<S>) {
+    let store = db.connect().await;
+    let released = product(&store, "Released", 1, 1).await.id;
+    let at_t0 = drop_product(&store, 1, Some(&T0.to_rfc3339()), None).await.id;
+    let later = drop_product(&store, 1, Some(&at(60).to_rfc3339()), None).await.id;
+    let ids = |items: Vec<catalog::Product>| items.into_iter().map(|p| p.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(store.products_on_sale(page(None, 10), Some(T0)).await.expect("list")),
+        vec![released, at_t0],
+        "released at the instant itself"
+    );
+    assert_eq!(
+        ids(store
+            .products_on_sale(page(None, 10), Some(at(-1)))
+            .await
+            .expect("list")),
+        vec![released]
+    );
+    assert_eq!(
+        ids(store
+            .products_on_sale(page(None, 10), Some(at(60)))
+            .await
+            .expect("list")),
+        vec![released, at_t0, later]
+    );
+    assert_eq!(
+        ids(store.products_on_sale(page(None, 10), None).await.expect("list")),
+        vec![released, at_t0, later],
+        "None lists unreleased products too"
+    );
+    // Paging counts only the listed ones.
+    assert_eq!(
+        ids(store
+            .products_on_sale(page(Some(released.0), 1), Some(at(-1)))
+            .await
+            .expect("list")),
+        Vec::<ProductId>::new()
+    );
+}
+
+async fn popular_leaves_out_unreleased_products<S: Engine>(db: TestDb<S>) {
+    let store = db.connect().await;
+    let a = product(&store, "A", 1_000, 1).await;
+    let b = drop_product(&store, 1, Some(&at(60).to_rfc3339()), None).await;
+    let c = product(&store, "C", 1_000, 1).await;
+    let h = T0.hour();
+    add_sales(&store, &[(a.id, h, 1), (b.id, h, 9), (c.id, h, 2)]).await;
+    assert_eq!(
+        ranking(&store.popular(h, 2, T0).await.expect("popular")),
+        vec![(c.id, 2), (a.id, 1)]
+    );
+    assert_eq!(
+        ranking(&store.popular(h, 2, at(60)).await.expect("popular")),
+        vec![(b.id, 9), (c.id, 2)]
+    );
+}
+
+async fn coupon_issue_windows_are_stored_and_end_their_listing<S: Engine>(db: TestDb<S>) {
+    let store = db.connect().await;
+    let windowed = |starts: Option<Timestamp>, ends: Option<Timestamp>| {
+        let mut new = new_coupon(DiscountType::Fixed, 1_000, 5, 60);
+        new.issue_starts_at = starts;
+        new.issue_ends_at = ends;
+        new
+    };
+    let mut tx = store.begin().await.expect("begin");
+    let open = coupon::create_coupon(&mut tx, &windowed(None, None), T0)
+        .await
+        .expect("create");
+    let future = coupon::create_coupon(&mut tx, &windowed(Some(at(10)), None), T0)
+        .await
+        .expect("create");
+    let ending = coupon::create_coupon(&mut tx, &windowed(Some(at(-10)), Some(at(10))), T0)
+        .await
+        .expect("create");
+    tx.commit().await.expect("commit");
+    assert_eq!(
+        (ending.issue_starts_at, ending.issue_ends_at),
+        (Some(at(-10)), Some(at(10)))
+    );
+    assert_eq!(store.coupon(ending.id).await.expect("read"), Some(ending.clone()));
+    assert_eq!(store.coupon(future.id).await.expect("read"), Some(future.clone()));
+    let ids = |items: Vec<coupon::Coupon>| items.into_iter().map(|c| c.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(store.coupons_in_stock(page(None, 10), at(9)).await.expect("list")),
+        vec![ending.id, future.id, open.id]
+    );
+    assert_eq!(
+        ids(store.coupons_in_stock(page(None, 10), at(10)).await.expect("list")),
+        vec![future.id, open.id],
+        "the end is exclusive"
+    );
+    assert_eq!(
+        ids(store
+            .coupons_in_stock(page(Some(future.id.0), 10), at(10))
+            .await
+            .expect("list")),
+        vec![open.id]
+    );
+}
+
+async fn the_purchase_tally_adds_within_the_limit_and_never_goes_below_zero<S: Engine>(db: TestDb<S>) {
+    let store = db.connect().await;
+    let kim = user(&store, "kim@example.com").await;
+    let lee = user(&store, "lee@example.com").await;
+    let shoe = product(&store, "Shoe", 1, 10).await.id;
+    let hat = product(&store, "Hat", 1, 10).await.id;
+    let mut tx = store.begin().await.expect("begin");
+    assert_eq!(tx.purchased_quantity(kim, shoe).await.expect("read"), 0);
+    assert!(
+        !tx.add_purchase(kim, shoe, 4, Some(3)).await.expect("add"),
+        "a first purchase over the limit"
+    );
+    assert_eq!(
+        tx.purchased_quantity(kim, shoe).await.expect("read"),
+        0,
+        "nothing was written"
+    );
+    assert!(tx.add_purchase(kim, shoe, 2, Some(3)).await.expect("add"));
+    assert!(!tx.add_purchase(kim, shoe, 2, Some(3)).await.expect("add"));
+    assert!(
+        tx.add_purchase(kim, shoe, 1, Some(3)).await.expect("add"),
+        "up to the limit itself"
+    );
+    assert!(!tx.add_purchase(kim, shoe, 1, Some(3)).await.expect("add"));
+    assert!(
+        !tx.add_purchase(kim, shoe, 1, Some(2)).await.expect("add"),
+        "a lowered limit refuses"
+    );
+    assert!(tx.add_purchase(kim, shoe, 500, None).await.expect("add"), "no limit");
+    assert_eq!(tx.purchased_quantity(kim, shoe).await.expect("read"), 503);
+    // Per user and product.
+    assert!(tx.add_purchase(lee, shoe, 3, Some(3)).await.expect("add"));
+    assert!(tx.add_purchase(kim, hat, 3, Some(3)).await.expect("add"));
+    tx.remove_purchase(kim, shoe, 500).await.expect("remove");
+    assert_eq!(tx.purchased_quantity(kim, shoe).await.expect("read"), 3);
+    tx.remove_purchase(kim, shoe, 10).await.expect("remove");
+    assert_eq!(
+        tx.purchased_quantity(kim, shoe).await.expect("read"),
+        0,
+        "never below 0"
+    );
+    tx.remove_purchase(lee, hat, 1).await.expect("no row is no error");
+    assert_eq!(tx.purchased_quantity(lee, hat).await.expect("read"), 0);
+    assert_eq!(tx.purchased_quantity(lee, shoe).await.expect("read"), 3);
+    assert_eq!(tx.purchased_quantity(kim, hat).await.expect("read"), 3);
+    tx.commit().await.expect("commit");
+}
+
+async fn payment_and_refund_keep_the_tally_and_the_limit<S: Engine>(db: TestDb<S>) {
+    let store = db.connect().await;
+    let kim = user_with_balance(&store, "kim@example.com", 100_000).await;
+    let shoe = drop_product(&store, 10, None, Some(3)).await.id;
+    let socks = product(&store, "Socks", 100, 10).await.id;
+    let first = order(&store, kim, &[(shoe, 2), (socks, 5)], T0).await.id;
+    let second = order(&store, kim, &[(shoe, 2)], T0).await.id;
+    pay(&store, first, kim, None, at(1)).await.expect("pay");
+    let refused = pay(&store, second, kim, None, at(2)).await;
+    assert!(
+        matches!(refused, Err(Error::PurchaseLimitExceeded(p)) if p == shoe),
+        "{refused:?}"
+    );
+    assert_eq!(stock(&store, shoe).await, 8, "a refused payment takes no stock");
+    let mut tx = store.begin().await.expect("begin");
+    assert_eq!(tx.purchased_quantity(kim, shoe).await.expect("read"), 2);
+    assert_eq!(
+        tx.purchased_quantity(kim, socks).await.expect("read"),
+        5,
+        "unlimited products count too"
+    );
+    tx.rollback().await.expect("rollback");
+
+    refund(&store, first, kim, at(3)).await.expect("refund");
+    let mut tx = store.begin().await.expect("begin");
+    assert_eq!(tx.purchased_quantity(kim, shoe).await.expect("read"), 0);
+    assert_eq!(tx.purchased_quantity(kim, socks).await.expect("read"), 0);
+    tx.rollback().await.expect("rollback");
+    pay(&store, second, kim, None, at(4))
+        .await
+        .expect("paid after the refund");
+    // Order creation sees the tally.
+    let mut tx = store.begin().await.expect("begin");
+    let over = order::create_order(
+        &mut tx,
+        own(kim),
+        &order::OrderSource::Lines(vec![order::LineRequest {
+            product_id: shoe,
+            quantity: 2,
+        }]),
+        at(5),
+        900,
+    )
+    .await;
+    assert!(
+        matches!(over, Err(Error::PurchaseLimitExceeded(p)) if p == shoe),
+        "{over:?}"
+    );
+}
+
+async fn concurrent_purchases_of_one_user_stop_at_the_limit<S: Engine>(db: TestDb<S>) {
+    let store = db.connect().await;
+    let kim = user(&store, "kim@example.com").await;
+    let shoe = product(&store, "Shoe", 1, 10).await.id;
+    let tasks = (0..30)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut tx = store.begin().await.expect("begin");
+                let added = tx.add_purchase(kim, shoe, 1, Some(7)).await.expect("add");
+                tokio::task::yield_now().await; // hold the row a little longer
+                if added {
+                    tx.commit().await.expect("commit");
+                }
+                added
+            })
+        })
+        .collect();
+    let added = join_all(tasks).await.into_iter().filter(|&a| a).count();
+    assert_eq!(added, 7);
+    let mut tx = store.begin().await.expect("begin");
+    assert_eq!(tx.purchased_quantity(kim, shoe).await.expect("read"), 7);
 }

@@ -194,6 +194,24 @@ const BROKEN_ROWS: &[(&str, &str)] = &[
                                    where o.status = 'PAID' and l.product_id = h.product_id), 0)",
     ),
     (
+        "purchase tally == units in the user's paid orders, per user and product",
+        "select count(*) from (
+             select o.user_id, l.product_id, sum(l.quantity) as paid from order_line l
+             join purchase_order o on o.id = l.order_id
+             where o.status = 'PAID' group by o.user_id, l.product_id
+         ) p
+         where p.paid <> coalesce((select t.quantity from purchase_tally t
+                                   where t.user_id = p.user_id and t.product_id = p.product_id), 0)",
+    ),
+    (
+        "no purchase tally without the paid units behind it",
+        "select count(*) from purchase_tally t
+         where t.quantity <> coalesce((select sum(l.quantity) from order_line l
+                                       join purchase_order o on o.id = l.order_id
+                                       where o.status = 'PAID' and o.user_id = t.user_id
+                                         and l.product_id = t.product_id), 0)",
+    ),
+    (
         "no coupon issued beyond its total_quantity",
         "select count(*) from coupon c
          where (select count(*) from user_coupon u where u.coupon_id = c.id) > c.total_quantity",

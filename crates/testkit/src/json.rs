@@ -79,6 +79,15 @@ pub fn now_millis() -> i64 {
     (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }
 
+/// `millis` since the epoch as RFC 3339 in UTC with milliseconds, as the server writes instants.
+pub fn rfc3339_at(millis: i64) -> String {
+    let at =
+        OffsetDateTime::from_unix_timestamp_nanos(i128::from(millis) * 1_000_000).expect("a representable instant");
+    let format =
+        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+    at.format(&format).expect("format an instant")
+}
+
 /// Waits until the wall clock is safely past `timestamp` (a deadline the server set).
 pub async fn wait_past(timestamp: &Value) {
     let target = millis(timestamp) + 150;

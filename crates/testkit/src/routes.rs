@@ -70,6 +70,19 @@ impl TestApp {
         self.post(&path, Some(&token), &json!({"quantity": quantity})).await
     }
 
+    /// Creates a product of a limited drop as the admin: `sale_starts_at` (RFC 3339) and
+    /// `max_per_user`, each optional; panics unless 201. Returns its id.
+    pub async fn new_drop_product(&self, stock: i64, sale_starts_at: Option<&str>, max_per_user: Option<i64>) -> i64 {
+        let body = json!({"name": "Limited sneaker", "price": 1_000, "stock": stock,
+            "sale_starts_at": sale_starts_at, "max_per_user": max_per_user});
+        id_of(self.create_product_with(&body).await.expect_status(201))
+    }
+
+    /// `GET /api/v1/products/{id}` with the given token (or none).
+    pub async fn product_as(&self, product_id: i64, token: Option<&str>) -> TestResponse {
+        self.get(&format!("/api/v1/products/{product_id}"), token).await
+    }
+
     /// `GET /api/v1/products/{id}` without a token.
     pub async fn product(&self, product_id: i64) -> TestResponse {
         self.get(&format!("/api/v1/products/{product_id}"), None).await

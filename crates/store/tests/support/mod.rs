@@ -214,6 +214,8 @@ pub fn new_coupon(kind: DiscountType, value: i64, total: i64, valid_for_seconds:
         discount_value: value,
         total_quantity: total,
         valid_for_seconds,
+        issue_starts_at: None,
+        issue_ends_at: None,
     })
     .expect("valid coupon")
 }
@@ -256,7 +258,7 @@ pub async fn charge<S: Store>(store: &S, user: UserId, amount: i64) -> i64 {
 
 pub async fn product<S: Store>(store: &S, name: &str, price: i64, stock: i64) -> Product {
     let mut tx = store.begin().await.expect("begin");
-    let new = NewProduct::parse(name, Krw(price), stock).expect("valid product");
+    let new = NewProduct::simple(name, Krw(price), stock).expect("valid product");
     let product = catalog::create_product(&mut tx, &new, T0)
         .await
         .expect("create product");

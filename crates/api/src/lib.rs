@@ -23,6 +23,7 @@ pub mod catalog;
 mod compression;
 pub mod cors;
 pub mod coupons;
+pub mod draws;
 pub mod error;
 pub mod extract;
 mod http_cache;
@@ -138,7 +139,7 @@ macro_rules! resources {
     };
 }
 
-resources!(ops, accounts, catalog, wallet, cart, coupons, orders);
+resources!(ops, accounts, catalog, wallet, cart, coupons, orders, draws);
 
 /// Every route of the service with its middleware.
 pub fn router<S: Store>(state: AppState<S>) -> Router {

@@ -21,9 +21,9 @@
 use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 
-use crate::account::{Addressed, require_user_in};
+use crate::account::{Addressed, require_user, require_user_in};
 use crate::catalog::Product;
-use crate::store::Tx;
+use crate::store::{Store, Tx};
 use crate::{DrawId, Error, OrderId, ProductId, Timestamp, UserId, check_range};
 
 pub const MAX_QUANTITY: i64 = 100_000;
@@ -256,6 +256,15 @@ pub async fn enter_draw(tx: &mut impl Tx, who: Addressed, id: DrawId, now: Times
         return Err(Error::DrawNotOpen);
     }
     Ok(entry)
+}
+
+/// The addressed user's entry: `USER_NOT_FOUND`, `DRAW_NOT_FOUND`, then `ENTRY_NOT_FOUND`.
+pub async fn entry_of(store: &impl Store, who: Addressed, id: DrawId) -> Result<DrawEntry, Error> {
+    require_user(store, who).await?;
+    if store.draw(id).await?.is_none() {
+        return Err(Error::DrawNotFound);
+    }
+    store.draw_entry(id, who.user_id).await?.ok_or(Error::EntryNotFound)
 }
 
 /// What a draw did.

@@ -719,8 +719,8 @@ mod tests {
             }
         }
         assert_eq!(
-            seen, 14,
-            "five lists take limit and after, popular days and limit, two lists status"
+            seen, 21,
+            "eight lists take limit and after, popular days and limit, three lists status"
         );
     }
 

@@ -331,7 +331,10 @@ pub async fn list_draws<S: Store>(
         (status = 200, description = "The draw", body = DrawResponse, example = draw_example),
         (status = 404, description = "DRAW_NOT_FOUND"),
     ))]
-pub async fn get_draw<S: Store>(State(app): State<AppState<S>>, params: PathParams) -> Result<axum::Json<DrawResponse>> {
+pub async fn get_draw<S: Store>(
+    State(app): State<AppState<S>>,
+    params: PathParams,
+) -> Result<axum::Json<DrawResponse>> {
     let id = draw_id(&params)?;
     let found = app.store.draw(id).await?.ok_or(Error::DrawNotFound)?;
     Ok(axum::Json(DrawResponse::new(found, Timestamp::now())))

@@ -113,8 +113,8 @@ pub struct NewDraw {
 /// An RFC 3339 instant (any offset), to the millisecond; `what` names the field in errors.
 pub fn parse_instant(raw: &str, what: &str) -> Result<Timestamp, Error> {
     let invalid = || Error::validation(format!("{what} must be an RFC 3339 date-time"));
-    let parsed = time::OffsetDateTime::parse(raw, &time::format_description::well_known::Rfc3339)
-        .map_err(|_| invalid())?;
+    let parsed =
+        time::OffsetDateTime::parse(raw, &time::format_description::well_known::Rfc3339).map_err(|_| invalid())?;
     let millis = parsed.unix_timestamp_nanos() / 1_000_000;
     i64::try_from(millis).map(Timestamp).map_err(|_| invalid())
 }
@@ -289,10 +289,7 @@ pub async fn run_draw(
     };
     let entrants = tx.draw_entrants(id).await?;
     let winners = choose_winners(&entrants, draw.quantity, seed);
-    let product: Product = tx
-        .product(draw.product_id)
-        .await?
-        .ok_or(Error::ProductNotFound)?;
+    let product: Product = tx.product(draw.product_id).await?.ok_or(Error::ProductNotFound)?;
     tx.insert_draw_orders(&draw, &product, &winners, now).await?;
     tx.settle_draw_entries(id).await?;
     let unwon = draw.quantity - winners.len() as i64;
@@ -343,8 +340,14 @@ mod tests {
         assert!(parse(1, start, end, 86_401).is_err());
         assert!(parse(1, end, end, 60).is_err(), "start must be before end");
         assert!(parse(1, end.plus_seconds(1), end, 60).is_err());
-        assert!(parse(1, NOW.plus_seconds(-60), NOW, 60).is_err(), "the end must be in the future");
-        assert!(parse(1, NOW.plus_seconds(-60), NOW.plus_seconds(1), 60).is_ok(), "a start in the past is fine");
+        assert!(
+            parse(1, NOW.plus_seconds(-60), NOW, 60).is_err(),
+            "the end must be in the future"
+        );
+        assert!(
+            parse(1, NOW.plus_seconds(-60), NOW.plus_seconds(1), 60).is_ok(),
+            "a start in the past is fine"
+        );
         let limit = NOW.plus_seconds(MAX_ENDS_AHEAD_SECONDS);
         assert!(parse(1, start, limit, 60).is_ok());
         assert!(parse(1, start, Timestamp(limit.0 + 1), 60).is_err());

@@ -284,11 +284,8 @@ pub trait Tx: Send {
     /// Stores a new draw: no entries, not drawn. (The caller has taken its units from stock.)
     fn insert_draw(&mut self, draw: &NewDraw, now: Timestamp) -> impl Future<Output = StoreResult<Draw>> + Send;
     fn draw(&mut self, id: DrawId) -> impl Future<Output = StoreResult<Option<Draw>>> + Send;
-    fn draw_entry(
-        &mut self,
-        draw: DrawId,
-        user: UserId,
-    ) -> impl Future<Output = StoreResult<Option<DrawEntry>>> + Send;
+    fn draw_entry(&mut self, draw: DrawId, user: UserId)
+    -> impl Future<Output = StoreResult<Option<DrawEntry>>> + Send;
     /// Inserts the user's `ENTERED` entry; `None` when the user already has one (the unique
     /// `(draw_id, user_id)` decides, also between simultaneous transactions).
     fn insert_draw_entry(

@@ -96,7 +96,10 @@ async fn creating_a_draw_sets_its_units_aside_and_answers_the_draw(app: TestApp)
     let draw = response.json(201);
     assert_draw_shape(&draw);
     let id = id_of(&draw);
-    assert_eq!(response.header("location"), Some(format!("/api/v1/draws/{id}").as_str()));
+    assert_eq!(
+        response.header("location"),
+        Some(format!("/api/v1/draws/{id}").as_str())
+    );
     assert_eq!(draw["product_id"], json!(product));
     assert_eq!(draw["quantity"], json!(4));
     assert_eq!(draw["payment_window_seconds"], json!(1_800));
@@ -160,11 +163,18 @@ async fn draw_creation_checks_every_bound_before_the_product_and_its_stock(app: 
                "entry_ends_at": rfc3339_in(hour), "payment_window_seconds": 60}),
     ];
     for body in &bad {
-        app.create_draw_with(body).await.assert_problem(400, "VALIDATION_FAILED");
+        app.create_draw_with(body)
+            .await
+            .assert_problem(400, "VALIDATION_FAILED");
     }
     let mut missing = valid.clone();
-    missing.as_object_mut().expect("object").remove("payment_window_seconds");
-    app.create_draw_with(&missing).await.assert_problem(400, "VALIDATION_FAILED");
+    missing
+        .as_object_mut()
+        .expect("object")
+        .remove("payment_window_seconds");
+    app.create_draw_with(&missing)
+        .await
+        .assert_problem(400, "VALIDATION_FAILED");
     let token = app.admin_token().await;
     let twice = r#"{"product_id": 1, "product_id": 1, "quantity": 1, "entry_starts_at": "2030-01-01T00:00:00Z",
         "entry_ends_at": "2030-01-01T01:00:00Z", "payment_window_seconds": 60}"#;
@@ -215,8 +225,12 @@ async fn draw_routes_need_an_admin_and_answer_their_not_found(app: TestApp) {
     app.get("/api/v1/draws/abc", None)
         .await
         .assert_problem(400, "VALIDATION_FAILED");
-    app.enter_draw(&user, 999_999).await.assert_problem(404, "DRAW_NOT_FOUND");
-    app.draw_entry(&user, 999_999).await.assert_problem(404, "DRAW_NOT_FOUND");
+    app.enter_draw(&user, 999_999)
+        .await
+        .assert_problem(404, "DRAW_NOT_FOUND");
+    app.draw_entry(&user, 999_999)
+        .await
+        .assert_problem(404, "DRAW_NOT_FOUND");
     app.admin_draw_entries(999_999, "")
         .await
         .assert_problem(404, "DRAW_NOT_FOUND");
@@ -233,12 +247,16 @@ async fn draw_routes_need_an_admin_and_answer_their_not_found(app: TestApp) {
     app.admin_draw_entries(draw, "?limit=0")
         .await
         .assert_problem(400, "VALIDATION_FAILED");
-    app.list_draws("?limit=101").await.assert_problem(400, "VALIDATION_FAILED");
+    app.list_draws("?limit=101")
+        .await
+        .assert_problem(400, "VALIDATION_FAILED");
 
     // Another user's path is 403 whatever the draw; an admin on an unknown user 404.
     let other = app.create_user().await;
     let path = format!("/api/v1/users/{}/draws/{draw}/entries", other.id);
-    app.post_empty(&path, user.bearer()).await.assert_problem(403, "FORBIDDEN");
+    app.post_empty(&path, user.bearer())
+        .await
+        .assert_problem(403, "FORBIDDEN");
     let path = format!("/api/v1/users/{}/draws/999999/entry", other.id);
     app.get(&path, user.bearer()).await.assert_problem(403, "FORBIDDEN");
     let path = format!("/api/v1/users/999999/draws/{draw}/entries");
@@ -270,9 +288,7 @@ async fn a_user_enters_once_and_reads_the_entry(app: TestApp) {
     assert_eq!(entry["order_id"], Value::Null);
     assert!(millis(&entry["entered_at"]) >= before - 1_000);
 
-    app.enter_draw(&user, draw)
-        .await
-        .assert_problem(409, "ALREADY_ENTERED");
+    app.enter_draw(&user, draw).await.assert_problem(409, "ALREADY_ENTERED");
     let read = app.draw_entry(&user, draw).await;
     assert_eq!(read.json(200), entry);
     assert_eq!(read.header("cache-control"), Some("private, no-store"));
@@ -353,7 +369,11 @@ async fn the_draw_makes_min_quantity_entries_winners_with_orders_and_returns_the
         .await
         .expect_status(200);
 
-    assert_eq!(jobs.run_draws(Timestamp::now()).await, 0, "nothing is due before the end");
+    assert_eq!(
+        jobs.run_draws(Timestamp::now()).await,
+        0,
+        "nothing is due before the end"
+    );
     wait_past(&roomy["entry_ends_at"]).await;
     assert_eq!(jobs.run_draws(Timestamp::now()).await, 2);
     assert_eq!(jobs.run_draws(Timestamp::now()).await, 0, "a draw runs once");
@@ -396,14 +416,24 @@ async fn the_draw_makes_min_quantity_entries_winners_with_orders_and_returns_the
     assert_eq!(listed, winners, "the admin's WON list");
 
     let roomy = app.draw_ok(roomy_id).await;
-    assert_eq!((roomy["winner_count"].clone(), roomy["status"].clone()), (json!(2), json!("DRAWN")));
+    assert_eq!(
+        (roomy["winner_count"].clone(), roomy["status"].clone()),
+        (json!(2), json!("DRAWN"))
+    );
     // 20 - 3 - 5 = 12 left; the roomy draw's three unwon units come back.
     assert_eq!(app.stock_of(product).await, 15);
     let listed = ids(&app.list_draws("").await.json(200));
-    assert!(!listed.contains(&crowded_id) && !listed.contains(&roomy_id), "drawn draws leave the list");
+    assert!(
+        !listed.contains(&crowded_id) && !listed.contains(&roomy_id),
+        "drawn draws leave the list"
+    );
     let token = app.admin_token().await;
     let all = ids(&app.get("/api/v1/admin/draws", Some(&token)).await.json(200));
-    assert_eq!(all, vec![roomy_id, crowded_id], "the admin sees drawn ones, newest first");
+    assert_eq!(
+        all,
+        vec![roomy_id, crowded_id],
+        "the admin sees drawn ones, newest first"
+    );
 
     // An entry after the draw is refused; nobody entered twice.
     let newcomer = app.create_user().await;

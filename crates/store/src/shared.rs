@@ -1129,9 +1129,9 @@ impl Tx for EngineTx {
         // Capped at the maximum, and never lowered by it.
         self.execute(
             sqlx::query::<Db>(RETURN_STOCK)
-            .bind(id.0)
-            .bind(quantity)
-            .bind(MAX_STOCK),
+                .bind(id.0)
+                .bind(quantity)
+                .bind(MAX_STOCK),
         )
         .await
         .map(drop)
@@ -1463,7 +1463,12 @@ impl Tx for EngineTx {
         fetch_draw_entry(self.conn(), draw, user).await
     }
 
-    async fn insert_draw_entry(&mut self, draw: DrawId, user: UserId, now: Timestamp) -> StoreResult<Option<DrawEntry>> {
+    async fn insert_draw_entry(
+        &mut self,
+        draw: DrawId,
+        user: UserId,
+        now: Timestamp,
+    ) -> StoreResult<Option<DrawEntry>> {
         const SQL: &str = concat!(
             "insert into draw_entries (draw_id, user_id, status, entered_at) values ($1, $2, 'ENTERED', $3) \
              on conflict (draw_id, user_id) do nothing returning ",

@@ -2416,7 +2416,9 @@ async fn enter<S: Store>(store: &S, user: UserId, id: DrawId, now: Timestamp) ->
 
 async fn run_draw<S: Store>(store: &S, id: DrawId, now: Timestamp, seed: u8) -> Option<draw::DrawOutcome> {
     let mut tx = store.begin().await.expect("begin");
-    let outcome = draw::run_draw(&mut tx, id, now, &[seed; 32]).await.expect("run the draw");
+    let outcome = draw::run_draw(&mut tx, id, now, &[seed; 32])
+        .await
+        .expect("run the draw");
     if outcome.is_some() {
         tx.commit().await.expect("commit");
     }
@@ -2436,12 +2438,21 @@ async fn a_draw_takes_its_units_from_stock_and_reads_back<S: Engine>(db: TestDb<
     assert_eq!(read.payment_window_seconds, 600);
 
     let mut tx = store.begin().await.expect("begin");
-    let short = NewDraw { quantity: 7, ..new_draw_of(a.id) };
-    assert!(matches!(draw::create_draw(&mut tx, &short, at(-10)).await, Err(Error::OutOfStock(_))));
+    let short = NewDraw {
+        quantity: 7,
+        ..new_draw_of(a.id)
+    };
+    assert!(matches!(
+        draw::create_draw(&mut tx, &short, at(-10)).await,
+        Err(Error::OutOfStock(_))
+    ));
     drop(tx);
     let mut tx = store.begin().await.expect("begin");
     let missing = new_draw_of(ProductId(999_999));
-    assert!(matches!(draw::create_draw(&mut tx, &missing, at(-10)).await, Err(Error::ProductNotFound)));
+    assert!(matches!(
+        draw::create_draw(&mut tx, &missing, at(-10)).await,
+        Err(Error::ProductNotFound)
+    ));
     drop(tx);
     assert_eq!(stock(&store, a.id).await, 6, "failed creations change nothing");
     assert!(store.draw(DrawId(999_999)).await.expect("read").is_none());
@@ -2465,9 +2476,18 @@ async fn draws_are_listed_newest_first_and_undrawn_only_on_request<S: Engine>(db
     let third = new_draw(&store, a.id, 1, 60).await.id;
     assert!(run_draw(&store, second, at(600), 1).await.is_some());
     let ids = |draws: Vec<draw::Draw>| draws.into_iter().map(|d| d.id).collect::<Vec<_>>();
-    assert_eq!(ids(store.draws(false, page(None, 10)).await.expect("list")), vec![third, second, first]);
-    assert_eq!(ids(store.draws(true, page(None, 10)).await.expect("list")), vec![third, first]);
-    assert_eq!(ids(store.draws(false, page(Some(third.0), 1)).await.expect("list")), vec![second]);
+    assert_eq!(
+        ids(store.draws(false, page(None, 10)).await.expect("list")),
+        vec![third, second, first]
+    );
+    assert_eq!(
+        ids(store.draws(true, page(None, 10)).await.expect("list")),
+        vec![third, first]
+    );
+    assert_eq!(
+        ids(store.draws(false, page(Some(third.0), 1)).await.expect("list")),
+        vec![second]
+    );
     assert_eq!(store.due_draws(at(599), 10).await.expect("due"), vec![]);
     assert_eq!(store.due_draws(at(600), 10).await.expect("due"), vec![first, third]);
     assert_eq!(store.due_draws(at(600), 1).await.expect("due"), vec![first]);
@@ -2482,12 +2502,29 @@ async fn an_entry_is_unique_per_user_and_counted_only_while_the_window_is_open<S
     let id = new_draw(&store, a.id, 2, 60).await.id;
     assert!(matches!(enter(&store, kim, id, at(-1)).await, Err(Error::DrawNotOpen)));
     let entry = enter(&store, kim, id, at(0)).await.expect("enter at the start");
-    assert_eq!((entry.user_id, entry.status, entry.entered_at, entry.order_id), (kim, EntryStatus::Entered, at(0), None));
-    assert!(matches!(enter(&store, kim, id, at(1)).await, Err(Error::AlreadyEntered)));
-    assert!(matches!(enter(&store, kim, id, at(600)).await, Err(Error::AlreadyEntered)), "ALREADY_ENTERED first");
-    enter(&store, lee, id, Timestamp(at(600).0 - 1)).await.expect("the last millisecond");
-    assert!(matches!(enter(&store, park, id, at(600)).await, Err(Error::DrawNotOpen)));
-    assert!(matches!(enter(&store, park, DrawId(999_999), at(1)).await, Err(Error::DrawNotFound)));
+    assert_eq!(
+        (entry.user_id, entry.status, entry.entered_at, entry.order_id),
+        (kim, EntryStatus::Entered, at(0), None)
+    );
+    assert!(matches!(
+        enter(&store, kim, id, at(1)).await,
+        Err(Error::AlreadyEntered)
+    ));
+    assert!(
+        matches!(enter(&store, kim, id, at(600)).await, Err(Error::AlreadyEntered)),
+        "ALREADY_ENTERED first"
+    );
+    enter(&store, lee, id, Timestamp(at(600).0 - 1))
+        .await
+        .expect("the last millisecond");
+    assert!(matches!(
+        enter(&store, park, id, at(600)).await,
+        Err(Error::DrawNotOpen)
+    ));
+    assert!(matches!(
+        enter(&store, park, DrawId(999_999), at(1)).await,
+        Err(Error::DrawNotFound)
+    ));
     let read = store.draw(id).await.expect("read").expect("stored");
     assert_eq!(read.entry_count, 2, "only the entries that were made");
     assert_eq!(store.draw_entry(id, kim).await.expect("read"), Some(entry));
@@ -2511,23 +2548,39 @@ async fn a_draw_is_claimed_once_and_settles_every_entry<S: Engine>(db: TestDb<S>
         enter(&store, u, id, at(n)).await.expect("enter");
         users.push(u);
     }
-    assert!(run_draw(&store, id, at(599), 1).await.is_none(), "not due before the end");
+    assert!(
+        run_draw(&store, id, at(599), 1).await.is_none(),
+        "not due before the end"
+    );
     let outcome = run_draw(&store, id, at(600), 9).await.expect("drawn");
     assert!(run_draw(&store, id, at(601), 9).await.is_none(), "claimed once");
     assert_eq!(outcome.winners, draw::choose_winners(&users, 3, &[9; 32]));
     let read = store.draw(id).await.expect("read").expect("stored");
     assert_eq!((read.drawn_at, read.winner_count), (Some(at(600)), Some(3)));
     assert_eq!(read.seed.as_deref(), Some(draw::seed_hex(&[9; 32]).as_str()));
-    let won = store.draw_entries(id, Some(EntryStatus::Won), page(None, 10)).await.expect("list");
-    let lost = store.draw_entries(id, Some(EntryStatus::Lost), page(None, 10)).await.expect("list");
+    let won = store
+        .draw_entries(id, Some(EntryStatus::Won), page(None, 10))
+        .await
+        .expect("list");
+    let lost = store
+        .draw_entries(id, Some(EntryStatus::Lost), page(None, 10))
+        .await
+        .expect("list");
     assert_eq!((won.len(), lost.len()), (3, 2));
     for entry in &won {
         assert!(outcome.winners.contains(&entry.user_id));
-        let order = store.order(entry.order_id.expect("an order")).await.expect("read").expect("stored");
+        let order = store
+            .order(entry.order_id.expect("an order"))
+            .await
+            .expect("read")
+            .expect("stored");
         assert_eq!(order.user_id, entry.user_id);
         assert_eq!(order.draw_id, Some(id));
         assert_eq!(order.stored_status, OrderStatus::PendingPayment);
-        assert_eq!((order.total_amount, order.lines.len(), order.lines[0].quantity), (Krw(7_000), 1, 1));
+        assert_eq!(
+            (order.total_amount, order.lines.len(), order.lines[0].quantity),
+            (Krw(7_000), 1, 1)
+        );
         assert_eq!((order.created_at, order.expires_at), (at(600), at(720)));
     }
     assert!(lost.iter().all(|e| e.order_id.is_none()));
@@ -2536,13 +2589,25 @@ async fn a_draw_is_claimed_once_and_settles_every_entry<S: Engine>(db: TestDb<S>
     let b = product(&store, "B", 1_000, 10).await;
     let roomy = new_draw(&store, b.id, 4, 120).await.id;
     enter(&store, users[0], roomy, at(1)).await.expect("enter");
-    assert_eq!(run_draw(&store, roomy, at(600), 2).await.expect("drawn").winners, vec![users[0]]);
+    assert_eq!(
+        run_draw(&store, roomy, at(600), 2).await.expect("drawn").winners,
+        vec![users[0]]
+    );
     assert_eq!(stock(&store, b.id).await, 9);
     // Nobody entered: every unit back, no winner.
     let empty = new_draw(&store, b.id, 5, 120).await.id;
-    assert!(run_draw(&store, empty, at(600), 3).await.expect("drawn").winners.is_empty());
+    assert!(
+        run_draw(&store, empty, at(600), 3)
+            .await
+            .expect("drawn")
+            .winners
+            .is_empty()
+    );
     assert_eq!(stock(&store, b.id).await, 9);
-    assert_eq!(store.draw(empty).await.expect("read").expect("stored").winner_count, Some(0));
+    assert_eq!(
+        store.draw(empty).await.expect("read").expect("stored").winner_count,
+        Some(0)
+    );
 }
 
 async fn a_draw_orders_unit_comes_back_on_cancel_and_on_expiry_but_payment_takes_none<S: Engine>(db: TestDb<S>) {
@@ -2558,17 +2623,33 @@ async fn a_draw_orders_unit_comes_back_on_cancel_and_on_expiry_but_payment_takes
     run_draw(&store, id, at(600), 4).await.expect("drawn");
     let order_of = |u: UserId| {
         let store = store.clone();
-        async move { store.draw_entry(id, u).await.expect("read").and_then(|e| e.order_id).expect("won") }
+        async move {
+            store
+                .draw_entry(id, u)
+                .await
+                .expect("read")
+                .and_then(|e| e.order_id)
+                .expect("won")
+        }
     };
     assert_eq!(stock(&store, a.id).await, 0);
-    pay(&store, order_of(users[0]).await, users[0], None, at(610)).await.expect("pays with no stock left");
+    pay(&store, order_of(users[0]).await, users[0], None, at(610))
+        .await
+        .expect("pays with no stock left");
     assert_eq!(stock(&store, a.id).await, 0);
-    cancel(&store, order_of(users[1]).await, users[1], at(610)).await.expect("cancel");
+    cancel(&store, order_of(users[1]).await, users[1], at(610))
+        .await
+        .expect("cancel");
     assert_eq!(stock(&store, a.id).await, 1);
     assert_eq!(store.expire_orders(at(660), 10).await.expect("expire"), 1);
     assert_eq!(stock(&store, a.id).await, 2);
-    assert_eq!(stored_status(&store, order_of(users[2]).await).await, OrderStatus::Expired);
-    refund(&store, order_of(users[0]).await, users[0], at(700)).await.expect("refund");
+    assert_eq!(
+        stored_status(&store, order_of(users[2]).await).await,
+        OrderStatus::Expired
+    );
+    refund(&store, order_of(users[0]).await, users[0], at(700))
+        .await
+        .expect("refund");
     assert_eq!(stock(&store, a.id).await, 3);
 }
 
@@ -2595,7 +2676,10 @@ async fn twenty_thousand_entries_draw_in_one_transaction<S: Engine>(db: TestDb<S
     let outcome = run_draw(&store, id, at(600), 5).await.expect("drawn");
     eprintln!("drew 1,000 winners among 20,000 entries in {:?}", started.elapsed());
     assert_eq!(outcome.winners.len(), 1_000);
-    let won = store.draw_entries(id, Some(EntryStatus::Won), page(None, 100)).await.expect("list");
+    let won = store
+        .draw_entries(id, Some(EntryStatus::Won), page(None, 100))
+        .await
+        .expect("list");
     assert_eq!(won.len(), 100);
     assert!(won.iter().all(|e| e.order_id.is_some()));
     let read = store.draw(id).await.expect("read").expect("stored");
@@ -2632,9 +2716,16 @@ async fn concurrent_draw_runs_draw_once<S: Engine>(db: TestDb<S>) {
             tokio::spawn(async move { Ok::<_, String>(run_draw(&store, id, at(600), seed).await.is_some()) })
         })
         .collect();
-    let drawn = join_all(tasks).await.into_iter().filter(|r| matches!(r, Ok(true))).count();
+    let drawn = join_all(tasks)
+        .await
+        .into_iter()
+        .filter(|r| matches!(r, Ok(true)))
+        .count();
     assert_eq!(drawn, 1, "exactly one run draws");
-    let won = store.draw_entries(id, Some(EntryStatus::Won), page(None, 10)).await.expect("list");
+    let won = store
+        .draw_entries(id, Some(EntryStatus::Won), page(None, 10))
+        .await
+        .expect("list");
     assert_eq!(won.len(), 2);
     assert_eq!(stock(&store, a.id).await, 8);
 }

@@ -470,7 +470,13 @@ pub fn rfc3339_in(offset_ms: i64) -> String {
 }
 
 /// A draw body whose window runs from `starts_in_ms` to `ends_in_ms` from now.
-pub fn draw_body(product_id: i64, quantity: i64, starts_in_ms: i64, ends_in_ms: i64, payment_window_seconds: i64) -> Value {
+pub fn draw_body(
+    product_id: i64,
+    quantity: i64,
+    starts_in_ms: i64,
+    ends_in_ms: i64,
+    payment_window_seconds: i64,
+) -> Value {
     json!({
         "product_id": product_id,
         "quantity": quantity,

@@ -31,6 +31,77 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/admin/draws": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List every draw (admin)
+         * @description Newest first, drawn ones included.
+         */
+        get: operations["list_all_draws"];
+        put?: never;
+        /**
+         * Create a draw (admin)
+         * @description Sets `quantity` units of the product aside (they leave its stock in the same transaction, so
+         *     they can never be sold twice) and opens entries from `entry_starts_at` to `entry_ends_at`.
+         *     Within 10 s after the window closes the winners are drawn uniformly at random among the
+         *     entries, each with a `PENDING_PAYMENT` order for one unit due `payment_window_seconds` later;
+         *     units nobody won go back to stock.
+         */
+        post: operations["create_draw"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/admin/draws/{draw_id}/audit": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Audit a draw (admin)
+         * @description The seed the winners were drawn with, every entrant, and the winners recomputed from both:
+         *     anyone can run the stated algorithm on `seed` and `entrants` and check that the `WON`
+         *     entries are these.
+         */
+        get: operations["audit_draw"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/admin/draws/{draw_id}/entries": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List a draw's entries (admin)
+         * @description Newest first, optionally only those with a `status` (after the draw, `WON` lists the winners
+         *     with their orders).
+         */
+        get: operations["list_draw_entries"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/admin/live": {
         parameters: {
             query?: never;
@@ -264,6 +335,47 @@ export interface paths {
          * @description Also a sold-out one, with `remaining_quantity` 0.
          */
         get: operations["get_coupon"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/draws": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List the draws not drawn yet
+         * @description Newest first: scheduled, open and closed draws (a drawn one leaves the list; it stays
+         *     readable by id).
+         */
+        get: operations["list_draws"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/draws/{draw_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get a draw
+         * @description Any draw, drawn ones too; `status` is computed from the clock.
+         */
+        get: operations["get_draw"];
         put?: never;
         post?: never;
         delete?: never;
@@ -614,6 +726,47 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/users/{user_id}/draws/{draw_id}/entries": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Enter a draw
+         * @description No body. One entry per user, also under simultaneous requests; when you enter plays no part
+         *     in who wins. `ALREADY_ENTERED` is answered before `DRAW_NOT_OPEN`.
+         */
+        post: operations["enter_draw"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/users/{user_id}/draws/{draw_id}/entry": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get the user's entry in a draw
+         * @description `ENTERED` until the draw, then `WON` (with the order to pay) or `LOST`.
+         */
+        get: operations["get_draw_entry"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/users/{user_id}/orders": {
         parameters: {
             query?: never;
@@ -866,6 +1019,30 @@ export interface components {
              */
             issue_ends_at?: string | null;
         };
+        CreateDrawRequest: {
+            /** Format: int64 */
+            product_id: number;
+            /**
+             * Format: int64
+             * @description Units set aside for the winners: 1 to 100,000, taken from the product's stock now.
+             */
+            quantity: number;
+            /**
+             * Format: date-time
+             * @description RFC 3339; before `entry_ends_at`.
+             */
+            entry_starts_at: string;
+            /**
+             * Format: date-time
+             * @description RFC 3339; in the future and at most 30 days ahead. The winners are drawn within 10 s after.
+             */
+            entry_ends_at: string;
+            /**
+             * Format: int64
+             * @description How long a winner has to pay: 60 to 86,400 seconds from the draw.
+             */
+            payment_window_seconds: number;
+        };
         /** @description Exactly one of `items` (1 to 50 lines, each product at most once) and `"from_cart": true`. */
         CreateOrderRequest: {
             items?: components["schemas"]["OrderLineRequest"][] | null;
@@ -918,11 +1095,85 @@ export interface components {
          * @enum {string}
          */
         DiscountType: "FIXED" | "RATE";
+        /** @description How a draw's winners can be checked afterwards. */
+        DrawAuditResponse: {
+            /** Format: int64 */
+            draw_id: number;
+            /** Format: int64 */
+            quantity: number;
+            /** @description The 32-byte ChaCha20 seed, 64 hex digits; null until drawn. */
+            seed?: string | null;
+            /** @description How the winners follow from the seed and the entrants. */
+            algorithm: string;
+            /** @description Every entrant's user id, ascending: the list the seed was applied to. */
+            entrants: number[];
+            /** @description The winners recomputed from `seed` and `entrants`, in the order drawn; empty until drawn. */
+            winners: number[];
+        };
+        /** @description `next_after` is an opaque cursor (the last entry's position), to pass back as `after`. */
+        DrawEntryPage: {
+            items: components["schemas"]["DrawEntryResponse"][];
+            /** Format: int64 */
+            next_after?: number | null;
+        };
+        DrawEntryResponse: {
+            /** Format: int64 */
+            draw_id: number;
+            /** Format: int64 */
+            user_id: number;
+            /** @description ENTERED until the draw, then WON or LOST. */
+            status: components["schemas"]["EntryStatus"];
+            entered_at: string;
+            /**
+             * Format: int64
+             * @description The winner's `PENDING_PAYMENT` order; null unless WON.
+             */
+            order_id?: number | null;
+        };
+        DrawPage: {
+            items: components["schemas"]["DrawResponse"][];
+            /** Format: int64 */
+            next_after?: number | null;
+        };
+        DrawResponse: {
+            /** Format: int64 */
+            id: number;
+            /** Format: int64 */
+            product_id: number;
+            /** Format: int64 */
+            quantity: number;
+            entry_starts_at: string;
+            entry_ends_at: string;
+            /** Format: int64 */
+            payment_window_seconds: number;
+            /** @description SCHEDULED before the window, OPEN in it, CLOSED after it until drawn, then DRAWN. */
+            status: components["schemas"]["DrawStatus"];
+            /** Format: int64 */
+            entry_count: number;
+            /**
+             * Format: int64
+             * @description Null until drawn.
+             */
+            winner_count?: number | null;
+            /** @description Null until drawn. */
+            drawn_at?: string | null;
+        };
+        /**
+         * @description Where a draw is, computed from the clock: before the window, in it, after it (not drawn
+         *     yet), drawn.
+         * @enum {string}
+         */
+        DrawStatus: "SCHEDULED" | "OPEN" | "CLOSED" | "DRAWN";
         /**
          * @description Why the balance changed.
          * @enum {string}
          */
         EntryKind: "CHARGE" | "PAYMENT" | "REFUND";
+        /**
+         * @description An entry's outcome: `ENTERED` until the draw, then `WON` or `LOST`.
+         * @enum {string}
+         */
+        EntryStatus: "ENTERED" | "WON" | "LOST";
         HealthResponse: {
             /** @example ok */
             status: string;
@@ -1457,6 +1708,481 @@ export interface operations {
             };
             /** @description UNSUPPORTED_MEDIA_TYPE */
             415: {
+                headers: {
+                    "Cache-Control": components["headers"]["Cache-Control.private"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description INTERNAL */
+            500: {
+                headers: {
+                    "Cache-Control": components["headers"]["Cache-Control.private"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description SERVICE_UNAVAILABLE */
+            503: {
+                headers: {
+                    "Cache-Control": components["headers"]["Cache-Control.private"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    list_all_draws: {
+        parameters: {
+            query?: {
+                /** @description 1 to 100, default 20. */
+                limit?: number;
+                /** @description Keyset cursor: the `next_after` of the previous page. */
+                after?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Every draw, newest first */
+            200: {
+                headers: {
+                    "Cache-Control": components["headers"]["Cache-Control.private"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "items": [
+                     *         {
+                     *           "drawn_at": null,
+                     *           "entry_count": 5120,
+                     *           "entry_ends_at": "2026-12-01T10:00:00.000Z",
+                     *           "entry_starts_at": "2026-12-01T09:00:00.000Z",
+                     *           "id": 12,
+                     *           "payment_window_seconds": 1800,
+                     *           "product_id": 7,
+                     *           "quantity": 300,
+                     *           "status": "OPEN",
+                     *           "winner_count": null
+                     *         }
+                     *       ],
+                     *       "next_after": null
+                     *     }
+                     */
+                    "application/json": components["schemas"]["DrawPage"];
+                };
+            };
+            /** @description VALIDATION_FAILED */
+            400: {
+                headers: {
+                    "Cache-Control": components["headers"]["Cache-Control.private"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description UNAUTHORIZED */
+            401: {
+                headers: {
+                    "Cache-Control": components["headers"]["Cache-Control.private"];
+                    "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description FORBIDDEN */
+            403: {
+                headers: {
+                    "Cache-Control": components["headers"]["Cache-Control.private"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description INTERNAL */
+            500: {
+                headers: {
+                    "Cache-Control": components["headers"]["Cache-Control.private"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description SERVICE_UNAVAILABLE */
+            503: {
+                headers: {
+                    "Cache-Control": components["headers"]["Cache-Control.private"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    create_draw: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                /**
+                 * @example {
+                 *       "entry_ends_at": "2026-12-01T10:00:00Z",
+                 *       "entry_starts_at": "2026-12-01T09:00:00Z",
+                 *       "payment_window_seconds": 1800,
+                 *       "product_id": 7,
+                 *       "quantity": 300
+                 *     }
+                 */
+                "application/json": components["schemas"]["CreateDrawRequest"];
+            };
+        };
+        responses: {
+            /** @description Draw created */
+            201: {
+                headers: {
+                    "Cache-Control": components["headers"]["Cache-Control.private"];
+                    /** @description The draw's path, `/api/v1/draws/{draw_id}` */
+                    Location?: string;
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "drawn_at": null,
+                     *       "entry_count": 5120,
+                     *       "entry_ends_at": "2026-12-01T10:00:00.000Z",
+                     *       "entry_starts_at": "2026-12-01T09:00:00.000Z",
+                     *       "id": 12,
+                     *       "payment_window_seconds": 1800,
+                     *       "product_id": 7,
+                     *       "quantity": 300,
+                     *       "status": "OPEN",
+                     *       "winner_count": null
+                     *     }
+                     */
+                    "application/json": components["schemas"]["DrawResponse"];
+                };
+            };
+            /** @description VALIDATION_FAILED */
+            400: {
+                headers: {
+                    "Cache-Control": components["headers"]["Cache-Control.private"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description UNAUTHORIZED */
+            401: {
+                headers: {
+                    "Cache-Control": components["headers"]["Cache-Control.private"];
+                    "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description FORBIDDEN */
+            403: {
+                headers: {
+                    "Cache-Control": components["headers"]["Cache-Control.private"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description PRODUCT_NOT_FOUND */
+            404: {
+                headers: {
+                    "Cache-Control": components["headers"]["Cache-Control.private"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description OUT_OF_STOCK */
+            409: {
+                headers: {
+                    "Cache-Control": components["headers"]["Cache-Control.private"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description PAYLOAD_TOO_LARGE */
+            413: {
+                headers: {
+                    "Cache-Control": components["headers"]["Cache-Control.private"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description UNSUPPORTED_MEDIA_TYPE */
+            415: {
+                headers: {
+                    "Cache-Control": components["headers"]["Cache-Control.private"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description INTERNAL */
+            500: {
+                headers: {
+                    "Cache-Control": components["headers"]["Cache-Control.private"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description SERVICE_UNAVAILABLE */
+            503: {
+                headers: {
+                    "Cache-Control": components["headers"]["Cache-Control.private"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    audit_draw: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Draw id */
+                draw_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The draw's seed, entrants and winners */
+            200: {
+                headers: {
+                    "Cache-Control": components["headers"]["Cache-Control.private"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "algorithm": "ChaCha20 (rand_chacha 0.9 ChaCha20Rng::from_seed) seeded with `seed`; partial Fisher-Yates over `entrants` (user ids ascending): for i in 0..min(quantity, n), j = i + uniform(n - i), swap(i, j), where uniform(b) draws next_u64() until it is below u64::MAX - (u64::MAX % b) and answers it modulo b; the first min(quantity, n) are the winners.",
+                     *       "draw_id": 12,
+                     *       "entrants": [
+                     *         3,
+                     *         8,
+                     *         42
+                     *       ],
+                     *       "quantity": 2,
+                     *       "seed": "9f2c4e0d7a1b3c5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6",
+                     *       "winners": [
+                     *         42,
+                     *         3
+                     *       ]
+                     *     }
+                     */
+                    "application/json": components["schemas"]["DrawAuditResponse"];
+                };
+            };
+            /** @description VALIDATION_FAILED */
+            400: {
+                headers: {
+                    "Cache-Control": components["headers"]["Cache-Control.private"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description UNAUTHORIZED */
+            401: {
+                headers: {
+                    "Cache-Control": components["headers"]["Cache-Control.private"];
+                    "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description FORBIDDEN */
+            403: {
+                headers: {
+                    "Cache-Control": components["headers"]["Cache-Control.private"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description DRAW_NOT_FOUND */
+            404: {
+                headers: {
+                    "Cache-Control": components["headers"]["Cache-Control.private"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description INTERNAL */
+            500: {
+                headers: {
+                    "Cache-Control": components["headers"]["Cache-Control.private"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description SERVICE_UNAVAILABLE */
+            503: {
+                headers: {
+                    "Cache-Control": components["headers"]["Cache-Control.private"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    list_draw_entries: {
+        parameters: {
+            query?: {
+                /** @description ENTERED, WON or LOST; all when absent. */
+                status?: components["schemas"]["EntryStatus"];
+                /** @description 1 to 100, default 20. */
+                limit?: number;
+                /** @description Keyset cursor: the `next_after` of the previous page. */
+                after?: number;
+            };
+            header?: never;
+            path: {
+                /** @description Draw id */
+                draw_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The draw's entries, newest first */
+            200: {
+                headers: {
+                    "Cache-Control": components["headers"]["Cache-Control.private"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "items": [
+                     *         {
+                     *           "draw_id": 12,
+                     *           "entered_at": "2026-12-01T09:03:12.345Z",
+                     *           "order_id": null,
+                     *           "status": "ENTERED",
+                     *           "user_id": 42
+                     *         }
+                     *       ],
+                     *       "next_after": null
+                     *     }
+                     */
+                    "application/json": components["schemas"]["DrawEntryPage"];
+                };
+            };
+            /** @description VALIDATION_FAILED */
+            400: {
+                headers: {
+                    "Cache-Control": components["headers"]["Cache-Control.private"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description UNAUTHORIZED */
+            401: {
+                headers: {
+                    "Cache-Control": components["headers"]["Cache-Control.private"];
+                    "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description FORBIDDEN */
+            403: {
+                headers: {
+                    "Cache-Control": components["headers"]["Cache-Control.private"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description DRAW_NOT_FOUND */
+            404: {
                 headers: {
                     "Cache-Control": components["headers"]["Cache-Control.private"];
                     "X-Request-Id": components["headers"]["X-Request-Id"];
@@ -2739,6 +3465,196 @@ export interface operations {
                 };
             };
             /** @description COUPON_NOT_FOUND */
+            404: {
+                headers: {
+                    "Cache-Control": components["headers"]["Cache-Control.no-store"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description INTERNAL */
+            500: {
+                headers: {
+                    "Cache-Control": components["headers"]["Cache-Control.no-store"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description SERVICE_UNAVAILABLE */
+            503: {
+                headers: {
+                    "Cache-Control": components["headers"]["Cache-Control.no-store"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    list_draws: {
+        parameters: {
+            query?: {
+                /** @description 1 to 100, default 20. */
+                limit?: number;
+                /** @description Keyset cursor: the `next_after` of the previous page. */
+                after?: number;
+            };
+            header?: {
+                /** @description The `ETag` of the copy the client holds (a list, `W/` tags and `*` are taken too): while it still matches, the answer is `304` with no body */
+                "If-None-Match"?: components["parameters"]["If-None-Match"];
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Draws not drawn yet, newest first */
+            200: {
+                headers: {
+                    "Cache-Control": components["headers"]["Cache-Control.no-cache"];
+                    ETag: components["headers"]["ETag"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "items": [
+                     *         {
+                     *           "drawn_at": null,
+                     *           "entry_count": 5120,
+                     *           "entry_ends_at": "2026-12-01T10:00:00.000Z",
+                     *           "entry_starts_at": "2026-12-01T09:00:00.000Z",
+                     *           "id": 12,
+                     *           "payment_window_seconds": 1800,
+                     *           "product_id": 7,
+                     *           "quantity": 300,
+                     *           "status": "OPEN",
+                     *           "winner_count": null
+                     *         }
+                     *       ],
+                     *       "next_after": null
+                     *     }
+                     */
+                    "application/json": components["schemas"]["DrawPage"];
+                };
+            };
+            /** @description Not modified: the `If-None-Match` sent matches the current `ETag`; no body */
+            304: {
+                headers: {
+                    "Cache-Control": components["headers"]["Cache-Control.no-cache"];
+                    ETag: components["headers"]["ETag"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description VALIDATION_FAILED */
+            400: {
+                headers: {
+                    "Cache-Control": components["headers"]["Cache-Control.no-store"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description INTERNAL */
+            500: {
+                headers: {
+                    "Cache-Control": components["headers"]["Cache-Control.no-store"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description SERVICE_UNAVAILABLE */
+            503: {
+                headers: {
+                    "Cache-Control": components["headers"]["Cache-Control.no-store"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    get_draw: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The `ETag` of the copy the client holds (a list, `W/` tags and `*` are taken too): while it still matches, the answer is `304` with no body */
+                "If-None-Match"?: components["parameters"]["If-None-Match"];
+            };
+            path: {
+                /** @description Draw id */
+                draw_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The draw */
+            200: {
+                headers: {
+                    "Cache-Control": components["headers"]["Cache-Control.no-cache"];
+                    ETag: components["headers"]["ETag"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "drawn_at": null,
+                     *       "entry_count": 5120,
+                     *       "entry_ends_at": "2026-12-01T10:00:00.000Z",
+                     *       "entry_starts_at": "2026-12-01T09:00:00.000Z",
+                     *       "id": 12,
+                     *       "payment_window_seconds": 1800,
+                     *       "product_id": 7,
+                     *       "quantity": 300,
+                     *       "status": "OPEN",
+                     *       "winner_count": null
+                     *     }
+                     */
+                    "application/json": components["schemas"]["DrawResponse"];
+                };
+            };
+            /** @description Not modified: the `If-None-Match` sent matches the current `ETag`; no body */
+            304: {
+                headers: {
+                    "Cache-Control": components["headers"]["Cache-Control.no-cache"];
+                    ETag: components["headers"]["ETag"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description VALIDATION_FAILED */
+            400: {
+                headers: {
+                    "Cache-Control": components["headers"]["Cache-Control.no-store"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description DRAW_NOT_FOUND */
             404: {
                 headers: {
                     "Cache-Control": components["headers"]["Cache-Control.no-store"];
@@ -4827,6 +5743,225 @@ export interface operations {
             };
             /** @description UNSUPPORTED_MEDIA_TYPE */
             415: {
+                headers: {
+                    "Cache-Control": components["headers"]["Cache-Control.private"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description INTERNAL */
+            500: {
+                headers: {
+                    "Cache-Control": components["headers"]["Cache-Control.private"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description SERVICE_UNAVAILABLE */
+            503: {
+                headers: {
+                    "Cache-Control": components["headers"]["Cache-Control.private"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    enter_draw: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description User id: the caller's own, or any with an admin token */
+                user_id: number;
+                /** @description Draw id */
+                draw_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Entered */
+            201: {
+                headers: {
+                    "Cache-Control": components["headers"]["Cache-Control.private"];
+                    /** @description The entry's path, `/api/v1/users/{user_id}/draws/{draw_id}/entry` */
+                    Location?: string;
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "draw_id": 12,
+                     *       "entered_at": "2026-12-01T09:03:12.345Z",
+                     *       "order_id": null,
+                     *       "status": "ENTERED",
+                     *       "user_id": 42
+                     *     }
+                     */
+                    "application/json": components["schemas"]["DrawEntryResponse"];
+                };
+            };
+            /** @description VALIDATION_FAILED */
+            400: {
+                headers: {
+                    "Cache-Control": components["headers"]["Cache-Control.private"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description UNAUTHORIZED */
+            401: {
+                headers: {
+                    "Cache-Control": components["headers"]["Cache-Control.private"];
+                    "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description FORBIDDEN */
+            403: {
+                headers: {
+                    "Cache-Control": components["headers"]["Cache-Control.private"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description DRAW_NOT_FOUND, USER_NOT_FOUND */
+            404: {
+                headers: {
+                    "Cache-Control": components["headers"]["Cache-Control.private"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description ALREADY_ENTERED, DRAW_NOT_OPEN */
+            409: {
+                headers: {
+                    "Cache-Control": components["headers"]["Cache-Control.private"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description INTERNAL */
+            500: {
+                headers: {
+                    "Cache-Control": components["headers"]["Cache-Control.private"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description SERVICE_UNAVAILABLE */
+            503: {
+                headers: {
+                    "Cache-Control": components["headers"]["Cache-Control.private"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    get_draw_entry: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description User id: the caller's own, or any with an admin token */
+                user_id: number;
+                /** @description Draw id */
+                draw_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The entry */
+            200: {
+                headers: {
+                    "Cache-Control": components["headers"]["Cache-Control.private"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "draw_id": 12,
+                     *       "entered_at": "2026-12-01T09:03:12.345Z",
+                     *       "order_id": null,
+                     *       "status": "ENTERED",
+                     *       "user_id": 42
+                     *     }
+                     */
+                    "application/json": components["schemas"]["DrawEntryResponse"];
+                };
+            };
+            /** @description VALIDATION_FAILED */
+            400: {
+                headers: {
+                    "Cache-Control": components["headers"]["Cache-Control.private"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description UNAUTHORIZED */
+            401: {
+                headers: {
+                    "Cache-Control": components["headers"]["Cache-Control.private"];
+                    "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description FORBIDDEN */
+            403: {
+                headers: {
+                    "Cache-Control": components["headers"]["Cache-Control.private"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description DRAW_NOT_FOUND, ENTRY_NOT_FOUND, USER_NOT_FOUND */
+            404: {
                 headers: {
                     "Cache-Control": components["headers"]["Cache-Control.private"];
                     "X-Request-Id": components["headers"]["X-Request-Id"];

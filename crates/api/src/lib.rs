@@ -24,6 +24,7 @@ pub mod catalog;
 mod compression;
 pub mod cors;
 pub mod coupons;
+pub mod draws;
 pub mod error;
 pub mod extract;
 mod http_cache;
@@ -142,7 +143,7 @@ macro_rules! resources {
     };
 }
 
-resources!(ops, accounts, catalog, wallet, cart, coupons, orders, admin);
+resources!(ops, accounts, catalog, wallet, cart, coupons, orders, admin, draws);
 
 /// Every route of the service with its middleware.
 pub fn router<S: Store>(state: AppState<S>) -> Router {

@@ -145,7 +145,8 @@ where
         (name = "cart", description = "The server-side cart, the same on every device of the user"),
         (name = "coupons", description = "First-come-first-served coupons and the user's coupons"),
         (name = "orders", description = "Orders: create, pay, cancel, refund, read"),
-        (name = "admin", description = "Catalog and coupon management, and the operator console's reads: every product, coupon, order and user, live figures, sales per hour (admin token only)"),
+        (name = "draws", description = "Draws for limited drops: enter once, winners drawn at random after the window"),
+        (name = "admin", description = "Catalog, coupon and draw management, and the operator console's reads: every product, coupon, draw, order and user, live figures, sales per hour (admin token only)"),
         (name = "operations", description = "Health probes: liveness, readiness, and the database check"),
     )
 )]
@@ -541,6 +542,10 @@ fn catalogue() -> Vec<ApiError> {
         Error::OrderExpired.into(),
         Error::OrderNotPending.into(),
         Error::OrderNotPaid.into(),
+        Error::DrawNotFound.into(),
+        Error::EntryNotFound.into(),
+        Error::DrawNotOpen.into(),
+        Error::AlreadyEntered.into(),
         Error::RequestInProgress.into(),
         Error::IdempotencyKeyReused.into(),
         ApiError::new(
@@ -722,8 +727,8 @@ mod tests {
             }
         }
         assert_eq!(
-            seen, 26,
-            "nine lists take limit and after, popular days and limit, four lists status, \
+            seen, 28,
+            "the lists take limit and after, popular days and limit, five lists status, \
              the admin user list email, the hourly sales hours"
         );
     }

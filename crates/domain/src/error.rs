@@ -83,6 +83,14 @@ pub enum Error {
     OrderNotPending,
     #[error("the order is not paid")]
     OrderNotPaid,
+    #[error("no such draw")]
+    DrawNotFound,
+    #[error("no entry of this user in this draw")]
+    EntryNotFound,
+    #[error("the draw is not taking entries now")]
+    DrawNotOpen,
+    #[error("this user already entered the draw")]
+    AlreadyEntered,
     #[error("a request with this idempotency key is still running")]
     RequestInProgress,
     #[error("this idempotency key was used with another request body")]

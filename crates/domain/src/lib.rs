@@ -16,6 +16,7 @@ pub mod admin;
 pub mod cart;
 pub mod catalog;
 pub mod coupon;
+pub mod draw;
 pub mod error;
 pub mod events;
 pub mod money;
@@ -89,6 +90,7 @@ mod tests {
     use crate::account::Role;
     use crate::catalog::ProductStatus;
     use crate::coupon::{DiscountType, UserCouponStatus};
+    use crate::draw::{DrawStatus, EntryStatus};
     use crate::order::OrderStatus;
     use crate::wallet::EntryKind;
 
@@ -139,6 +141,8 @@ mod tests {
         schema_lists::<UserCouponStatus>(&names(UserCouponStatus::ALL, UserCouponStatus::as_str));
         schema_lists::<OrderStatus>(&names(OrderStatus::ALL, OrderStatus::as_str));
         schema_lists::<EntryKind>(&names(EntryKind::ALL, EntryKind::as_str));
+        schema_lists::<DrawStatus>(&names(DrawStatus::ALL, DrawStatus::as_str));
+        schema_lists::<EntryStatus>(&names(EntryStatus::ALL, EntryStatus::as_str));
     }
 
     #[test]
@@ -169,5 +173,15 @@ mod tests {
     #[test]
     fn entry_kind_round_trips() {
         round_trips(EntryKind::ALL, EntryKind::as_str, EntryKind::parse);
+    }
+
+    #[test]
+    fn draw_status_round_trips() {
+        round_trips(DrawStatus::ALL, DrawStatus::as_str, DrawStatus::parse);
+    }
+
+    #[test]
+    fn entry_status_round_trips() {
+        round_trips(EntryStatus::ALL, EntryStatus::as_str, EntryStatus::parse);
     }
 }

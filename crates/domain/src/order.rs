@@ -13,7 +13,7 @@ use crate::catalog::{Audience, Product, ProductStatus};
 use crate::coupon::UserCoupon;
 use crate::paging::Page;
 use crate::store::{Store, Tx};
-use crate::{Error, Krw, OrderId, ProductId, Timestamp, UserCouponId, UserId, check_range};
+use crate::{DrawId, Error, Krw, OrderId, ProductId, Timestamp, UserCouponId, UserId, check_range};
 
 string_enum! {
     /// Where an order is in its life; a pending order past `expires_at` reads `EXPIRED`.
@@ -49,6 +49,9 @@ pub struct Order {
     pub created_at: Timestamp,
     pub expires_at: Timestamp,
     pub paid_at: Option<Timestamp>,
+    /// The draw this order was won in: its unit was set aside by the draw, so paying takes no
+    /// stock and cancelling or expiry gives the unit back.
+    pub draw_id: Option<DrawId>,
 }
 
 impl Order {
@@ -66,6 +69,7 @@ impl Order {
             created_at: order.created_at,
             expires_at: order.expires_at,
             paid_at: None,
+            draw_id: None,
         }
     }
 
@@ -276,7 +280,8 @@ pub async fn create_order(
     Ok(Order::pending(id, new_order))
 }
 
-/// Cancels a pending, unexpired order of the actor (or any, for an admin).
+/// Cancels a pending, unexpired order of the actor (or any, for an admin). A draw's order gives
+/// its unit back to stock in the same transaction.
 pub async fn cancel_order(tx: &mut impl Tx, id: OrderId, actor: Actor, now: Timestamp) -> Result<Order, Error> {
     let mut order = visible_order(tx.order(id).await?, actor)?;
     order.check_pending(now)?;
@@ -284,6 +289,11 @@ pub async fn cancel_order(tx: &mut impl Tx, id: OrderId, actor: Actor, now: Time
         // Another request changed the order since we read it.
         visible_order(tx.order(id).await?, actor)?.check_pending(now)?;
         return Err(Error::OrderNotPending);
+    }
+    if order.draw_id.is_some() {
+        for line in &order.lines {
+            tx.return_stock(line.product_id, line.quantity).await?;
+        }
     }
     order.stored_status = OrderStatus::Cancelled;
     Ok(order)

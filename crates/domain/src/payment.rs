@@ -78,7 +78,9 @@ pub async fn pay(
             return Err(Error::PurchaseLimitExceeded(product));
         }
     }
-    for &(product, quantity) in &lines {
+    // A draw's order holds its unit already (set aside when the draw was created).
+    let takes_stock = order.draw_id.is_none();
+    for &(product, quantity) in lines.iter().filter(|_| takes_stock) {
         if !tx.take_stock(product, quantity).await? {
             return Err(Error::OutOfStock(product));
         }

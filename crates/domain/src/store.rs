@@ -5,7 +5,8 @@
 //!
 //! Lock order, kept by every use case so that concurrent transactions cannot deadlock:
 //! idempotency key → order → user coupon → purchase tallies (ascending product id) → products
-//! (ascending id) → account → cart → sales → outbox.
+//! (ascending id) → account → cart → sales → outbox. Draws: a new entry row → the draw row; the
+//! draw itself: the draw row → its entries → new orders → product.
 
 use std::future::Future;
 
@@ -14,12 +15,13 @@ use crate::admin::{Account, HourlySales};
 use crate::cart::CartItem;
 use crate::catalog::{NewProduct, Product, ProductPatch, ProductStatus};
 use crate::coupon::{Coupon, NewCoupon, NewUserCoupon, UserCoupon, UserCouponStatus};
+use crate::draw::{Draw, DrawEntry, EntryStatus, NewDraw};
 use crate::events::Event;
 use crate::order::{NewOrder, Order, OrderStatus, Payment};
 use crate::paging::Page;
 use crate::ranking::PopularEntry;
 use crate::wallet::{BalanceEntry, NewBalanceEntry};
-use crate::{CouponId, Hour, Krw, OrderId, ProductId, StoreError, Timestamp, UserCouponId, UserId};
+use crate::{CouponId, DrawId, Hour, Krw, OrderId, ProductId, StoreError, Timestamp, UserCouponId, UserId};
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
@@ -178,6 +180,22 @@ pub trait Store: Clone + Send + Sync + 'static {
     /// Units sold per hour in hours `>= since`, ascending by hour; hours with no sales row are
     /// absent.
     fn sales_by_hour(&self, since: Hour) -> impl Future<Output = StoreResult<Vec<HourlySales>>> + Send;
+    fn draw(&self, id: DrawId) -> impl Future<Output = StoreResult<Option<Draw>>> + Send;
+    /// Draws newest first; only those not drawn yet when `undrawn_only`.
+    fn draws(&self, undrawn_only: bool, page: Page) -> impl Future<Output = StoreResult<Vec<Draw>>> + Send;
+    /// `None` when the user has not entered the draw.
+    fn draw_entry(&self, draw: DrawId, user: UserId) -> impl Future<Output = StoreResult<Option<DrawEntry>>> + Send;
+    /// The draw's entries, newest first (keyset on the entry id), optionally of one status.
+    fn draw_entries(
+        &self,
+        draw: DrawId,
+        status: Option<EntryStatus>,
+        page: Page,
+    ) -> impl Future<Output = StoreResult<Vec<DrawEntry>>> + Send;
+    /// Everyone who entered the draw, by user id ascending (the list a draw is audited on).
+    fn draw_entrants(&self, draw: DrawId) -> impl Future<Output = StoreResult<Vec<UserId>>> + Send;
+    /// Draws not drawn yet whose window ended at or before `now`, the earliest first, at most `limit`.
+    fn due_draws(&self, now: Timestamp, limit: i64) -> impl Future<Output = StoreResult<Vec<DrawId>>> + Send;
 }
 
 /// One transaction. Each method is a single guarded statement (or a small fixed group).
@@ -322,4 +340,46 @@ pub trait Tx: Send {
     ) -> impl Future<Output = StoreResult<()>> + Send;
     /// Records the event for the relay; it leaves only if this transaction commits.
     fn append_outbox(&mut self, event: &Event) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// Stores a new draw: no entries, not drawn. (The caller has taken its units from stock.)
+    fn insert_draw(&mut self, draw: &NewDraw, now: Timestamp) -> impl Future<Output = StoreResult<Draw>> + Send;
+    fn draw(&mut self, id: DrawId) -> impl Future<Output = StoreResult<Option<Draw>>> + Send;
+    fn draw_entry(&mut self, draw: DrawId, user: UserId)
+    -> impl Future<Output = StoreResult<Option<DrawEntry>>> + Send;
+    /// Inserts the user's `ENTERED` entry; `None` when the user already has one (the unique
+    /// `(draw_id, user_id)` decides, also between simultaneous transactions).
+    fn insert_draw_entry(
+        &mut self,
+        draw: DrawId,
+        user: UserId,
+        now: Timestamp,
+    ) -> impl Future<Output = StoreResult<Option<DrawEntry>>> + Send;
+    /// Adds one to the draw's `entry_count` while its window holds `now` and it is not drawn;
+    /// `false` when it does not (the caller rolls the entry back).
+    fn count_draw_entry(&mut self, draw: DrawId, now: Timestamp) -> impl Future<Output = StoreResult<bool>> + Send;
+    /// Claims the draw for this transaction: sets `drawn_at = now` and the seed while it is not
+    /// drawn and its window ended at or before `now`. `None` when another transaction drew it
+    /// (or it is not due); the draw as claimed otherwise.
+    fn claim_draw(
+        &mut self,
+        id: DrawId,
+        now: Timestamp,
+        seed: &str,
+    ) -> impl Future<Output = StoreResult<Option<Draw>>> + Send;
+    /// Everyone who entered, by user id ascending.
+    fn draw_entrants(&mut self, draw: DrawId) -> impl Future<Output = StoreResult<Vec<UserId>>> + Send;
+    /// One `PENDING_PAYMENT` order per winner, with `draw_id` set: one unit of `product` at its
+    /// price, created at `now`, due at [`Draw::payment_due`]. Batched.
+    fn insert_draw_orders(
+        &mut self,
+        draw: &Draw,
+        product: &Product,
+        winners: &[UserId],
+        now: Timestamp,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Entries of the draw's winners (those with an order of the draw) become `WON` with its
+    /// `order_id`; every other `ENTERED` entry becomes `LOST`.
+    fn settle_draw_entries(&mut self, draw: DrawId) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Records the number of winners of a claimed draw.
+    fn finish_draw(&mut self, draw: DrawId, winner_count: i64) -> impl Future<Output = StoreResult<()>> + Send;
 }

@@ -115,6 +115,7 @@ async fn assemble<S: Store>(
     let router = ecommerce_api::router(state);
     let settings = JobSettings {
         expiry_interval: config.expiry_interval(),
+        draw_interval: config.draw_interval(),
         relay_interval: config.relay_interval(),
         events_max_age: config.events_max_age(),
     };

@@ -205,6 +205,18 @@ pub struct Config {
     )]
     pub expiry_interval_ms: u32,
 
+    /// How often draws whose entry window ended are looked for and drawn, in milliseconds. A
+    /// draw runs within this interval (plus its own duration) after its window ends; keep it well
+    /// under the contract's 10 s.
+    #[arg(
+        long,
+        env = "ECOMMERCE_DRAW_INTERVAL_MS",
+        value_name = "MS",
+        default_value_t = 1_000,
+        value_parser = clap::value_parser!(u32).range(1..=86_400_000)
+    )]
+    pub draw_interval_ms: u32,
+
     /// How often an idle outbox relay looks for new events, in milliseconds.
     #[arg(
         long,
@@ -315,6 +327,10 @@ impl Config {
         Duration::from_millis(self.expiry_interval_ms.into())
     }
 
+    pub fn draw_interval(&self) -> Duration {
+        Duration::from_millis(self.draw_interval_ms.into())
+    }
+
     pub fn relay_interval(&self) -> Duration {
         Duration::from_millis(self.relay_interval_ms.into())
     }
@@ -339,6 +355,7 @@ impl fmt::Debug for Config {
             .field("events_file", &self.events_file)
             .field("events_max_age_days", &self.events_max_age_days)
             .field("expiry_interval_ms", &self.expiry_interval_ms)
+            .field("draw_interval_ms", &self.draw_interval_ms)
             .field("relay_interval_ms", &self.relay_interval_ms)
             .field("rate_limit_auth", &self.rate_limit_auth)
             .field("rate_limit_user", &self.rate_limit_user)
@@ -626,6 +643,7 @@ mod tests {
     fn zero_and_negative_numbers_are_refused_with_their_range() {
         for (flag, value) in [
             ("--expiry-interval-ms", "0"),
+            ("--draw-interval-ms", "0"),
             ("--relay-interval-ms", "0"),
             ("--db-max-connections", "0"),
             ("--order-ttl-seconds", "0"),

@@ -24,13 +24,14 @@ use sqlx::{Database, Pool, Transaction};
 /// only; an engine's `impl EngineSql` expands this with its clause.
 macro_rules! row_claiming_statements {
     ($skip_locked:literal) => {
-        /// Marks overdue pending orders `EXPIRED`, oldest first, at most `$2` of them.
+        /// Marks overdue pending orders `EXPIRED`, oldest first, at most `$2` of them; returns
+        /// the `draw_id` of each (null for an ordinary order), whose units go back to stock.
         const EXPIRE_ORDERS: &'static str = concat!(
             "update purchase_order set status = 'EXPIRED', closed_at = $1 where id in \
              (select id from purchase_order where status = 'PENDING_PAYMENT' and expires_at <= $1 \
               order by id limit $2",
             $skip_locked,
-            ")"
+            ") returning draw_id"
         );
 
         /// Leases the oldest sendable events until `$2`. An event waits while an earlier event of
@@ -56,6 +57,7 @@ macro_rules! embedded_migrations {
             2, "idempotency key age", "0002_idempotency_key_age.sql";
             3, "drops", "0003_drops.sql";
             6, "admin list indexes", "0006_admin_list_indexes.sql";
+            4, "draws", "0004_draws.sql";
         )
     };
     (@ $engine:literal; $($version:literal, $description:literal, $file:literal;)+) => {

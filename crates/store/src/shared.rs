@@ -16,13 +16,16 @@ use ecommerce_domain::catalog::{MAX_STOCK, NewProduct, Product, ProductPatch, Pr
 use ecommerce_domain::coupon::{
     Coupon, Discount, DiscountType, NewCoupon, NewUserCoupon, UserCoupon, UserCouponStatus,
 };
+use ecommerce_domain::draw::{Draw, DrawEntry, EntryStatus, NewDraw};
 use ecommerce_domain::events::Event;
 use ecommerce_domain::order::{NewOrder, Order, OrderLine, OrderStatus, Payment};
 use ecommerce_domain::paging::Page;
 use ecommerce_domain::ranking::PopularEntry;
 use ecommerce_domain::store::{IdempotencyScope, KeyClaim, OutboxBacklog, OutboxEvent, Store, StoreResult, Tx};
 use ecommerce_domain::wallet::{BalanceEntry, EntryKind, MAX_BALANCE, NewBalanceEntry};
-use ecommerce_domain::{BalanceEntryId, CouponId, Hour, Krw, OrderId, ProductId, Timestamp, UserCouponId, UserId};
+use ecommerce_domain::{
+    BalanceEntryId, CouponId, DrawId, Hour, Krw, OrderId, ProductId, Timestamp, UserCouponId, UserId,
+};
 use sqlx::{Database, FromRow, QueryBuilder, Row, Transaction};
 
 use super::EngineStore;
@@ -199,7 +202,7 @@ impl UserCouponRow {
 macro_rules! order_line_columns {
     () => {
         "select o.id, o.user_id, o.status, o.total_amount, o.discount_amount, o.paid_amount, o.user_coupon_id, \
-         o.created_at, o.expires_at, o.paid_at, l.product_id, l.name, l.unit_price, l.quantity, l.amount "
+         o.created_at, o.expires_at, o.paid_at, o.draw_id, l.product_id, l.name, l.unit_price, l.quantity, l.amount "
     };
 }
 
@@ -215,6 +218,7 @@ row! {
         created_at: i64,
         expires_at: i64,
         paid_at: Option<i64>,
+        draw_id: Option<i64>,
     }
 }
 
@@ -257,6 +261,7 @@ impl OrderRow {
             created_at: Timestamp(self.created_at),
             expires_at: Timestamp(self.expires_at),
             paid_at: self.paid_at.map(Timestamp),
+            draw_id: self.draw_id.map(DrawId),
         })
     }
 }
@@ -285,6 +290,81 @@ fn group_orders(rows: Vec<OrderLineRow>) -> StoreResult<Vec<Order>> {
     }
     Ok(orders)
 }
+
+/// The columns of a [`DrawRow`].
+macro_rules! draw_columns {
+    () => {
+        "id, product_id, quantity, entry_starts_at, entry_ends_at, payment_window_seconds, entry_count, \
+         winner_count, drawn_at, seed"
+    };
+}
+
+row! {
+    struct DrawRow {
+        id: i64,
+        product_id: i64,
+        quantity: i64,
+        entry_starts_at: i64,
+        entry_ends_at: i64,
+        payment_window_seconds: i64,
+        entry_count: i64,
+        winner_count: Option<i64>,
+        drawn_at: Option<i64>,
+        seed: Option<String>,
+    }
+}
+
+impl DrawRow {
+    fn into_draw(self) -> Draw {
+        Draw {
+            id: DrawId(self.id),
+            product_id: ProductId(self.product_id),
+            quantity: self.quantity,
+            entry_starts_at: Timestamp(self.entry_starts_at),
+            entry_ends_at: Timestamp(self.entry_ends_at),
+            payment_window_seconds: self.payment_window_seconds,
+            entry_count: self.entry_count,
+            winner_count: self.winner_count,
+            drawn_at: self.drawn_at.map(Timestamp),
+            seed: self.seed,
+        }
+    }
+}
+
+/// The columns of a [`DrawEntryRow`].
+macro_rules! draw_entry_columns {
+    () => {
+        "id, draw_id, user_id, status, entered_at, order_id"
+    };
+}
+
+row! {
+    struct DrawEntryRow {
+        id: i64,
+        draw_id: i64,
+        user_id: i64,
+        status: String,
+        entered_at: i64,
+        order_id: Option<i64>,
+    }
+}
+
+impl DrawEntryRow {
+    fn into_entry(self) -> StoreResult<DrawEntry> {
+        Ok(DrawEntry {
+            id: self.id,
+            draw_id: DrawId(self.draw_id),
+            user_id: UserId(self.user_id),
+            status: EntryStatus::parse(&self.status).ok_or_else(|| corrupt("draw entry status", &self.status))?,
+            entered_at: Timestamp(self.entered_at),
+            order_id: self.order_id.map(OrderId),
+        })
+    }
+}
+
+/// Puts `$2` units back on product `$1`, capped at `$3` (the maximum stock) and never lowered by it.
+const RETURN_STOCK: &str = "update product set stock = case when stock >= $3 then stock when stock > $3 - $2 then $3 \
+     else stock + $2 end where id = $1";
 
 row! {
     struct CredentialsRow {
@@ -467,6 +547,41 @@ async fn fetch_coupon(conn: &mut Conn, id: CouponId) -> StoreResult<Option<Coupo
         .map_err(store_err)?
         .map(CouponRow::into_coupon)
         .transpose()
+}
+
+async fn fetch_draw(conn: &mut Conn, id: DrawId) -> StoreResult<Option<Draw>> {
+    const SQL: &str = concat!("select ", draw_columns!(), " from draws where id = $1");
+    let row = sqlx::query_as::<Db, DrawRow>(SQL)
+        .bind(id.0)
+        .fetch_optional(conn)
+        .await
+        .map_err(store_err)?;
+    Ok(row.map(DrawRow::into_draw))
+}
+
+async fn fetch_draw_entry(conn: &mut Conn, draw: DrawId, user: UserId) -> StoreResult<Option<DrawEntry>> {
+    const SQL: &str = concat!(
+        "select ",
+        draw_entry_columns!(),
+        " from draw_entries where draw_id = $1 and user_id = $2"
+    );
+    sqlx::query_as::<Db, DrawEntryRow>(SQL)
+        .bind(draw.0)
+        .bind(user.0)
+        .fetch_optional(conn)
+        .await
+        .map_err(store_err)?
+        .map(DrawEntryRow::into_entry)
+        .transpose()
+}
+
+async fn fetch_draw_entrants(conn: &mut Conn, draw: DrawId) -> StoreResult<Vec<UserId>> {
+    let users = sqlx::query_scalar::<Db, i64>("select user_id from draw_entries where draw_id = $1 order by user_id")
+        .bind(draw.0)
+        .fetch_all(conn)
+        .await
+        .map_err(store_err)?;
+    Ok(users.into_iter().map(UserId).collect())
 }
 
 impl EngineStore {
@@ -703,15 +818,33 @@ impl Store for EngineStore {
 
     async fn expire_orders(&self, now: Timestamp, batch: i64) -> StoreResult<u64> {
         let mut tx = self.write().await?;
-        let done = sqlx::query::<Db>(<EngineStore as EngineSql>::EXPIRE_ORDERS)
+        let expired = sqlx::query_scalar::<Db, Option<i64>>(<EngineStore as EngineSql>::EXPIRE_ORDERS)
             .bind(now.millis())
             .bind(batch)
-            .execute(&mut *tx)
+            .fetch_all(&mut *tx)
             .await
-            .map_err(store_err)?
-            .rows_affected();
+            .map_err(store_err)?;
+        // A draw's order held one unit set aside by the draw: it goes back to stock now.
+        let mut units_by_draw = std::collections::BTreeMap::<i64, i64>::new();
+        for draw in expired.iter().flatten() {
+            *units_by_draw.entry(*draw).or_default() += 1;
+        }
+        for (draw, units) in units_by_draw {
+            let product = sqlx::query_scalar::<Db, i64>("select product_id from draws where id = $1")
+                .bind(draw)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(store_err)?;
+            sqlx::query::<Db>(RETURN_STOCK)
+                .bind(product)
+                .bind(units)
+                .bind(MAX_STOCK)
+                .execute(&mut *tx)
+                .await
+                .map_err(store_err)?;
+        }
         tx.commit().await.map_err(store_err)?;
-        Ok(done)
+        Ok(expired.len() as u64)
     }
 
     async fn purge_idempotency_keys(&self, before: Timestamp) -> StoreResult<u64> {
@@ -941,6 +1074,64 @@ impl Store for EngineStore {
             })
             .collect())
     }
+
+    async fn draw(&self, id: DrawId) -> StoreResult<Option<Draw>> {
+        fetch_draw(&mut *self.conn().await?, id).await
+    }
+
+    async fn draws(&self, undrawn_only: bool, page: Page) -> StoreResult<Vec<Draw>> {
+        const SQL: &str = concat!(
+            "select ",
+            draw_columns!(),
+            " from draws where id < $1 and ($2 = 0 or drawn_at is null) order by id desc limit $3"
+        );
+        let rows = sqlx::query_as::<Db, DrawRow>(SQL)
+            .bind(page.after.unwrap_or(i64::MAX))
+            .bind(i64::from(undrawn_only))
+            .bind(page.limit)
+            .fetch_all(self.reader())
+            .await
+            .map_err(store_err)?;
+        Ok(rows.into_iter().map(DrawRow::into_draw).collect())
+    }
+
+    async fn draw_entry(&self, draw: DrawId, user: UserId) -> StoreResult<Option<DrawEntry>> {
+        fetch_draw_entry(&mut *self.conn().await?, draw, user).await
+    }
+
+    async fn draw_entries(&self, draw: DrawId, status: Option<EntryStatus>, page: Page) -> StoreResult<Vec<DrawEntry>> {
+        const SQL: &str = concat!(
+            "select ",
+            draw_entry_columns!(),
+            " from draw_entries where draw_id = $1 and id < $2 and ($3 = 'ANY' or status = $3) \
+             order by id desc limit $4"
+        );
+        let rows = sqlx::query_as::<Db, DrawEntryRow>(SQL)
+            .bind(draw.0)
+            .bind(page.after.unwrap_or(i64::MAX))
+            .bind(status.map_or("ANY", EntryStatus::as_str))
+            .bind(page.limit)
+            .fetch_all(self.reader())
+            .await
+            .map_err(store_err)?;
+        rows.into_iter().map(DrawEntryRow::into_entry).collect()
+    }
+
+    async fn draw_entrants(&self, draw: DrawId) -> StoreResult<Vec<UserId>> {
+        fetch_draw_entrants(&mut *self.conn().await?, draw).await
+    }
+
+    async fn due_draws(&self, now: Timestamp, limit: i64) -> StoreResult<Vec<DrawId>> {
+        let ids = sqlx::query_scalar::<Db, i64>(
+            "select id from draws where drawn_at is null and entry_ends_at <= $1 order by entry_ends_at, id limit $2",
+        )
+        .bind(now.millis())
+        .bind(limit)
+        .fetch_all(self.reader())
+        .await
+        .map_err(store_err)?;
+        Ok(ids.into_iter().map(DrawId).collect())
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1139,13 +1330,10 @@ impl Tx for EngineTx {
     async fn return_stock(&mut self, id: ProductId, quantity: i64) -> StoreResult<()> {
         // Capped at the maximum, and never lowered by it.
         self.execute(
-            sqlx::query::<Db>(
-                "update product set stock = case when stock >= $3 then stock when stock > $3 - $2 then $3 \
-                 else stock + $2 end where id = $1",
-            )
-            .bind(id.0)
-            .bind(quantity)
-            .bind(MAX_STOCK),
+            sqlx::query::<Db>(RETURN_STOCK)
+                .bind(id.0)
+                .bind(quantity)
+                .bind(MAX_STOCK),
         )
         .await
         .map(drop)
@@ -1499,6 +1687,159 @@ impl Tx for EngineTx {
             .bind(event.order_id.0)
             .bind(&event.payload)
             .bind(event.occurred_at.millis()),
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn insert_draw(&mut self, draw: &NewDraw, now: Timestamp) -> StoreResult<Draw> {
+        const SQL: &str = concat!(
+            "insert into draws (product_id, quantity, entry_starts_at, entry_ends_at, payment_window_seconds, created_at) \
+             values ($1, $2, $3, $4, $5, $6) returning ",
+            draw_columns!()
+        );
+        let row = sqlx::query_as::<Db, DrawRow>(SQL)
+            .bind(draw.product_id.0)
+            .bind(draw.quantity)
+            .bind(draw.entry_starts_at.millis())
+            .bind(draw.entry_ends_at.millis())
+            .bind(draw.payment_window_seconds)
+            .bind(now.millis())
+            .fetch_one(self.conn())
+            .await
+            .map_err(store_err)?;
+        Ok(row.into_draw())
+    }
+
+    async fn draw(&mut self, id: DrawId) -> StoreResult<Option<Draw>> {
+        fetch_draw(self.conn(), id).await
+    }
+
+    async fn draw_entry(&mut self, draw: DrawId, user: UserId) -> StoreResult<Option<DrawEntry>> {
+        fetch_draw_entry(self.conn(), draw, user).await
+    }
+
+    async fn insert_draw_entry(
+        &mut self,
+        draw: DrawId,
+        user: UserId,
+        now: Timestamp,
+    ) -> StoreResult<Option<DrawEntry>> {
+        const SQL: &str = concat!(
+            "insert into draw_entries (draw_id, user_id, status, entered_at) values ($1, $2, 'ENTERED', $3) \
+             on conflict (draw_id, user_id) do nothing returning ",
+            draw_entry_columns!()
+        );
+        sqlx::query_as::<Db, DrawEntryRow>(SQL)
+            .bind(draw.0)
+            .bind(user.0)
+            .bind(now.millis())
+            .fetch_optional(self.conn())
+            .await
+            .map_err(store_err)?
+            .map(DrawEntryRow::into_entry)
+            .transpose()
+    }
+
+    async fn count_draw_entry(&mut self, draw: DrawId, now: Timestamp) -> StoreResult<bool> {
+        let counted = self
+            .execute(
+                sqlx::query::<Db>(
+                    "update draws set entry_count = entry_count + 1 \
+                     where id = $1 and drawn_at is null and entry_starts_at <= $2 and entry_ends_at > $2",
+                )
+                .bind(draw.0)
+                .bind(now.millis()),
+            )
+            .await?;
+        Ok(counted == 1)
+    }
+
+    async fn claim_draw(&mut self, id: DrawId, now: Timestamp, seed: &str) -> StoreResult<Option<Draw>> {
+        const SQL: &str = concat!(
+            "update draws set drawn_at = $2, seed = $3 where id = $1 and drawn_at is null and entry_ends_at <= $2 \
+             returning ",
+            draw_columns!()
+        );
+        let row = sqlx::query_as::<Db, DrawRow>(SQL)
+            .bind(id.0)
+            .bind(now.millis())
+            .bind(seed)
+            .fetch_optional(self.conn())
+            .await
+            .map_err(store_err)?;
+        Ok(row.map(DrawRow::into_draw))
+    }
+
+    async fn draw_entrants(&mut self, draw: DrawId) -> StoreResult<Vec<UserId>> {
+        fetch_draw_entrants(self.conn(), draw).await
+    }
+
+    async fn insert_draw_orders(
+        &mut self,
+        draw: &Draw,
+        product: &Product,
+        winners: &[UserId],
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        /// Rows per statement: well within both engines' limits on bound parameters.
+        const CHUNK: usize = 1_000;
+        if winners.is_empty() {
+            return Ok(());
+        }
+        let expires_at = draw.payment_due(now).millis();
+        for chunk in winners.chunks(CHUNK) {
+            let mut orders = QueryBuilder::<Db>::new(
+                "insert into purchase_order (user_id, status, total_amount, created_at, expires_at, draw_id) ",
+            );
+            orders.push_values(chunk, |mut row, user| {
+                row.push_bind(user.0)
+                    .push_bind("PENDING_PAYMENT")
+                    .push_bind(product.price.0)
+                    .push_bind(now.millis())
+                    .push_bind(expires_at)
+                    .push_bind(draw.id.0);
+            });
+            orders.build().execute(self.conn()).await.map_err(store_err)?;
+        }
+        self.execute(
+            sqlx::query::<Db>(
+                "insert into order_line (order_id, line_no, product_id, name, unit_price, quantity, amount) \
+                 select id, 0, $2, $3, $4, 1, $4 from purchase_order where draw_id = $1",
+            )
+            .bind(draw.id.0)
+            .bind(product.id.0)
+            .bind(&product.name)
+            .bind(product.price.0),
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn settle_draw_entries(&mut self, draw: DrawId) -> StoreResult<()> {
+        self.execute(
+            sqlx::query::<Db>(
+                "update draw_entries set status = 'WON', order_id = \
+                 (select o.id from purchase_order o where o.draw_id = $1 and o.user_id = draw_entries.user_id) \
+                 where draw_id = $1 and exists \
+                 (select 1 from purchase_order o where o.draw_id = $1 and o.user_id = draw_entries.user_id)",
+            )
+            .bind(draw.0),
+        )
+        .await?;
+        self.execute(
+            sqlx::query::<Db>("update draw_entries set status = 'LOST' where draw_id = $1 and status = 'ENTERED'")
+                .bind(draw.0),
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn finish_draw(&mut self, draw: DrawId, winner_count: i64) -> StoreResult<()> {
+        self.execute(
+            sqlx::query::<Db>("update draws set winner_count = $2 where id = $1")
+                .bind(draw.0)
+                .bind(winner_count),
         )
         .await
         .map(drop)

@@ -11,11 +11,12 @@ use ecommerce_domain::account::{self, Role};
 use ecommerce_domain::cart;
 use ecommerce_domain::catalog::{self, MAX_STOCK, NewProduct, ProductPatch, ProductRequest, ProductStatus};
 use ecommerce_domain::coupon::{self, DiscountType, NewUserCoupon, UserCouponStatus};
+use ecommerce_domain::draw::{self, DrawRequest, EntryStatus, NewDraw};
 use ecommerce_domain::events::Event;
 use ecommerce_domain::order::{self, OrderStatus, Payment};
-use ecommerce_domain::store::{IdempotencyScope, KeyClaim, OutboxBacklog, Tx};
+use ecommerce_domain::store::{IdempotencyScope, KeyClaim, OutboxBacklog, Store, Tx};
 use ecommerce_domain::wallet::{self, EntryKind, MAX_BALANCE, NewBalanceEntry};
-use ecommerce_domain::{CouponId, Error, Hour, Krw, OrderId, ProductId, Timestamp, UserCouponId, UserId};
+use ecommerce_domain::{CouponId, DrawId, Error, Hour, Krw, OrderId, ProductId, Timestamp, UserCouponId, UserId};
 use support::*;
 
 conformance!(
@@ -81,6 +82,14 @@ conformance!(
     the_purchase_tally_adds_within_the_limit_and_never_goes_below_zero,
     payment_and_refund_keep_the_tally_and_the_limit,
     concurrent_purchases_of_one_user_stop_at_the_limit,
+    a_draw_takes_its_units_from_stock_and_reads_back,
+    draws_are_listed_newest_first_and_undrawn_only_on_request,
+    an_entry_is_unique_per_user_and_counted_only_while_the_window_is_open,
+    a_draw_is_claimed_once_and_settles_every_entry,
+    a_draw_orders_unit_comes_back_on_cancel_and_on_expiry_but_payment_takes_none,
+    twenty_thousand_entries_draw_in_one_transaction,
+    concurrent_entries_of_one_user_make_one_entry,
+    concurrent_draw_runs_draw_once,
 );
 
 postgres_only!(a_key_held_by_a_running_request_is_in_progress);
@@ -2883,4 +2892,355 @@ async fn concurrent_purchases_of_one_user_stop_at_the_limit<S: Engine>(db: TestD
     assert_eq!(added, 7);
     let mut tx = store.begin().await.expect("begin");
     assert_eq!(tx.purchased_quantity(kim, shoe).await.expect("read"), 7);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Draws
+
+/// A draw of `quantity` units of `product` whose window runs `at(0)..at(600)`, created at `at(-10)`.
+async fn new_draw<S: Store>(store: &S, product: ProductId, quantity: i64, window: i64) -> draw::Draw {
+    let (starts, ends) = (at(0).to_rfc3339(), at(600).to_rfc3339());
+    let new_draw = NewDraw::parse(
+        DrawRequest {
+            product_id: product.0,
+            quantity,
+            entry_starts_at: &starts,
+            entry_ends_at: &ends,
+            payment_window_seconds: window,
+        },
+        at(-10),
+    )
+    .expect("a valid draw");
+    let mut tx = store.begin().await.expect("begin");
+    let created = draw::create_draw(&mut tx, &new_draw, at(-10)).await;
+    match created {
+        Ok(created) => {
+            tx.commit().await.expect("commit");
+            created
+        }
+        Err(err) => panic!("create draw: {err}"),
+    }
+}
+
+async fn enter<S: Store>(store: &S, user: UserId, id: DrawId, now: Timestamp) -> Result<draw::DrawEntry, Error> {
+    let mut tx = store.begin().await.expect("begin");
+    let entry = draw::enter_draw(&mut tx, own(user), id, now).await?;
+    tx.commit().await.expect("commit");
+    Ok(entry)
+}
+
+async fn run_draw<S: Store>(store: &S, id: DrawId, now: Timestamp, seed: u8) -> Option<draw::DrawOutcome> {
+    let mut tx = store.begin().await.expect("begin");
+    let outcome = draw::run_draw(&mut tx, id, now, &[seed; 32])
+        .await
+        .expect("run the draw");
+    if outcome.is_some() {
+        tx.commit().await.expect("commit");
+    }
+    outcome
+}
+
+async fn a_draw_takes_its_units_from_stock_and_reads_back<S: Engine>(db: TestDb<S>) {
+    let store = db.connect().await;
+    let a = product(&store, "A", 1_000, 10).await;
+    let created = new_draw(&store, a.id, 4, 600).await;
+    assert_eq!(stock(&store, a.id).await, 6);
+    let read = store.draw(created.id).await.expect("read").expect("stored");
+    assert_eq!(read, created);
+    assert_eq!((read.entry_count, read.winner_count, read.drawn_at), (0, None, None));
+    assert_eq!(read.entry_starts_at, at(0));
+    assert_eq!(read.entry_ends_at, at(600));
+    assert_eq!(read.payment_window_seconds, 600);
+
+    let mut tx = store.begin().await.expect("begin");
+    let short = NewDraw {
+        quantity: 7,
+        ..new_draw_of(a.id)
+    };
+    assert!(matches!(
+        draw::create_draw(&mut tx, &short, at(-10)).await,
+        Err(Error::OutOfStock(_))
+    ));
+    drop(tx);
+    let mut tx = store.begin().await.expect("begin");
+    let missing = new_draw_of(ProductId(999_999));
+    assert!(matches!(
+        draw::create_draw(&mut tx, &missing, at(-10)).await,
+        Err(Error::ProductNotFound)
+    ));
+    drop(tx);
+    assert_eq!(stock(&store, a.id).await, 6, "failed creations change nothing");
+    assert!(store.draw(DrawId(999_999)).await.expect("read").is_none());
+}
+
+fn new_draw_of(product: ProductId) -> NewDraw {
+    NewDraw {
+        product_id: product,
+        quantity: 1,
+        entry_starts_at: at(0),
+        entry_ends_at: at(600),
+        payment_window_seconds: 60,
+    }
+}
+
+async fn draws_are_listed_newest_first_and_undrawn_only_on_request<S: Engine>(db: TestDb<S>) {
+    let store = db.connect().await;
+    let a = product(&store, "A", 1_000, 10).await;
+    let first = new_draw(&store, a.id, 1, 60).await.id;
+    let second = new_draw(&store, a.id, 1, 60).await.id;
+    let third = new_draw(&store, a.id, 1, 60).await.id;
+    assert!(run_draw(&store, second, at(600), 1).await.is_some());
+    let ids = |draws: Vec<draw::Draw>| draws.into_iter().map(|d| d.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(store.draws(false, page(None, 10)).await.expect("list")),
+        vec![third, second, first]
+    );
+    assert_eq!(
+        ids(store.draws(true, page(None, 10)).await.expect("list")),
+        vec![third, first]
+    );
+    assert_eq!(
+        ids(store.draws(false, page(Some(third.0), 1)).await.expect("list")),
+        vec![second]
+    );
+    assert_eq!(store.due_draws(at(599), 10).await.expect("due"), vec![]);
+    assert_eq!(store.due_draws(at(600), 10).await.expect("due"), vec![first, third]);
+    assert_eq!(store.due_draws(at(600), 1).await.expect("due"), vec![first]);
+}
+
+async fn an_entry_is_unique_per_user_and_counted_only_while_the_window_is_open<S: Engine>(db: TestDb<S>) {
+    let store = db.connect().await;
+    let kim = user(&store, "kim@example.com").await;
+    let lee = user(&store, "lee@example.com").await;
+    let park = user(&store, "park@example.com").await;
+    let a = product(&store, "A", 1_000, 10).await;
+    let id = new_draw(&store, a.id, 2, 60).await.id;
+    assert!(matches!(enter(&store, kim, id, at(-1)).await, Err(Error::DrawNotOpen)));
+    let entry = enter(&store, kim, id, at(0)).await.expect("enter at the start");
+    assert_eq!(
+        (entry.user_id, entry.status, entry.entered_at, entry.order_id),
+        (kim, EntryStatus::Entered, at(0), None)
+    );
+    assert!(matches!(
+        enter(&store, kim, id, at(1)).await,
+        Err(Error::AlreadyEntered)
+    ));
+    assert!(
+        matches!(enter(&store, kim, id, at(600)).await, Err(Error::AlreadyEntered)),
+        "ALREADY_ENTERED first"
+    );
+    enter(&store, lee, id, Timestamp(at(600).0 - 1))
+        .await
+        .expect("the last millisecond");
+    assert!(matches!(
+        enter(&store, park, id, at(600)).await,
+        Err(Error::DrawNotOpen)
+    ));
+    assert!(matches!(
+        enter(&store, park, DrawId(999_999), at(1)).await,
+        Err(Error::DrawNotFound)
+    ));
+    let read = store.draw(id).await.expect("read").expect("stored");
+    assert_eq!(read.entry_count, 2, "only the entries that were made");
+    assert_eq!(store.draw_entry(id, kim).await.expect("read"), Some(entry));
+    assert!(store.draw_entry(id, park).await.expect("read").is_none());
+    assert_eq!(store.draw_entrants(id).await.expect("read"), vec![kim, lee]);
+    // A guard that fails after the insert leaves nothing once the transaction is dropped.
+    let mut tx = store.begin().await.expect("begin");
+    assert!(tx.insert_draw_entry(id, park, at(700)).await.expect("insert").is_some());
+    assert!(!tx.count_draw_entry(id, at(700)).await.expect("count"), "closed");
+    drop(tx);
+    assert!(store.draw_entry(id, park).await.expect("read").is_none());
+}
+
+async fn a_draw_is_claimed_once_and_settles_every_entry<S: Engine>(db: TestDb<S>) {
+    let store = db.connect().await;
+    let a = product(&store, "A", 7_000, 10).await;
+    let id = new_draw(&store, a.id, 3, 120).await.id;
+    let mut users = Vec::new();
+    for n in 0..5 {
+        let u = user(&store, &format!("u{n}@example.com")).await;
+        enter(&store, u, id, at(n)).await.expect("enter");
+        users.push(u);
+    }
+    assert!(
+        run_draw(&store, id, at(599), 1).await.is_none(),
+        "not due before the end"
+    );
+    let outcome = run_draw(&store, id, at(600), 9).await.expect("drawn");
+    assert!(run_draw(&store, id, at(601), 9).await.is_none(), "claimed once");
+    assert_eq!(outcome.winners, draw::choose_winners(&users, 3, &[9; 32]));
+    let read = store.draw(id).await.expect("read").expect("stored");
+    assert_eq!((read.drawn_at, read.winner_count), (Some(at(600)), Some(3)));
+    assert_eq!(read.seed.as_deref(), Some(draw::seed_hex(&[9; 32]).as_str()));
+    let won = store
+        .draw_entries(id, Some(EntryStatus::Won), page(None, 10))
+        .await
+        .expect("list");
+    let lost = store
+        .draw_entries(id, Some(EntryStatus::Lost), page(None, 10))
+        .await
+        .expect("list");
+    assert_eq!((won.len(), lost.len()), (3, 2));
+    for entry in &won {
+        assert!(outcome.winners.contains(&entry.user_id));
+        let order = store
+            .order(entry.order_id.expect("an order"))
+            .await
+            .expect("read")
+            .expect("stored");
+        assert_eq!(order.user_id, entry.user_id);
+        assert_eq!(order.draw_id, Some(id));
+        assert_eq!(order.stored_status, OrderStatus::PendingPayment);
+        assert_eq!(
+            (order.total_amount, order.lines.len(), order.lines[0].quantity),
+            (Krw(7_000), 1, 1)
+        );
+        assert_eq!((order.created_at, order.expires_at), (at(600), at(720)));
+    }
+    assert!(lost.iter().all(|e| e.order_id.is_none()));
+    assert_eq!(stock(&store, a.id).await, 7, "every unit won: none back");
+    // Fewer entries than units: the rest goes back.
+    let b = product(&store, "B", 1_000, 10).await;
+    let roomy = new_draw(&store, b.id, 4, 120).await.id;
+    enter(&store, users[0], roomy, at(1)).await.expect("enter");
+    assert_eq!(
+        run_draw(&store, roomy, at(600), 2).await.expect("drawn").winners,
+        vec![users[0]]
+    );
+    assert_eq!(stock(&store, b.id).await, 9);
+    // Nobody entered: every unit back, no winner.
+    let empty = new_draw(&store, b.id, 5, 120).await.id;
+    assert!(
+        run_draw(&store, empty, at(600), 3)
+            .await
+            .expect("drawn")
+            .winners
+            .is_empty()
+    );
+    assert_eq!(stock(&store, b.id).await, 9);
+    assert_eq!(
+        store.draw(empty).await.expect("read").expect("stored").winner_count,
+        Some(0)
+    );
+}
+
+async fn a_draw_orders_unit_comes_back_on_cancel_and_on_expiry_but_payment_takes_none<S: Engine>(db: TestDb<S>) {
+    let store = db.connect().await;
+    let a = product(&store, "A", 1_000, 3).await;
+    let id = new_draw(&store, a.id, 3, 60).await.id;
+    let mut users = Vec::new();
+    for n in 0..3 {
+        let u = user_with_balance(&store, &format!("u{n}@example.com"), 10_000).await;
+        enter(&store, u, id, at(1)).await.expect("enter");
+        users.push(u);
+    }
+    run_draw(&store, id, at(600), 4).await.expect("drawn");
+    let order_of = |u: UserId| {
+        let store = store.clone();
+        async move {
+            store
+                .draw_entry(id, u)
+                .await
+                .expect("read")
+                .and_then(|e| e.order_id)
+                .expect("won")
+        }
+    };
+    assert_eq!(stock(&store, a.id).await, 0);
+    pay(&store, order_of(users[0]).await, users[0], None, at(610))
+        .await
+        .expect("pays with no stock left");
+    assert_eq!(stock(&store, a.id).await, 0);
+    cancel(&store, order_of(users[1]).await, users[1], at(610))
+        .await
+        .expect("cancel");
+    assert_eq!(stock(&store, a.id).await, 1);
+    assert_eq!(store.expire_orders(at(660), 10).await.expect("expire"), 1);
+    assert_eq!(stock(&store, a.id).await, 2);
+    assert_eq!(
+        stored_status(&store, order_of(users[2]).await).await,
+        OrderStatus::Expired
+    );
+    refund(&store, order_of(users[0]).await, users[0], at(700))
+        .await
+        .expect("refund");
+    assert_eq!(stock(&store, a.id).await, 3);
+}
+
+async fn twenty_thousand_entries_draw_in_one_transaction<S: Engine>(db: TestDb<S>) {
+    let store = db.connect().await;
+    let a = product(&store, "A", 1_000, 1_000).await;
+    let id = new_draw(&store, a.id, 1_000, 600).await.id;
+    store
+        .execute(
+            "with recursive n(i) as (select 1 union all select i + 1 from n where i < 20000) \
+             insert into account (email, password_hash, name, role, created_at) \
+             select 'bulk' || i || '@example.com', 'x', 'bulk', 'USER', 0 from n",
+        )
+        .await;
+    store
+        .execute(
+            "insert into draw_entries (draw_id, user_id, status, entered_at) \
+             select 1, id, 'ENTERED', 0 from account where email like 'bulk%'",
+        )
+        .await;
+    store.execute("update draws set entry_count = 20000 where id = 1").await;
+    assert_eq!(id, DrawId(1), "the statements above name the first draw");
+    let started = std::time::Instant::now();
+    let outcome = run_draw(&store, id, at(600), 5).await.expect("drawn");
+    eprintln!("drew 1,000 winners among 20,000 entries in {:?}", started.elapsed());
+    assert_eq!(outcome.winners.len(), 1_000);
+    let won = store
+        .draw_entries(id, Some(EntryStatus::Won), page(None, 100))
+        .await
+        .expect("list");
+    assert_eq!(won.len(), 100);
+    assert!(won.iter().all(|e| e.order_id.is_some()));
+    let read = store.draw(id).await.expect("read").expect("stored");
+    assert_eq!((read.winner_count, read.entry_count), (Some(1_000), 20_000));
+}
+
+async fn concurrent_entries_of_one_user_make_one_entry<S: Engine>(db: TestDb<S>) {
+    let store = db.connect().await;
+    let kim = user(&store, "kim@example.com").await;
+    let a = product(&store, "A", 1_000, 10).await;
+    let id = new_draw(&store, a.id, 2, 60).await.id;
+    let tasks = (0..20)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { enter(&store, kim, id, at(5)).await.map(drop).map_err(|e| e.to_string()) })
+        })
+        .collect();
+    let results = join_all(tasks).await;
+    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1, "{results:?}");
+    assert_eq!(store.draw(id).await.expect("read").expect("stored").entry_count, 1);
+}
+
+async fn concurrent_draw_runs_draw_once<S: Engine>(db: TestDb<S>) {
+    let store = db.connect().await;
+    let a = product(&store, "A", 1_000, 10).await;
+    let id = new_draw(&store, a.id, 2, 60).await.id;
+    for n in 0..6 {
+        let u = user(&store, &format!("u{n}@example.com")).await;
+        enter(&store, u, id, at(1)).await.expect("enter");
+    }
+    let tasks = (0..5u8)
+        .map(|seed| {
+            let store = store.clone();
+            tokio::spawn(async move { Ok::<_, String>(run_draw(&store, id, at(600), seed).await.is_some()) })
+        })
+        .collect();
+    let drawn = join_all(tasks)
+        .await
+        .into_iter()
+        .filter(|r| matches!(r, Ok(true)))
+        .count();
+    assert_eq!(drawn, 1, "exactly one run draws");
+    let won = store
+        .draw_entries(id, Some(EntryStatus::Won), page(None, 10))
+        .await
+        .expect("list");
+    assert_eq!(won.len(), 2);
+    assert_eq!(stock(&store, a.id).await, 8);
 }

@@ -227,6 +227,28 @@ const BROKEN_ROWS: &[(&str, &str)] = &[
         "select count(*) from coupon_shard where remaining < 0",
     ),
     (
+        "every draw's entry_count == its entries",
+        "select count(*) from draws d
+         where d.entry_count <> (select count(*) from draw_entries e where e.draw_id = d.id)",
+    ),
+    (
+        "every drawn draw has min(quantity, entries) winners, each WON with one order of the draw",
+        "select count(*) from draws d
+         where d.drawn_at is not null and (
+             d.winner_count <> (case when d.quantity < d.entry_count then d.quantity else d.entry_count end)
+             or d.winner_count <> (select count(*) from draw_entries e where e.draw_id = d.id and e.status = 'WON')
+             or d.winner_count <> (select count(*) from purchase_order o where o.draw_id = d.id)
+             or exists (select 1 from draw_entries e where e.draw_id = d.id and e.status = 'ENTERED')
+             or exists (select 1 from draw_entries e where e.draw_id = d.id and e.status = 'WON'
+                        and not exists (select 1 from purchase_order o
+                                        where o.id = e.order_id and o.draw_id = d.id and o.user_id = e.user_id)))",
+    ),
+    (
+        "no entry of an undrawn draw is decided",
+        "select count(*) from draw_entries e join draws d on d.id = e.draw_id
+         where d.drawn_at is null and (e.status <> 'ENTERED' or e.order_id is not null)",
+    ),
+    (
         "nobody holds a coupon twice",
         "select count(*) from (
              select 1 from user_coupon group by user_id, coupon_id having count(*) > 1
@@ -284,16 +306,23 @@ pub async fn coupon_rush(url: &str, coupon_id: i64, requests: i64, total: i64) -
     checks
 }
 
-/// For each `(product_id, stocked)`: units in paid orders plus the stock left is what was stocked.
+/// For each `(product_id, stocked)`: units in paid orders, units held by draws and the stock
+/// left add up to what was stocked.
 pub async fn stock_accounts_for(url: &str, stocked: &[(i64, i64)]) -> Vec<Check> {
     let db = match Db::connect(url).await {
         Ok(db) => db,
         Err(e) => return vec![Check::new("database reachable", false, e)],
     };
+    // Units set aside by draws count as stocked: a draw not drawn yet holds its quantity, a
+    // winner's pending order its unit.
     let sql = "select (select stock from product where id = $1)
                     + coalesce((select sum(l.quantity) from order_line l
                                 join purchase_order o on o.id = l.order_id
-                                where o.status = 'PAID' and l.product_id = $1), 0)";
+                                where o.status = 'PAID' and l.product_id = $1), 0)
+                    + coalesce((select sum(d.quantity) from draws d
+                                where d.product_id = $1 and d.drawn_at is null), 0)
+                    + (select count(*) from purchase_order o join draws d on d.id = o.draw_id
+                       where d.product_id = $1 and o.status = 'PENDING_PAYMENT')";
     let mut checks = Vec::with_capacity(stocked.len());
     for &(product, stocked) in stocked {
         let name = format!("product {product}: sold + left == stocked");

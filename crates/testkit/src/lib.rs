@@ -46,7 +46,7 @@ pub use app::{Method, TestApp, TestAppBuilder, TestUser};
 pub use db::{Engine, TestDb, pg_admin_execute, pg_admin_url, unique_suffix};
 pub use json::*;
 pub use response::{Fetch, TestResponse};
-pub use routes::{cart_item_path, cart_path, coupon_body, orders_path};
+pub use routes::{cart_item_path, cart_path, coupon_body, draw_body, orders_path, rfc3339_in};
 pub use serde_json::{Value, json};
 pub use server::{server_binary, server_command, use_server_binary};
 

@@ -439,6 +439,71 @@ impl TestApp {
     pub async fn admin_sales_hourly(&self, query: &str) -> Value {
         self.admin_read(&format!("sales/hourly{query}")).await.json(200)
     }
+
+    // ----- draws ---------------------------------------------------------------------------
+
+    /// `POST /api/v1/admin/draws` as the admin with any body.
+    pub async fn create_draw_with(&self, body: &Value) -> TestResponse {
+        let token = self.admin_token().await;
+        self.post("/api/v1/admin/draws", Some(&token), body).await
+    }
+
+    /// Creates a draw of `quantity` units of `product_id` whose window runs from `starts_in`
+    /// to `ends_in` milliseconds from now (negative: in the past), with a payment window of
+    /// `payment_window_seconds`; panics unless 201. Returns the draw.
+    pub async fn create_draw(
+        &self,
+        product_id: i64,
+        quantity: i64,
+        starts_in_ms: i64,
+        ends_in_ms: i64,
+        payment_window_seconds: i64,
+    ) -> Value {
+        let body = draw_body(product_id, quantity, starts_in_ms, ends_in_ms, payment_window_seconds);
+        self.create_draw_with(&body).await.json(201)
+    }
+
+    /// `GET /api/v1/draws/{id}` without a token.
+    pub async fn draw(&self, draw_id: i64) -> TestResponse {
+        self.get(&format!("/api/v1/draws/{draw_id}"), None).await
+    }
+
+    /// The draw; panics unless 200.
+    pub async fn draw_ok(&self, draw_id: i64) -> Value {
+        self.draw(draw_id).await.json(200)
+    }
+
+    /// `GET /api/v1/draws{query}` without a token.
+    pub async fn list_draws(&self, query: &str) -> TestResponse {
+        self.get(&format!("/api/v1/draws{query}"), None).await
+    }
+
+    /// `POST /api/v1/users/{user.id}/draws/{draw_id}/entries` (no body) as the user.
+    pub async fn enter_draw(&self, user: &TestUser, draw_id: i64) -> TestResponse {
+        self.enter_draw_on(self.pick_instance(), user, draw_id).await
+    }
+
+    /// [`TestApp::enter_draw`] sent to instance `index`.
+    pub async fn enter_draw_on(&self, index: usize, user: &TestUser, draw_id: i64) -> TestResponse {
+        let path = format!("/api/v1/users/{}/draws/{draw_id}/entries", user.id);
+        self.request_on(index, Method::POST, &path)
+            .bearer_auth(&user.token)
+            .fetch()
+            .await
+    }
+
+    /// `GET /api/v1/users/{user.id}/draws/{draw_id}/entry` as the user.
+    pub async fn draw_entry(&self, user: &TestUser, draw_id: i64) -> TestResponse {
+        let path = format!("/api/v1/users/{}/draws/{draw_id}/entry", user.id);
+        self.get(&path, user.bearer()).await
+    }
+
+    /// `GET /api/v1/admin/draws/{draw_id}/entries{query}` as the admin.
+    pub async fn admin_draw_entries(&self, draw_id: i64, query: &str) -> TestResponse {
+        let token = self.admin_token().await;
+        self.get(&format!("/api/v1/admin/draws/{draw_id}/entries{query}"), Some(&token))
+            .await
+    }
 }
 
 pub fn cart_path(user: &TestUser) -> String {
@@ -461,5 +526,29 @@ pub fn coupon_body(kind: &str, value: i64, quantity: i64, valid_for_seconds: i64
         "discount_value": value,
         "total_quantity": quantity,
         "valid_for_seconds": valid_for_seconds,
+    })
+}
+
+/// An RFC 3339 UTC instant `offset_ms` milliseconds from now.
+pub fn rfc3339_in(offset_ms: i64) -> String {
+    let at = time::OffsetDateTime::now_utc() + time::Duration::milliseconds(offset_ms);
+    at.format(&time::format_description::well_known::Rfc3339)
+        .expect("format an instant")
+}
+
+/// A draw body whose window runs from `starts_in_ms` to `ends_in_ms` from now.
+pub fn draw_body(
+    product_id: i64,
+    quantity: i64,
+    starts_in_ms: i64,
+    ends_in_ms: i64,
+    payment_window_seconds: i64,
+) -> Value {
+    json!({
+        "product_id": product_id,
+        "quantity": quantity,
+        "entry_starts_at": rfc3339_in(starts_in_ms),
+        "entry_ends_at": rfc3339_in(ends_in_ms),
+        "payment_window_seconds": payment_window_seconds,
     })
 }

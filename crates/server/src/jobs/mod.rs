@@ -2,6 +2,7 @@
 //! call it to drain a queue) and a `run()` loop that the app starts and stops.
 //!
 //! - [`expiry`]: overdue pending orders become `EXPIRED`.
+//! - [`draw`]: draws whose entry window ended are drawn, exactly once.
 //! - [`purge`]: idempotency keys older than the retention are forgotten.
 //! - [`relay`]: the outbox is published to the events file or JetStream.
 //! - [`backlog`]: the outbox backlog gauges for `/metrics`.
@@ -15,6 +16,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub mod backlog;
+pub mod draw;
 pub mod expiry;
 pub mod purge;
 pub mod relay;
@@ -25,6 +27,7 @@ pub use relay::Sink;
 #[derive(Debug, Clone)]
 pub struct JobSettings {
     pub expiry_interval: Duration,
+    pub draw_interval: Duration,
     pub relay_interval: Duration,
     pub events_max_age: Duration,
 }
@@ -48,6 +51,7 @@ impl Jobs {
                 shutdown(),
             )),
             tokio::spawn(expiry::run(store.clone(), settings.expiry_interval, shutdown())),
+            tokio::spawn(draw::run(store.clone(), settings.draw_interval, shutdown())),
             tokio::spawn(purge::run(store.clone(), shutdown())),
             tokio::spawn(backlog::run(store, shutdown())),
         ];

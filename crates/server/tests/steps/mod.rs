@@ -3,7 +3,7 @@
 
 #![allow(dead_code)] // each test binary uses some of them
 
-use ecommerce::jobs::{Sink, expiry, relay};
+use ecommerce::jobs::{Sink, draw, expiry, relay};
 use ecommerce_domain::Timestamp;
 use ecommerce_store::{PgStore, PoolOptions, SqliteStore};
 use ecommerce_testkit::{Engine, TestDb};
@@ -38,6 +38,15 @@ impl Jobs {
             Jobs::Postgres(store) => expiry::step(store, now).await,
         };
         expired.expect("order expiry")
+    }
+
+    /// One round of the draw job at `now`; how many draws it drew.
+    pub async fn run_draws(&self, now: Timestamp) -> u64 {
+        let drawn = match self {
+            Jobs::Sqlite(store) => draw::step(store, now).await,
+            Jobs::Postgres(store) => draw::step(store, now).await,
+        };
+        drawn.expect("draw job")
     }
 
     /// Relays until the outbox is empty; how many events were sent.

@@ -727,7 +727,7 @@ mod tests {
             }
         }
         assert_eq!(
-            seen, 28,
+            seen, 33,
             "the lists take limit and after, popular days and limit, five lists status, \
              the admin user list email, the hourly sales hours"
         );

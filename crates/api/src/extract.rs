@@ -48,10 +48,91 @@ impl<T: DeserializeOwned, St: Send + Sync> FromRequest<St> for Json<T> {
         if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
             return Err(ApiError::validation("the request body must be a JSON object"));
         }
+        check_json(&bytes).map_err(ApiError::validation)?;
         match axum::Json::<T>::from_bytes(&bytes) {
             Ok(axum::Json(value)) => Ok(Json(value)),
             Err(rejection) => Err(ApiError::validation(rejection.body_text())),
         }
+    }
+}
+
+/// What every JSON body must keep before it is read into its type (contract v2, "Text limits"):
+/// no object holds a key twice (parsers disagree on which one wins, so a proxy, a log and this
+/// server could read different requests), and no string, key or value, holds U+0000 (PostgreSQL
+/// cannot store it, and no text field has a use for it). Malformed JSON is left to the typed read,
+/// whose message says where.
+pub(crate) fn check_json(bytes: &[u8]) -> std::result::Result<(), String> {
+    use serde::de::{DeserializeSeed, Deserializer, Error as _, MapAccess, SeqAccess, Visitor};
+
+    /// Walks one JSON value without keeping it.
+    struct Checked;
+
+    impl<'de> DeserializeSeed<'de> for Checked {
+        type Value = ();
+
+        fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> std::result::Result<(), D::Error> {
+            deserializer.deserialize_any(self)
+        }
+    }
+
+    fn check_text<E: serde::de::Error>(text: &str) -> std::result::Result<(), E> {
+        if text.contains('\0') {
+            Err(E::custom("text must not hold the NUL character (\\u0000)"))
+        } else {
+            Ok(())
+        }
+    }
+
+    impl<'de> Visitor<'de> for Checked {
+        type Value = ();
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON value")
+        }
+
+        fn visit_bool<E>(self, _: bool) -> std::result::Result<(), E> {
+            Ok(())
+        }
+        fn visit_i64<E>(self, _: i64) -> std::result::Result<(), E> {
+            Ok(())
+        }
+        fn visit_u64<E>(self, _: u64) -> std::result::Result<(), E> {
+            Ok(())
+        }
+        fn visit_f64<E>(self, _: f64) -> std::result::Result<(), E> {
+            Ok(())
+        }
+        fn visit_unit<E>(self) -> std::result::Result<(), E> {
+            Ok(())
+        }
+        fn visit_str<E: serde::de::Error>(self, text: &str) -> std::result::Result<(), E> {
+            check_text(text)
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<(), A::Error> {
+            while seq.next_element_seed(Checked)?.is_some() {}
+            Ok(())
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<(), A::Error> {
+            let mut keys = std::collections::HashSet::new();
+            while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                check_text::<A::Error>(&key)?;
+                if !keys.insert(key.clone()) {
+                    return Err(A::Error::custom(format!("the key {key:?} appears twice in one object")));
+                }
+                map.next_value_seed(Checked)?;
+            }
+            Ok(())
+        }
+    }
+
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    match Checked.deserialize(&mut deserializer).and_then(|()| deserializer.end()) {
+        Ok(()) => Ok(()),
+        Err(err) if err.is_data() => Err(err.to_string()),
+        // Syntax and premature ends: the typed read says the same with its own wording.
+        Err(_) => Ok(()),
     }
 }
 
@@ -241,4 +322,46 @@ where
     T: Deserialize<'de>,
 {
     T::deserialize(deserializer).map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_json;
+
+    #[test]
+    fn a_key_twice_in_any_object_is_refused() {
+        for body in [
+            r#"{"amount": 1000, "amount": 2000}"#,
+            r#"{"items": [{"product_id": 1, "quantity": 1, "quantity": 2}]}"#,
+            r#"{"a": {"b": 1, "b": 1}}"#,
+            r#"{"amount": 1000, "am\u006funt": 2000}"#,
+        ] {
+            let err = check_json(body.as_bytes()).expect_err(body);
+            assert!(err.contains("appears twice"), "{body}: {err}");
+        }
+        for body in [r#"{"a": 1, "b": {"a": 1}}"#, r#"{"a": [{"k": 1}, {"k": 2}]}"#, "{}"] {
+            assert_eq!(check_json(body.as_bytes()), Ok(()), "{body}");
+        }
+    }
+
+    #[test]
+    fn nul_in_any_string_is_refused_and_an_escaped_backslash_is_not_nul() {
+        for body in [
+            r#"{"name": "a\u0000b"}"#,
+            r#"{"items": [{"name": "\u0000"}]}"#,
+            r#"{"a\u0000": 1}"#,
+            r#"{"list": ["ok", "x\u0000"]}"#,
+        ] {
+            let err = check_json(body.as_bytes()).expect_err(body);
+            assert!(err.contains("NUL"), "{body}: {err}");
+        }
+        assert_eq!(check_json(br#"{"name": "a\\u0000b"}"#), Ok(()));
+    }
+
+    #[test]
+    fn malformed_json_is_left_to_the_typed_read() {
+        for body in ["{", r#"{"a": }"#, r#"{"a": 1} trailing"#] {
+            assert_eq!(check_json(body.as_bytes()), Ok(()), "{body}");
+        }
+    }
 }

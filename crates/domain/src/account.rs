@@ -51,6 +51,7 @@ pub fn parse_email(raw: &str) -> Result<String, Error> {
     if local.is_empty() || !domain_ok {
         return Err(invalid());
     }
+    crate::check_visible(raw, "email")?;
     Ok(raw.to_lowercase())
 }
 
@@ -180,6 +181,11 @@ mod tests {
             "a@.com",
             "a@b.",
             "a@b..com",
+            "nul\u{0}x@example.com",
+            "ali\u{200b}ce@example.com",
+            "kim@exa\u{202e}mple.com",
+            "\u{feff}kim@example.com",
+            "kim\u{7}@example.com",
         ] {
             assert!(parse_email(bad).is_err(), "{bad:?} should be rejected");
         }

@@ -55,13 +55,47 @@ pub fn parse_email(raw: &str) -> Result<String, Error> {
     Ok(raw.to_lowercase())
 }
 
-pub fn check_password(raw: &str) -> Result<(), Error> {
+/// The length rule alone: 8 to 128 characters. The admin password of the environment is held
+/// to it (an operator's choice, checked at start-up); every password a client chooses is held to
+/// [`check_password`].
+pub fn check_password_length(raw: &str) -> Result<(), Error> {
     let len = char_len(raw);
     if (8..=128).contains(&len) {
         Ok(())
     } else {
         Err(Error::validation("password must have 8 to 128 characters"))
     }
+}
+
+/// A password a client chooses (sign-up, password change): 8 to 128 characters, not one
+/// character repeated, and not among the most common passwords ([`is_common_password`]).
+pub fn check_password(raw: &str) -> Result<(), Error> {
+    check_password_length(raw)?;
+    let mut chars = raw.chars();
+    if let Some(first) = chars.next()
+        && chars.all(|c| c == first)
+    {
+        return Err(Error::validation("password must not be one character repeated"));
+    }
+    if is_common_password(raw) {
+        return Err(Error::validation(
+            "password is among the most common passwords; choose another",
+        ));
+    }
+    Ok(())
+}
+
+/// Whether `raw`, case aside, is on the embedded list of the most common passwords (11,611 of 8
+/// characters or more, from zxcvbn's list of the 30,000 most common; see the file's header).
+pub fn is_common_password(raw: &str) -> bool {
+    static LIST: std::sync::OnceLock<std::collections::HashSet<&'static str>> = std::sync::OnceLock::new();
+    let list = LIST.get_or_init(|| {
+        include_str!("common_passwords.txt")
+            .lines()
+            .filter(|line| !line.is_empty() && !line.starts_with('#'))
+            .collect()
+    });
+    list.contains(raw.to_lowercase().as_str())
 }
 
 pub fn parse_user_name(raw: &str) -> Result<String, Error> {
@@ -198,9 +232,52 @@ mod tests {
     #[test]
     fn password_length_counts_characters() {
         assert!(check_password("1234567").is_err());
-        assert!(check_password("12345678").is_ok());
-        assert!(check_password(&"가".repeat(128)).is_ok());
-        assert!(check_password(&"가".repeat(129)).is_err());
+        assert!(check_password("1234567x").is_ok());
+        assert!(check_password(&"가나".repeat(64)).is_ok());
+        assert!(check_password(&format!("{}다", "가나".repeat(64))).is_err());
+    }
+
+    #[test]
+    fn common_and_repeated_passwords_are_refused() {
+        for bad in [
+            "password123",
+            "Password123",
+            "PASSWORD",
+            "12345678",
+            "qwertyuiop",
+            "iloveyou",
+            "aaaaaaaa",
+            "        ",
+            "가가가가가가가가",
+        ] {
+            assert!(check_password(bad).is_err(), "{bad:?} should be refused");
+        }
+        for good in [
+            "user-password-1234",
+            "correct horse battery",
+            "password-1234",
+            "aaaaaaab",
+            "가나다라마바사아",
+        ] {
+            assert!(check_password(good).is_ok(), "{good:?} should be accepted");
+        }
+        // The operator's admin password is held to the length alone.
+        assert!(check_password_length("password123").is_ok());
+        assert!(check_password_length("1234567").is_err());
+    }
+
+    #[test]
+    fn the_embedded_list_holds_at_least_ten_thousand_passwords_within_the_length_rule() {
+        let entries: Vec<&str> = include_str!("common_passwords.txt")
+            .lines()
+            .filter(|line| !line.is_empty() && !line.starts_with('#'))
+            .collect();
+        assert!(entries.len() >= 10_000, "{} entries", entries.len());
+        for entry in &entries {
+            assert!(check_password_length(entry).is_ok(), "{entry:?}");
+            assert!(is_common_password(entry));
+            assert_eq!(*entry, entry.to_lowercase());
+        }
     }
 
     #[test]

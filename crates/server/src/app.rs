@@ -9,7 +9,7 @@ use anyhow::Context;
 use axum::Router;
 use ecommerce_api::AppState;
 use ecommerce_domain::Timestamp;
-use ecommerce_domain::account::{self, NewUser, Role, check_password, parse_email};
+use ecommerce_domain::account::{self, NewUser, Role, check_password_length, parse_email};
 use ecommerce_domain::store::{Store, Tx};
 use ecommerce_store::{Engine, PgStore, SqliteStore};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -133,7 +133,7 @@ async fn ensure_admin<S: Store>(store: &S, config: &Config) -> anyhow::Result<()
         }
     };
     let email = parse_email(&email).map_err(|e| anyhow::anyhow!("ECOMMERCE_ADMIN_EMAIL: {e}"))?;
-    check_password(&password).map_err(|e| anyhow::anyhow!("ECOMMERCE_ADMIN_PASSWORD: {e}"))?;
+    check_password_length(&password).map_err(|e| anyhow::anyhow!("ECOMMERCE_ADMIN_PASSWORD: {e}"))?;
     let password_hash = ecommerce_api::auth::hash_password(password.clone())
         .await
         .map_err(|e| anyhow::anyhow!("cannot hash the admin password: {}", e.detail))?;

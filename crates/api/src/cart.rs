@@ -91,6 +91,7 @@ pub async fn get_cart<S: Store>(State(app): State<AppState<S>>, scope: UserScope
 ///
 /// Adds the product at the end of the cart, or sets its quantity when it is there. The quantity
 /// may exceed the stock (the cart shows `stock`); a product that is not on sale cannot be added.
+/// A cart holds at most 50 products (an order's most lines): a 51st is `409 CART_FULL`.
 #[utoipa::path(put, path = "/api/v1/users/{user_id}/cart/items/{product_id}", tag = "cart",
     request_body(content = PutCartItemRequest, example = json!({"quantity": 2})),
     params(("user_id" = i64, Path, description = "User id: the caller's own, or any with an admin token"), ("product_id" = i64, Path, description = "Product id")),
@@ -98,7 +99,7 @@ pub async fn get_cart<S: Store>(State(app): State<AppState<S>>, scope: UserScope
     responses(
         (status = 200, description = "Quantity set; the whole cart", body = CartResponse, example = cart_example),
         (status = 404, description = "PRODUCT_NOT_FOUND"),
-        (status = 409, description = "PRODUCT_NOT_ON_SALE"),
+        (status = 409, description = "PRODUCT_NOT_ON_SALE, CART_FULL"),
     ))]
 pub async fn put_cart_item<S: Store>(
     State(app): State<AppState<S>>,

@@ -9,7 +9,7 @@ use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use ecommerce_domain::UserId;
-use ecommerce_domain::account::{Actor, Addressed};
+use ecommerce_domain::account::{Actor, Addressed, TokenClaims};
 use ecommerce_domain::paging::Page;
 use ecommerce_domain::store::Store;
 use serde::Deserialize;
@@ -198,7 +198,31 @@ impl PathParams {
     }
 }
 
-/// The caller, from `Authorization: Bearer <token>`.
+/// The caller's token, from `Authorization: Bearer <token>`: well signed, unexpired, and still
+/// standing for its account (which exists, has the token's role, has not changed its password
+/// since, and has not logged the token out; see [`crate::auth::TokenCheck`]).
+#[derive(Debug, Clone)]
+pub struct Session(pub TokenClaims);
+
+impl<S: Store> FromRequestParts<AppState<S>> for Session {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState<S>) -> Result<Self> {
+        if let Some(session) = parts.extensions.get::<Session>() {
+            return Ok(session.clone());
+        }
+        let token = bearer_token(&parts.headers).ok_or_else(ApiError::unauthorized)?;
+        let claims = state.auth.verify(token).ok_or_else(ApiError::invalid_token)?;
+        if !state.tokens.admits(&state.store, &claims).await? {
+            return Err(ApiError::invalid_token());
+        }
+        let session = Session(claims);
+        parts.extensions.insert(session.clone());
+        Ok(session)
+    }
+}
+
+/// The caller, from `Authorization: Bearer <token>` (a [`Session`]).
 #[derive(Debug, Clone, Copy)]
 pub struct Auth(pub Actor);
 
@@ -206,8 +230,8 @@ impl<S: Store> FromRequestParts<AppState<S>> for Auth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState<S>) -> Result<Self> {
-        let token = bearer_token(&parts.headers).ok_or_else(ApiError::unauthorized)?;
-        state.auth.verify(token).map(Auth).ok_or_else(ApiError::invalid_token)
+        let Session(claims) = Session::from_request_parts(parts, state).await?;
+        Ok(Auth(claims.actor()))
     }
 }
 

@@ -19,12 +19,55 @@ pub struct User {
     pub role: Role,
 }
 
-/// What login needs to check a password.
+/// What login needs to check a password, and what its token carries.
 #[derive(Debug, Clone)]
 pub struct Credentials {
     pub user_id: UserId,
     pub password_hash: String,
     pub role: Role,
+    /// Bumped by every password change; a token issued under an older version is refused.
+    pub token_version: i64,
+}
+
+/// What decides whether a well-signed token of an account is still good: the account exists, its
+/// role is the token's, its token version is the token's, and the token's id was not logged out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenState {
+    pub role: Role,
+    pub token_version: i64,
+    /// Ids (`jti`) of the account's logged-out tokens that have not expired yet.
+    pub revoked: Vec<String>,
+}
+
+/// The claims of a well-signed, unexpired token, as [`TokenState::admits`] checks them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenClaims {
+    pub user_id: UserId,
+    pub role: Role,
+    pub token_version: i64,
+    /// The token's id; tokens of older versions of the server have none.
+    pub jti: Option<String>,
+    /// When the token expires (its `exp`).
+    pub expires_at: Timestamp,
+}
+
+impl TokenState {
+    /// Whether a token with these claims still stands for the account.
+    pub fn admits(&self, claims: &TokenClaims) -> bool {
+        self.role == claims.role
+            && self.token_version == claims.token_version
+            && claims.jti.as_ref().is_none_or(|jti| !self.revoked.contains(jti))
+    }
+}
+
+impl TokenClaims {
+    /// Who the token speaks for.
+    pub fn actor(&self) -> Actor {
+        Actor {
+            user_id: self.user_id,
+            is_admin: self.role == Role::Admin,
+        }
+    }
 }
 
 /// A sign-up request after validation; the password is already hashed by the caller.
@@ -156,8 +199,29 @@ pub async fn sign_up(tx: &mut impl Tx, user: &NewUser, now: Timestamp) -> Result
     tx.insert_user(user, now).await?.ok_or(Error::EmailTaken)
 }
 
+/// Logs a token out: its id is refused until it expires. A token with no id (issued by an
+/// older version of the server) logs out every token of the account, as a password change does.
+pub async fn log_out(tx: &mut impl Tx, claims: &TokenClaims) -> Result<(), Error> {
+    match &claims.jti {
+        Some(jti) => tx.revoke_token(jti, claims.user_id, claims.expires_at).await?,
+        None => tx.bump_token_version(claims.user_id).await?,
+    }
+    Ok(())
+}
+
+/// Replaces the password whose hash is `current_hash` (the caller checked the current password
+/// against it) and refuses every token issued before. `INVALID_CREDENTIALS` when the password
+/// changed in between (another change won), `USER_NOT_FOUND` when the account is gone.
+pub async fn change_password(tx: &mut impl Tx, user: UserId, current_hash: &str, new_hash: &str) -> Result<(), Error> {
+    if tx.change_password(user, current_hash, new_hash).await? {
+        Ok(())
+    } else {
+        Err(Error::InvalidCredentials)
+    }
+}
+
 /// Makes sure `admin` can sign in as an admin: creates the account, or gives the existing one
-/// with its email the admin role and this password.
+/// with its email the admin role and this password (and refuses the tokens issued before).
 pub async fn ensure_admin(tx: &mut impl Tx, admin: &NewUser, now: Timestamp) -> Result<UserId, Error> {
     Ok(tx.upsert_admin(admin, now).await?)
 }

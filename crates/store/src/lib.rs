@@ -54,6 +54,7 @@ macro_rules! embedded_migrations {
         embedded_migrations!(@ $engine;
             1, "init", "0001_init.sql";
             2, "idempotency key age", "0002_idempotency_key_age.sql";
+            5, "token hygiene", "0005_token_hygiene.sql";
         )
     };
     (@ $engine:literal; $($version:literal, $description:literal, $file:literal;)+) => {

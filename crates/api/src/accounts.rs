@@ -161,10 +161,8 @@ pub async fn create_token<S: Store>(
     let stored_hash = credentials.as_ref().map(|c| c.password_hash.clone());
     let valid = verify_password(body.password, stored_hash).await?;
     let Some(credentials) = credentials.filter(|_| valid) else {
-        attempt.failed();
-        return Err(Error::InvalidCredentials.into());
+        return Err(attempt.failed());
     };
-    attempt.succeeded();
     let access_token = app.auth.issue(&credentials, Timestamp::now())?;
     Ok(axum::Json(TokenResponse {
         access_token,

@@ -207,9 +207,8 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
     }
 
     /// Counts one request of `key` at `now`, or says how long to wait when the key is over the
-    /// limit (a refused request is not counted). `Ok(Some(stamp))` for a window rule: the
-    /// instant counted, which [`Limiter::uncount`] takes back.
-    pub fn acquire(&self, key: &K, now: Instant) -> Result<Option<Instant>, RetryAfter> {
+    /// limit (a refused request is not counted).
+    pub fn acquire(&self, key: &K, now: Instant) -> Result<(), RetryAfter> {
         let mut keys = self.keys.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if now.saturating_duration_since(keys.last_sweep) >= SWEEP_EVERY {
             self.sweep(&mut keys, now);
@@ -222,7 +221,7 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
             }
             if keys.entries.len() >= self.max_keys {
                 // Full of live keys: let this one through uncounted rather than refuse it.
-                return Ok(None);
+                return Ok(());
             }
             let fresh = match self.rule {
                 Rule::Window { limit, .. } => Entry::Log(VecDeque::with_capacity(limit.min(64) as usize)),
@@ -231,7 +230,7 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
             keys.entries.insert(key.clone(), fresh);
         }
         let Some(entry) = keys.entries.get_mut(key) else {
-            return Ok(None);
+            return Ok(());
         };
         match (entry, self.rule) {
             (Entry::Log(stamps), Rule::Window { limit, period }) => {
@@ -243,7 +242,7 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
                 }
                 if stamps.len() < limit as usize {
                     stamps.push_back(now);
-                    Ok(Some(now))
+                    Ok(())
                 } else {
                     let oldest = stamps.front().copied().unwrap_or(now);
                     Err(RetryAfter::from_wait(
@@ -256,7 +255,7 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
                 *at = now.max(*at);
                 if refilled >= 1.0 {
                     *tokens = refilled - 1.0;
-                    Ok(None)
+                    Ok(())
                 } else {
                     *tokens = refilled;
                     Err(RetryAfter::from_wait(Duration::from_secs_f64(
@@ -264,17 +263,37 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
                     )))
                 }
             }
-            _ => Ok(None),
+            _ => Ok(()),
         }
     }
 
-    /// Takes back one request counted at `stamp` (a login that turned out not to fail).
-    pub fn uncount(&self, key: &K, stamp: Instant) {
-        let mut keys = self.keys.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(Entry::Log(stamps)) = keys.entries.get_mut(key)
-            && let Some(position) = stamps.iter().rposition(|s| *s == stamp)
-        {
-            stamps.remove(position);
+    /// Whether [`Limiter::acquire`] would refuse `key` at `now`, without counting anything.
+    pub fn peek(&self, key: &K, now: Instant) -> Result<(), RetryAfter> {
+        let keys = self.keys.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        match (keys.entries.get(key), self.rule) {
+            (Some(Entry::Log(stamps)), Rule::Window { limit, period }) => {
+                let live: Vec<&Instant> = stamps
+                    .iter()
+                    .filter(|stamp| now.saturating_duration_since(**stamp) < period)
+                    .collect();
+                match live.first() {
+                    Some(oldest) if live.len() >= limit as usize => Err(RetryAfter::from_wait(
+                        period.saturating_sub(now.saturating_duration_since(**oldest)),
+                    )),
+                    _ => Ok(()),
+                }
+            }
+            (Some(Entry::Bucket { tokens, at }), Rule::Bucket { per_second, burst }) => {
+                let refilled = (tokens + now.saturating_duration_since(*at).as_secs_f64() * per_second).min(burst);
+                if refilled >= 1.0 {
+                    Ok(())
+                } else {
+                    Err(RetryAfter::from_wait(Duration::from_secs_f64(
+                        (1.0 - refilled) / per_second,
+                    )))
+                }
+            }
+            _ => Ok(()),
         }
     }
 
@@ -340,46 +359,35 @@ impl RateLimits {
         }
     }
 
-    /// Counts a login attempt for `email` from `client` as failed until
-    /// [`LoginAttempt::succeeded`] says otherwise; `429` when the failures are used up.
+    /// Refuses a login for `email` from `client` (`429`) once [`FAILED_LOGINS`] failed within
+    /// [`FAILED_LOGIN_WINDOW`], before any password is checked. Counts nothing: a login that
+    /// turns out wrong is counted by [`LoginAttempt::failed`].
     pub fn login_attempt(&self, email: &str, client: IpAddr) -> Result<LoginAttempt<'_>, ApiError> {
         let key = (self.email_hasher.hash_one(email.to_lowercase()), client);
-        match self.failed_logins.acquire(&key, Instant::now()) {
-            Ok(stamp) => Ok(LoginAttempt {
-                limits: self,
-                key,
-                stamp,
-            }),
-            Err(retry) => Err(rate_limited(
-                retry,
-                "too many failed logins for this email from this address",
-            )),
+        match self.failed_logins.peek(&key, Instant::now()) {
+            Ok(()) => Ok(LoginAttempt { limits: self, key }),
+            Err(retry) => Err(too_many_failed_logins(retry)),
         }
     }
 }
 
-/// A login attempt counted as a failure; [`LoginAttempt::succeeded`] (or dropping it without
-/// [`LoginAttempt::failed`], when the attempt could not be judged) takes it back.
+fn too_many_failed_logins(retry: RetryAfter) -> ApiError {
+    rate_limited(retry, "too many failed logins for this email from this address")
+}
+
+/// A login attempt let through by the throttle; successful logins are never counted.
 pub struct LoginAttempt<'a> {
     limits: &'a RateLimits,
     key: (u64, IpAddr),
-    stamp: Option<Instant>,
 }
 
 impl LoginAttempt<'_> {
-    /// The password was wrong: the attempt stays counted.
-    pub fn failed(mut self) {
-        self.stamp = None;
-    }
-
-    /// The password was right: the attempt does not count.
-    pub fn succeeded(self) {}
-}
-
-impl Drop for LoginAttempt<'_> {
-    fn drop(&mut self) {
-        if let Some(stamp) = self.stamp.take() {
-            self.limits.failed_logins.uncount(&self.key, stamp);
+    /// The password was wrong: counts the failure. It answers `401`, or `429` when concurrent
+    /// failures used up the allowance meanwhile, so that at most [`FAILED_LOGINS`] answer `401`.
+    pub fn failed(self) -> ApiError {
+        match self.limits.failed_logins.acquire(&self.key, Instant::now()) {
+            Ok(_) => Error::InvalidCredentials.into(),
+            Err(retry) => too_many_failed_logins(retry),
         }
     }
 }
@@ -501,24 +509,6 @@ mod tests {
     }
 
     #[test]
-    fn an_uncounted_stamp_frees_its_place() {
-        let limiter = Limiter::new(
-            Rule::Window {
-                limit: 2,
-                period: Duration::from_secs(600),
-            },
-            10,
-        );
-        let now = Instant::now();
-        let first = limiter.acquire(&"k", now).expect("free").expect("a stamp");
-        limiter.acquire(&"k", now).expect("free");
-        assert!(limiter.acquire(&"k", now).is_err());
-        limiter.uncount(&"k", first);
-        assert!(limiter.acquire(&"k", now).is_ok());
-        assert!(limiter.acquire(&"k", now).is_err());
-    }
-
-    #[test]
     fn a_bucket_allows_its_burst_then_its_rate() {
         let limiter = Limiter::new(
             Rule::Bucket {
@@ -569,13 +559,14 @@ mod tests {
         }
         assert_eq!(limiter.tracked_keys(), 100);
         // Full of live keys: a new key passes uncounted, and is not tracked.
-        assert_eq!(limiter.acquire(&1_000, start), Ok(None));
-        assert_eq!(limiter.acquire(&1_000, start), Ok(None));
+        assert_eq!(limiter.acquire(&1_000, start), Ok(()));
+        assert_eq!(limiter.acquire(&1_000, start), Ok(()));
         assert_eq!(limiter.tracked_keys(), 100);
         // Once the old keys hold nothing, they make room.
         let later = start + Duration::from_secs(2);
-        assert!(limiter.acquire(&1_000, later).expect("room").is_some());
+        assert_eq!(limiter.acquire(&1_000, later), Ok(()));
         assert_eq!(limiter.tracked_keys(), 1);
+        assert!(limiter.acquire(&1_000, later).is_err(), "counted now");
         // And the periodic sweep forgets idle keys without any new key.
         let much_later = later + SWEEP_EVERY + Duration::from_secs(1);
         assert!(limiter.acquire(&1_000, much_later).is_ok());
@@ -645,33 +636,59 @@ mod tests {
     }
 
     #[test]
-    fn failed_logins_are_counted_per_email_and_address_and_successes_are_taken_back() {
+    fn failed_logins_are_counted_per_email_and_address_and_successes_are_not() {
         let limits = RateLimits::new(&RateLimitConfig::default());
         let home = ip("203.0.113.1");
         let office = ip("203.0.113.2");
-        for _ in 0..FAILED_LOGINS {
-            limits
-                .login_attempt("kim@example.com", home)
-                .expect("not throttled yet")
-                .failed();
-        }
-        let refused = limits.login_attempt("KIM@example.com", home).err().expect("throttled");
-        assert_eq!(refused.status.as_u16(), 429);
-        // Another address, another email: not locked out.
-        limits
-            .login_attempt("kim@example.com", office)
-            .expect("another address")
-            .failed();
-        limits
-            .login_attempt("lee@example.com", home)
-            .expect("another email")
-            .succeeded();
         // Successful attempts never count.
         for _ in 0..3 * FAILED_LOGINS {
             limits
-                .login_attempt("lee@example.com", home)
-                .expect("successes are free")
-                .succeeded();
+                .login_attempt("kim@example.com", home)
+                .expect("successes are free");
         }
+        // Attempts judged at once: only FAILED_LOGINS of them answer 401.
+        let attempts: Vec<_> = (0..FAILED_LOGINS + 2)
+            .map(|_| {
+                limits
+                    .login_attempt("kim@example.com", home)
+                    .expect("not throttled yet")
+            })
+            .collect();
+        let statuses: Vec<u16> = attempts.into_iter().map(|a| a.failed().status.as_u16()).collect();
+        assert_eq!(statuses.iter().filter(|s| **s == 401).count(), FAILED_LOGINS as usize);
+        assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 2);
+        let refused = limits.login_attempt("KIM@example.com", home).err().expect("throttled");
+        assert_eq!(refused.status.as_u16(), 429);
+        assert!(refused.retry_after().is_some_and(|s| s >= 1));
+        // Another address, another email: not locked out.
+        assert_eq!(
+            limits
+                .login_attempt("kim@example.com", office)
+                .expect("another address")
+                .failed()
+                .status
+                .as_u16(),
+            401
+        );
+        limits.login_attempt("lee@example.com", home).expect("another email");
+    }
+
+    #[test]
+    fn peek_counts_nothing() {
+        let limiter = Limiter::new(
+            Rule::Window {
+                limit: 1,
+                period: Duration::from_secs(60),
+            },
+            10,
+        );
+        let now = Instant::now();
+        for _ in 0..5 {
+            assert_eq!(limiter.peek(&1, now), Ok(()));
+        }
+        assert_eq!(limiter.tracked_keys(), 0);
+        limiter.acquire(&1, now).expect("free");
+        assert_eq!(limiter.peek(&1, now + Duration::from_secs(30)), Err(RetryAfter(30)));
+        assert_eq!(limiter.peek(&1, now + Duration::from_secs(60)), Ok(()));
     }
 }

@@ -142,7 +142,7 @@ start_instances() {
   local pids=() files=()
   for i in $(seq 1 "$count"); do
     local base="$OUT/$name-$i"
-    env ECOMMERCE_ADDR=127.0.0.1:0 DATABASE_URL="$url" ECOMMERCE_JWT_SECRET="$JWT_SECRET" \
+    env ECOMMERCE_ADDR=127.0.0.1:0 DATABASE_URL="$url" ECOMMERCE_JWT_SECRET="$JWT_SECRET" ECOMMERCE_RATE_LIMIT_AUTH=0 ECOMMERCE_RATE_LIMIT_USER=0 \
       ECOMMERCE_EVENTS_FILE="$base.events.jsonl" ${POOL:+ECOMMERCE_DB_MAX_CONNECTIONS=$POOL} \
       "$SERVER" >"$base.out" 2>"$base.err" &
     pid=$!

@@ -112,7 +112,8 @@ export interface ClientOptions {
   /** The fetch to use (default: the global one). */
   fetch?: typeof globalThis.fetch;
   /** How many more times a charge or payment is sent, with the same Idempotency-Key, after a
-   * network failure, `503 SERVICE_UNAVAILABLE` or `409 REQUEST_IN_PROGRESS` (default 2). */
+   * network failure, `503 SERVICE_UNAVAILABLE`, `429 RATE_LIMITED` or `409 REQUEST_IN_PROGRESS`
+   * (default 2). */
   retries?: number;
 }
 
@@ -181,6 +182,28 @@ export class EcommerceClient {
     this.#token = token.access_token;
     this.userId = token.user_id;
     return token;
+  }
+
+  /** `POST /api/v1/auth/logout`: revokes the token in use (the server refuses it from then on,
+   * on every instance within a second) and forgets it here. The account's other tokens stay. */
+  async signOut(): Promise<void> {
+    if (this.#token === undefined) {
+      return;
+    }
+    await this.api.POST("/api/v1/auth/logout", {});
+    this.forgetToken();
+  }
+
+  /** `PUT /api/v1/users/{user_id}/password`: every token of the account issued before, this
+   * client's included, is refused from then on; sign in again with the new password. */
+  async changePassword(currentPassword: string, newPassword: string, userId = this.#signedIn()): Promise<void> {
+    await this.api.PUT("/api/v1/users/{user_id}/password", {
+      params: { path: { user_id: userId } },
+      body: { current_password: currentPassword, new_password: newPassword },
+    });
+    if (userId === this.userId) {
+      this.forgetToken();
+    }
   }
 
   /** `GET /api/v1/users/{user_id}`: an account (the signed-in user's by default). */
@@ -280,10 +303,12 @@ export class EcommerceClient {
 }
 
 /** A network failure (fetch rejects with a TypeError), the server or its database briefly away,
- * or the same request still running. */
+ * the same request still running, or a rate limit (retried after its `Retry-After`). */
 function isRetryable(error: unknown): boolean {
   if (error instanceof ApiProblem) {
-    return error.code === "SERVICE_UNAVAILABLE" || error.code === "REQUEST_IN_PROGRESS";
+    return (
+      error.code === "SERVICE_UNAVAILABLE" || error.code === "REQUEST_IN_PROGRESS" || error.code === "RATE_LIMITED"
+    );
   }
   return error instanceof TypeError;
 }

@@ -1,6 +1,7 @@
-//! Sign-up and access tokens.
+//! Sign-up, access tokens, logout and password change.
 
 use axum::extract::State;
+use axum::http::StatusCode;
 use ecommerce_domain::account::{self, NewUser, Role, check_password, parse_email, parse_user_name};
 use ecommerce_domain::store::{Store, Tx};
 use ecommerce_domain::{Error, Timestamp};
@@ -9,11 +10,18 @@ use utoipa::ToSchema;
 
 use crate::auth::{TOKEN_TTL_SECONDS, hash_password, verify_password};
 use crate::error::Result;
-use crate::extract::{Json, UserScope};
+use crate::extract::{Json, Session, UserScope};
 use crate::openapi::operations;
+use crate::rate_limit::ClientAddr;
 use crate::{AppState, Created};
 
-operations!(create_user::<S>, get_user::<S>, create_token::<S>);
+operations!(
+    create_user::<S>,
+    get_user::<S>,
+    create_token::<S>,
+    log_out::<S>,
+    change_password::<S>
+);
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct CreateUserRequest {
@@ -21,7 +29,8 @@ pub struct CreateUserRequest {
     #[schema(example = "kim@example.com")]
     #[schema(max_length = 254)]
     pub email: String,
-    /// 8 to 128 characters.
+    /// 8 to 128 characters, not among the most common passwords (an embedded list of 11,611),
+    /// not one character repeated.
     #[schema(example = "correct horse battery")]
     #[schema(min_length = 8, max_length = 128)]
     pub password: String,
@@ -42,6 +51,18 @@ pub struct UserResponse {
 pub struct TokenRequest {
     pub email: String,
     pub password: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ChangePasswordRequest {
+    /// The password the account has now.
+    #[schema(example = "correct horse battery")]
+    pub current_password: String,
+    /// The new password, held to the sign-up rules: 8 to 128 characters, not among the most
+    /// common passwords, not one character repeated.
+    #[schema(example = "staple battery horse correct")]
+    #[schema(min_length = 8, max_length = 128)]
+    pub new_password: String,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -117,7 +138,9 @@ pub async fn get_user<S: Store>(State(app): State<AppState<S>>, scope: UserScope
 /// Sign in: get an access token
 ///
 /// Answers a bearer token for `Authorization: Bearer <access_token>`, valid for `expires_in`
-/// seconds. A wrong email and a wrong password get the same answer.
+/// seconds. A wrong email and a wrong password get the same answer. Failed logins for one email
+/// from one client address are throttled: 10 within 10 minutes answer `401`, the next ones `429`
+/// (successful logins do not count; other addresses are not affected).
 #[utoipa::path(post, path = "/api/v1/auth/token", tag = "accounts",
     request_body(content = TokenRequest,
         example = json!({"email": "kim@example.com", "password": "correct horse battery"})),
@@ -129,19 +152,78 @@ pub async fn get_user<S: Store>(State(app): State<AppState<S>>, scope: UserScope
     ))]
 pub async fn create_token<S: Store>(
     State(app): State<AppState<S>>,
+    ClientAddr(client): ClientAddr,
     Json(body): Json<TokenRequest>,
 ) -> Result<axum::Json<TokenResponse>> {
-    let credentials = app.store.credentials(&body.email.to_lowercase()).await?;
+    let email = body.email.to_lowercase();
+    let attempt = app.limits.login_attempt(&email, client)?;
+    let credentials = app.store.credentials(&email).await?;
     let stored_hash = credentials.as_ref().map(|c| c.password_hash.clone());
     let valid = verify_password(body.password, stored_hash).await?;
-    let credentials = credentials.filter(|_| valid).ok_or(Error::InvalidCredentials)?;
-    let access_token = app
-        .auth
-        .issue(credentials.user_id, credentials.role, Timestamp::now().millis() / 1000)?;
+    let Some(credentials) = credentials.filter(|_| valid) else {
+        return Err(attempt.failed());
+    };
+    let access_token = app.auth.issue(&credentials, Timestamp::now())?;
     Ok(axum::Json(TokenResponse {
         access_token,
         token_type: "Bearer",
         expires_in: TOKEN_TTL_SECONDS,
         user_id: credentials.user_id.0,
     }))
+}
+
+/// Sign out: revoke this token
+///
+/// The token sent with this request answers `401 UNAUTHORIZED` from then on, on every instance
+/// within a second (at once on this one). The account's other tokens stay valid.
+#[utoipa::path(post, path = "/api/v1/auth/logout", tag = "accounts",
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Signed out: this token is refused from now on"),
+    ))]
+pub async fn log_out<S: Store>(State(app): State<AppState<S>>, Session(claims): Session) -> Result<StatusCode> {
+    let mut tx = app.store.begin().await?;
+    account::log_out(&mut tx, &claims).await?;
+    tx.commit().await?;
+    app.tokens.forget(claims.user_id);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Change the password
+///
+/// Needs the current password. Every token of the account issued before, this request's
+/// included, answers `401` from then on (on every instance within a second): sign in again with
+/// the new password. A wrong `current_password` is `401 INVALID_CREDENTIALS`; the new password
+/// follows the sign-up rules (`400 VALIDATION_FAILED`).
+#[utoipa::path(put, path = "/api/v1/users/{user_id}/password", tag = "accounts",
+    params(("user_id" = i64, Path, description = "User id: the caller's own, or any with an admin token")),
+    request_body(content = ChangePasswordRequest,
+        example = json!({"current_password": "correct horse battery", "new_password": "staple battery horse correct"})),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Password changed; every earlier token is refused from now on"),
+        (status = 401, description = "INVALID_CREDENTIALS"),
+    ))]
+pub async fn change_password<S: Store>(
+    State(app): State<AppState<S>>,
+    scope: UserScope,
+    Json(body): Json<ChangePasswordRequest>,
+) -> Result<StatusCode> {
+    check_password(&body.new_password)?;
+    let credentials = app
+        .store
+        .credentials_of(scope.user_id)
+        .await?
+        .ok_or(Error::UserNotFound)?;
+    let current_hash = credentials.password_hash;
+    let valid = verify_password(body.current_password, Some(current_hash.clone())).await?;
+    if !valid {
+        return Err(Error::InvalidCredentials.into());
+    }
+    let new_hash = hash_password(body.new_password).await?;
+    let mut tx = app.store.begin().await?;
+    account::change_password(&mut tx, scope.user_id, &current_hash, &new_hash).await?;
+    tx.commit().await?;
+    app.tokens.forget(scope.user_id);
+    Ok(StatusCode::NO_CONTENT)
 }

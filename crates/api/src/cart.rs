@@ -99,6 +99,7 @@ pub async fn get_cart<S: Store>(State(app): State<AppState<S>>, scope: UserScope
 /// may exceed the stock (the cart shows `stock`) and `max_per_user`; a product that is not on
 /// sale cannot be added, and an unreleased one does not exist (`PRODUCT_NOT_FOUND`) but for an
 /// admin.
+/// A cart holds at most 50 products (an order's most lines): a 51st is `409 CART_FULL`.
 #[utoipa::path(put, path = "/api/v1/users/{user_id}/cart/items/{product_id}", tag = "cart",
     request_body(content = PutCartItemRequest, example = json!({"quantity": 2})),
     params(("user_id" = i64, Path, description = "User id: the caller's own, or any with an admin token"), ("product_id" = i64, Path, description = "Product id")),
@@ -106,7 +107,7 @@ pub async fn get_cart<S: Store>(State(app): State<AppState<S>>, scope: UserScope
     responses(
         (status = 200, description = "Quantity set; the whole cart", body = CartResponse, example = cart_example),
         (status = 404, description = "PRODUCT_NOT_FOUND"),
-        (status = 409, description = "PRODUCT_NOT_ON_SALE"),
+        (status = 409, description = "PRODUCT_NOT_ON_SALE, CART_FULL"),
     ))]
 pub async fn put_cart_item<S: Store>(
     State(app): State<AppState<S>>,

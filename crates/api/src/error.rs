@@ -17,6 +17,8 @@ pub struct ApiError {
     pub detail: String,
     /// A bearer token was sent and refused: the 401's challenge says `error="invalid_token"`.
     token_refused: bool,
+    /// Whole seconds for `Retry-After`.
+    retry_after: Option<u64>,
 }
 
 /// An RFC 9457 problem document.
@@ -43,7 +45,21 @@ impl ApiError {
             code,
             detail: detail.into(),
             token_refused: false,
+            retry_after: None,
         }
+    }
+
+    /// The same error with another `detail`.
+    pub fn with_detail(self, detail: impl Into<String>) -> Self {
+        Self {
+            detail: detail.into(),
+            ..self
+        }
+    }
+
+    /// The seconds this error's `Retry-After` says, if it has one.
+    pub fn retry_after(&self) -> Option<u64> {
+        self.retry_after
     }
 
     pub fn validation(detail: impl Into<String>) -> Self {
@@ -126,6 +142,15 @@ impl From<Error> for ApiError {
             Error::AlreadyEntered => (S::CONFLICT, "ALREADY_ENTERED"),
             Error::RequestInProgress => (S::CONFLICT, "REQUEST_IN_PROGRESS"),
             Error::IdempotencyKeyReused => (S::UNPROCESSABLE_ENTITY, "IDEMPOTENCY_KEY_REUSED"),
+            Error::RateLimited { retry_after_seconds } => {
+                let seconds = (*retry_after_seconds).max(1);
+                return Self {
+                    retry_after: Some(seconds),
+                    ..Self::new(S::TOO_MANY_REQUESTS, "RATE_LIMITED", err.to_string())
+                };
+            }
+            Error::TooManyPendingOrders(_) => (S::CONFLICT, "TOO_MANY_PENDING_ORDERS"),
+            Error::CartFull(_) => (S::CONFLICT, "CART_FULL"),
             Error::Store(_) => (S::INTERNAL_SERVER_ERROR, "INTERNAL"),
         };
         Self::new(status, code, err.to_string())
@@ -167,6 +192,9 @@ impl IntoResponse for ApiError {
         let mut response = (self.status, body).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(crate::PROBLEM));
+        if let Some(seconds) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             let challenge = if self.token_refused {
                 BEARER_INVALID_TOKEN

@@ -9,7 +9,7 @@ use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use ecommerce_domain::UserId;
-use ecommerce_domain::account::{Actor, Addressed};
+use ecommerce_domain::account::{Actor, Addressed, TokenClaims};
 use ecommerce_domain::paging::Page;
 use ecommerce_domain::store::Store;
 use serde::Deserialize;
@@ -48,10 +48,91 @@ impl<T: DeserializeOwned, St: Send + Sync> FromRequest<St> for Json<T> {
         if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
             return Err(ApiError::validation("the request body must be a JSON object"));
         }
+        check_json(&bytes).map_err(ApiError::validation)?;
         match axum::Json::<T>::from_bytes(&bytes) {
             Ok(axum::Json(value)) => Ok(Json(value)),
             Err(rejection) => Err(ApiError::validation(rejection.body_text())),
         }
+    }
+}
+
+/// What every JSON body must keep before it is read into its type (contract v2, "Text limits"):
+/// no object holds a key twice (parsers disagree on which one wins, so a proxy, a log and this
+/// server could read different requests), and no string, key or value, holds U+0000 (PostgreSQL
+/// cannot store it, and no text field has a use for it). Malformed JSON is left to the typed read,
+/// whose message says where.
+pub(crate) fn check_json(bytes: &[u8]) -> std::result::Result<(), String> {
+    use serde::de::{DeserializeSeed, Deserializer, Error as _, MapAccess, SeqAccess, Visitor};
+
+    /// Walks one JSON value without keeping it.
+    struct Checked;
+
+    impl<'de> DeserializeSeed<'de> for Checked {
+        type Value = ();
+
+        fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> std::result::Result<(), D::Error> {
+            deserializer.deserialize_any(self)
+        }
+    }
+
+    fn check_text<E: serde::de::Error>(text: &str) -> std::result::Result<(), E> {
+        if text.contains('\0') {
+            Err(E::custom("text must not hold the NUL character (\\u0000)"))
+        } else {
+            Ok(())
+        }
+    }
+
+    impl<'de> Visitor<'de> for Checked {
+        type Value = ();
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON value")
+        }
+
+        fn visit_bool<E>(self, _: bool) -> std::result::Result<(), E> {
+            Ok(())
+        }
+        fn visit_i64<E>(self, _: i64) -> std::result::Result<(), E> {
+            Ok(())
+        }
+        fn visit_u64<E>(self, _: u64) -> std::result::Result<(), E> {
+            Ok(())
+        }
+        fn visit_f64<E>(self, _: f64) -> std::result::Result<(), E> {
+            Ok(())
+        }
+        fn visit_unit<E>(self) -> std::result::Result<(), E> {
+            Ok(())
+        }
+        fn visit_str<E: serde::de::Error>(self, text: &str) -> std::result::Result<(), E> {
+            check_text(text)
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<(), A::Error> {
+            while seq.next_element_seed(Checked)?.is_some() {}
+            Ok(())
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<(), A::Error> {
+            let mut keys = std::collections::HashSet::new();
+            while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                check_text::<A::Error>(&key)?;
+                if !keys.insert(key.clone()) {
+                    return Err(A::Error::custom(format!("the key {key:?} appears twice in one object")));
+                }
+                map.next_value_seed(Checked)?;
+            }
+            Ok(())
+        }
+    }
+
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    match Checked.deserialize(&mut deserializer).and_then(|()| deserializer.end()) {
+        Ok(()) => Ok(()),
+        Err(err) if err.is_data() => Err(err.to_string()),
+        // Syntax and premature ends: the typed read says the same with its own wording.
+        Err(_) => Ok(()),
     }
 }
 
@@ -117,7 +198,31 @@ impl PathParams {
     }
 }
 
-/// The caller, from `Authorization: Bearer <token>`.
+/// The caller's token, from `Authorization: Bearer <token>`: well signed, unexpired, and still
+/// standing for its account (which exists, has the token's role, has not changed its password
+/// since, and has not logged the token out; see [`crate::auth::TokenCheck`]).
+#[derive(Debug, Clone)]
+pub struct Session(pub TokenClaims);
+
+impl<S: Store> FromRequestParts<AppState<S>> for Session {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState<S>) -> Result<Self> {
+        if let Some(session) = parts.extensions.get::<Session>() {
+            return Ok(session.clone());
+        }
+        let token = bearer_token(&parts.headers).ok_or_else(ApiError::unauthorized)?;
+        let claims = state.auth.verify(token).ok_or_else(ApiError::invalid_token)?;
+        if !state.tokens.admits(&state.store, &claims).await? {
+            return Err(ApiError::invalid_token());
+        }
+        let session = Session(claims);
+        parts.extensions.insert(session.clone());
+        Ok(session)
+    }
+}
+
+/// The caller, from `Authorization: Bearer <token>` (a [`Session`]).
 #[derive(Debug, Clone, Copy)]
 pub struct Auth(pub Actor);
 
@@ -125,8 +230,8 @@ impl<S: Store> FromRequestParts<AppState<S>> for Auth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState<S>) -> Result<Self> {
-        let token = bearer_token(&parts.headers).ok_or_else(ApiError::unauthorized)?;
-        state.auth.verify(token).map(Auth).ok_or_else(ApiError::invalid_token)
+        let Session(claims) = Session::from_request_parts(parts, state).await?;
+        Ok(Auth(claims.actor()))
     }
 }
 
@@ -146,9 +251,16 @@ impl<S: Store> FromRequestParts<AppState<S>> for MaybeAuth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState<S>) -> Result<Self> {
-        Ok(MaybeAuth(
-            bearer_token(&parts.headers).and_then(|token| state.auth.verify(token)),
-        ))
+        if bearer_token(&parts.headers).is_none() {
+            return Ok(MaybeAuth(None));
+        }
+        // A token that no longer stands for its account (logged out, password changed) counts as
+        // none, like one that does not verify; a store failure is still an error.
+        match Session::from_request_parts(parts, state).await {
+            Ok(Session(claims)) => Ok(MaybeAuth(Some(claims.actor()))),
+            Err(err) if err.status.is_server_error() => Err(err),
+            Err(_) => Ok(MaybeAuth(None)),
+        }
     }
 }
 
@@ -267,4 +379,46 @@ where
     T: Deserialize<'de>,
 {
     T::deserialize(deserializer).map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_json;
+
+    #[test]
+    fn a_key_twice_in_any_object_is_refused() {
+        for body in [
+            r#"{"amount": 1000, "amount": 2000}"#,
+            r#"{"items": [{"product_id": 1, "quantity": 1, "quantity": 2}]}"#,
+            r#"{"a": {"b": 1, "b": 1}}"#,
+            r#"{"amount": 1000, "am\u006funt": 2000}"#,
+        ] {
+            let err = check_json(body.as_bytes()).expect_err(body);
+            assert!(err.contains("appears twice"), "{body}: {err}");
+        }
+        for body in [r#"{"a": 1, "b": {"a": 1}}"#, r#"{"a": [{"k": 1}, {"k": 2}]}"#, "{}"] {
+            assert_eq!(check_json(body.as_bytes()), Ok(()), "{body}");
+        }
+    }
+
+    #[test]
+    fn nul_in_any_string_is_refused_and_an_escaped_backslash_is_not_nul() {
+        for body in [
+            r#"{"name": "a\u0000b"}"#,
+            r#"{"items": [{"name": "\u0000"}]}"#,
+            r#"{"a\u0000": 1}"#,
+            r#"{"list": ["ok", "x\u0000"]}"#,
+        ] {
+            let err = check_json(body.as_bytes()).expect_err(body);
+            assert!(err.contains("NUL"), "{body}: {err}");
+        }
+        assert_eq!(check_json(br#"{"name": "a\\u0000b"}"#), Ok(()));
+    }
+
+    #[test]
+    fn malformed_json_is_left_to_the_typed_read() {
+        for body in ["{", r#"{"a": }"#, r#"{"a": 1} trailing"#] {
+            assert_eq!(check_json(body.as_bytes()), Ok(()), "{body}");
+        }
+    }
 }

@@ -32,6 +32,7 @@ pub mod idempotency;
 mod openapi;
 pub mod ops;
 pub mod orders;
+pub mod rate_limit;
 pub mod wallet;
 
 pub use cors::CorsOrigins;
@@ -72,6 +73,10 @@ pub struct ApiConfig {
     pub request_timeout: Duration,
     /// Origins whose pages may call the API from a browser (`ECOMMERCE_CORS_ORIGINS`).
     pub cors_origins: CorsOrigins,
+    /// The rate limits and the trusted proxies.
+    pub rate_limits: rate_limit::RateLimitConfig,
+    /// How long a token check trusts what it read of an account ([`auth::TOKEN_CHECK_TTL`]).
+    pub token_check_ttl: Duration,
 }
 
 impl Default for ApiConfig {
@@ -81,6 +86,8 @@ impl Default for ApiConfig {
             popular_cache: Duration::from_secs(5),
             request_timeout: Duration::from_secs(30),
             cors_origins: CorsOrigins::None,
+            rate_limits: rate_limit::RateLimitConfig::default(),
+            token_check_ttl: auth::TOKEN_CHECK_TTL,
         }
     }
 }
@@ -96,6 +103,9 @@ pub struct AppContext<S> {
     pub readiness: ops::Readiness,
     /// This instance's counters for the live figures (`GET /api/v1/admin/live`).
     pub live: Arc<admin::LiveCounters>,
+    /// Checks tokens against their account, with a short cache.
+    pub tokens: auth::TokenCheck,
+    pub limits: rate_limit::RateLimits,
 }
 
 /// Shared by every request; cheap to clone.
@@ -120,12 +130,14 @@ impl<S: Store> AppState<S> {
         Self(Arc::new(AppContext {
             store,
             auth: auth::TokenKeys::new(jwt_secret),
-            config,
             metrics,
             popular: catalog::PopularCache::default(),
             coupons: coupons::CouponCache::default(),
             readiness: ops::Readiness::default(),
             live: Arc::default(),
+            tokens: auth::TokenCheck::new(config.token_check_ttl),
+            limits: rate_limit::RateLimits::new(&config.rate_limits),
+            config,
         }))
     }
 }
@@ -151,7 +163,7 @@ pub fn router<S: Store>(state: AppState<S>) -> Router {
     let is_admin: http_cache::AdminCheck = Arc::new(move |headers| {
         extract::bearer_token(headers)
             .and_then(|token| keys.auth.verify(token))
-            .is_some_and(|actor| actor.is_admin)
+            .is_some_and(|claims| claims.role == ecommerce_domain::account::Role::Admin)
     });
     let policy = HttpPolicy {
         timeout: state.config.request_timeout,
@@ -160,6 +172,8 @@ pub fn router<S: Store>(state: AppState<S>) -> Router {
         live: state.live.clone(),
     };
     let api = resource_routes()
+        // Inside CORS (a preflight is never limited), around every resource route.
+        .layer(middleware::from_fn_with_state(state.clone(), rate_limit::enforce::<S>))
         // Not in the OpenAPI document: for the scraper, not for clients.
         .route("/metrics", get(ops::metrics_text::<S>))
         // Not in the OpenAPI document, like the OpenAPI document itself.

@@ -203,7 +203,7 @@ fn build() -> (OpenApi, Vec<String>) {
         ];
         for (method, operation) in operations {
             if let Some(operation) = operation {
-                complete(path, operation, &catalogue, &mut used, &mut issues);
+                complete(&method, path, operation, &catalogue, &mut used, &mut issues);
                 document_caching(&method, path, operation);
             }
         }
@@ -225,6 +225,7 @@ const IF_NONE_MATCH: &str = "If-None-Match";
 const REPLAYED: &str = "Idempotent-Replayed";
 const ETAG: &str = "ETag";
 const WWW_AUTHENTICATE: &str = "WWW-Authenticate";
+const RETRY_AFTER: &str = "Retry-After";
 /// Component names of the `Cache-Control` header, one per value the server sends.
 const CACHE_CONTROL_NO_CACHE: &str = "Cache-Control.no-cache";
 const CACHE_CONTROL_POPULAR: &str = "Cache-Control.popular";
@@ -293,6 +294,18 @@ fn add_http_headers(components: &mut utoipa::openapi::Components) {
                 "Bearer error=\"invalid_token\"",
             ),
         ),
+        (
+            RETRY_AFTER,
+            HeaderBuilder::new()
+                .schema(Some(
+                    ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(1)).build(),
+                ))
+                .description(Some(
+                    "Whole seconds to wait before trying again (at least 1); nothing was done",
+                ))
+                .example(Some(serde_json::Value::from(2)))
+                .build(),
+        ),
     ];
     for (name, header) in headers {
         components.headers.insert(name.into(), header.into());
@@ -359,6 +372,9 @@ fn document_caching(method: &Method, path: &str, operation: &mut Operation) {
                 .headers
                 .insert(WWW_AUTHENTICATE.into(), header_ref(WWW_AUTHENTICATE));
         }
+        if status == "429" {
+            response.headers.insert(RETRY_AFTER.into(), header_ref(RETRY_AFTER));
+        }
     }
 }
 
@@ -366,6 +382,7 @@ fn document_caching(method: &Method, path: &str, operation: &mut Operation) {
 /// with one example per code, documents `X-Request-Id` on every answer, states `security: []`
 /// on public operations and `minimum: 1` on every `*_id` path parameter.
 fn complete(
+    method: &Method,
     path: &str,
     operation: &mut Operation,
     catalogue: &[ApiError],
@@ -410,6 +427,10 @@ fn complete(
         body_is_an_object(body);
     }
     let user_scoped = path.contains("/users/{user_id}");
+    // The limits of [`crate::rate_limit`]: sign-ups and token requests per address, changes
+    // per signed-in user.
+    let rate_limited = (*method == Method::POST && matches!(path, "/api/v1/users" | "/api/v1/auth/token"))
+        || (secured && *method != Method::GET);
 
     // The operation's own codes, in the order written, then the common ones.
     let mut codes: BTreeMap<u16, Vec<&'static str>> = BTreeMap::new();
@@ -444,6 +465,7 @@ fn complete(
         (user_scoped, "USER_NOT_FOUND"),
         (idempotency_key.is_some(), "REQUEST_IN_PROGRESS"),
         (idempotency_key.is_some(), "IDEMPOTENCY_KEY_REUSED"),
+        (rate_limited, "RATE_LIMITED"),
         (has_body, "PAYLOAD_TOO_LARGE"),
         (has_body, "UNSUPPORTED_MEDIA_TYPE"),
         (true, "INTERNAL"),
@@ -548,6 +570,9 @@ fn catalogue() -> Vec<ApiError> {
         Error::AlreadyEntered.into(),
         Error::RequestInProgress.into(),
         Error::IdempotencyKeyReused.into(),
+        Error::TooManyPendingOrders(ecommerce_domain::order::MAX_PENDING_ORDERS).into(),
+        Error::CartFull(ecommerce_domain::cart::MAX_CART_LINES).into(),
+        Error::RateLimited { retry_after_seconds: 2 }.into(),
         ApiError::new(
             S::CONFLICT,
             "PURCHASE_LIMIT_EXCEEDED",

@@ -130,6 +130,7 @@ pub struct OrderQuery {
 /// paid, cancelled or expires. The cart is left as it is. An unreleased product does not exist
 /// (`PRODUCT_NOT_FOUND`) but for an admin; errors come as `PRODUCT_NOT_FOUND` →
 /// `PRODUCT_NOT_ON_SALE` → `PURCHASE_LIMIT_EXCEEDED` → `OUT_OF_STOCK`.
+/// A user has at most 100 orders waiting for payment: one more is `409 TOO_MANY_PENDING_ORDERS`.
 #[utoipa::path(post, path = "/api/v1/users/{user_id}/orders", tag = "orders",
     request_body(content = CreateOrderRequest, example = json!({"items": [{"product_id": 7, "quantity": 2}, {"product_id": 8, "quantity": 1}]})),
     params(("user_id" = i64, Path, description = "User id: the caller's own, or any with an admin token")), security(("bearer" = [])),
@@ -139,7 +140,7 @@ pub struct OrderQuery {
             example = pending_order_example),
         (status = 400, description = "CART_EMPTY"),
         (status = 404, description = "PRODUCT_NOT_FOUND"),
-        (status = 409, description = "PRODUCT_NOT_ON_SALE, PURCHASE_LIMIT_EXCEEDED, OUT_OF_STOCK"),
+        (status = 409, description = "PRODUCT_NOT_ON_SALE, PURCHASE_LIMIT_EXCEEDED, OUT_OF_STOCK, TOO_MANY_PENDING_ORDERS"),
     ))]
 pub async fn create_order<S: Store>(
     State(app): State<AppState<S>>,

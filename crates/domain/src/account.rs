@@ -19,12 +19,55 @@ pub struct User {
     pub role: Role,
 }
 
-/// What login needs to check a password.
+/// What login needs to check a password, and what its token carries.
 #[derive(Debug, Clone)]
 pub struct Credentials {
     pub user_id: UserId,
     pub password_hash: String,
     pub role: Role,
+    /// Bumped by every password change; a token issued under an older version is refused.
+    pub token_version: i64,
+}
+
+/// What decides whether a well-signed token of an account is still good: the account exists, its
+/// role is the token's, its token version is the token's, and the token's id was not logged out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenState {
+    pub role: Role,
+    pub token_version: i64,
+    /// Ids (`jti`) of the account's logged-out tokens that have not expired yet.
+    pub revoked: Vec<String>,
+}
+
+/// The claims of a well-signed, unexpired token, as [`TokenState::admits`] checks them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenClaims {
+    pub user_id: UserId,
+    pub role: Role,
+    pub token_version: i64,
+    /// The token's id; tokens of older versions of the server have none.
+    pub jti: Option<String>,
+    /// When the token expires (its `exp`).
+    pub expires_at: Timestamp,
+}
+
+impl TokenState {
+    /// Whether a token with these claims still stands for the account.
+    pub fn admits(&self, claims: &TokenClaims) -> bool {
+        self.role == claims.role
+            && self.token_version == claims.token_version
+            && claims.jti.as_ref().is_none_or(|jti| !self.revoked.contains(jti))
+    }
+}
+
+impl TokenClaims {
+    /// Who the token speaks for.
+    pub fn actor(&self) -> Actor {
+        Actor {
+            user_id: self.user_id,
+            is_admin: self.role == Role::Admin,
+        }
+    }
 }
 
 /// A sign-up request after validation; the password is already hashed by the caller.
@@ -51,16 +94,51 @@ pub fn parse_email(raw: &str) -> Result<String, Error> {
     if local.is_empty() || !domain_ok {
         return Err(invalid());
     }
+    crate::check_visible(raw, "email")?;
     Ok(raw.to_lowercase())
 }
 
-pub fn check_password(raw: &str) -> Result<(), Error> {
+/// The length rule alone: 8 to 128 characters. The admin password of the environment is held
+/// to it (an operator's choice, checked at start-up); every password a client chooses is held to
+/// [`check_password`].
+pub fn check_password_length(raw: &str) -> Result<(), Error> {
     let len = char_len(raw);
     if (8..=128).contains(&len) {
         Ok(())
     } else {
         Err(Error::validation("password must have 8 to 128 characters"))
     }
+}
+
+/// A password a client chooses (sign-up, password change): 8 to 128 characters, not one
+/// character repeated, and not among the most common passwords ([`is_common_password`]).
+pub fn check_password(raw: &str) -> Result<(), Error> {
+    check_password_length(raw)?;
+    let mut chars = raw.chars();
+    if let Some(first) = chars.next()
+        && chars.all(|c| c == first)
+    {
+        return Err(Error::validation("password must not be one character repeated"));
+    }
+    if is_common_password(raw) {
+        return Err(Error::validation(
+            "password is among the most common passwords; choose another",
+        ));
+    }
+    Ok(())
+}
+
+/// Whether `raw`, case aside, is on the embedded list of the most common passwords (11,611 of 8
+/// characters or more, from zxcvbn's list of the 30,000 most common; see the file's header).
+pub fn is_common_password(raw: &str) -> bool {
+    static LIST: std::sync::OnceLock<std::collections::HashSet<&'static str>> = std::sync::OnceLock::new();
+    let list = LIST.get_or_init(|| {
+        include_str!("common_passwords.txt")
+            .lines()
+            .filter(|line| !line.is_empty() && !line.starts_with('#'))
+            .collect()
+    });
+    list.contains(raw.to_lowercase().as_str())
 }
 
 pub fn parse_user_name(raw: &str) -> Result<String, Error> {
@@ -121,8 +199,29 @@ pub async fn sign_up(tx: &mut impl Tx, user: &NewUser, now: Timestamp) -> Result
     tx.insert_user(user, now).await?.ok_or(Error::EmailTaken)
 }
 
+/// Logs a token out: its id is refused until it expires. A token with no id (issued by an
+/// older version of the server) logs out every token of the account, as a password change does.
+pub async fn log_out(tx: &mut impl Tx, claims: &TokenClaims) -> Result<(), Error> {
+    match &claims.jti {
+        Some(jti) => tx.revoke_token(jti, claims.user_id, claims.expires_at).await?,
+        None => tx.bump_token_version(claims.user_id).await?,
+    }
+    Ok(())
+}
+
+/// Replaces the password whose hash is `current_hash` (the caller checked the current password
+/// against it) and refuses every token issued before. `INVALID_CREDENTIALS` when the password
+/// changed in between (another change won), `USER_NOT_FOUND` when the account is gone.
+pub async fn change_password(tx: &mut impl Tx, user: UserId, current_hash: &str, new_hash: &str) -> Result<(), Error> {
+    if tx.change_password(user, current_hash, new_hash).await? {
+        Ok(())
+    } else {
+        Err(Error::InvalidCredentials)
+    }
+}
+
 /// Makes sure `admin` can sign in as an admin: creates the account, or gives the existing one
-/// with its email the admin role and this password.
+/// with its email the admin role and this password (and refuses the tokens issued before).
 pub async fn ensure_admin(tx: &mut impl Tx, admin: &NewUser, now: Timestamp) -> Result<UserId, Error> {
     Ok(tx.upsert_admin(admin, now).await?)
 }
@@ -180,6 +279,11 @@ mod tests {
             "a@.com",
             "a@b.",
             "a@b..com",
+            "nul\u{0}x@example.com",
+            "ali\u{200b}ce@example.com",
+            "kim@exa\u{202e}mple.com",
+            "\u{feff}kim@example.com",
+            "kim\u{7}@example.com",
         ] {
             assert!(parse_email(bad).is_err(), "{bad:?} should be rejected");
         }
@@ -192,9 +296,52 @@ mod tests {
     #[test]
     fn password_length_counts_characters() {
         assert!(check_password("1234567").is_err());
-        assert!(check_password("12345678").is_ok());
-        assert!(check_password(&"가".repeat(128)).is_ok());
-        assert!(check_password(&"가".repeat(129)).is_err());
+        assert!(check_password("1234567x").is_ok());
+        assert!(check_password(&"가나".repeat(64)).is_ok());
+        assert!(check_password(&format!("{}다", "가나".repeat(64))).is_err());
+    }
+
+    #[test]
+    fn common_and_repeated_passwords_are_refused() {
+        for bad in [
+            "password123",
+            "Password123",
+            "PASSWORD",
+            "12345678",
+            "qwertyuiop",
+            "iloveyou",
+            "aaaaaaaa",
+            "        ",
+            "가가가가가가가가",
+        ] {
+            assert!(check_password(bad).is_err(), "{bad:?} should be refused");
+        }
+        for good in [
+            "user-password-1234",
+            "correct horse battery",
+            "password-1234",
+            "aaaaaaab",
+            "가나다라마바사아",
+        ] {
+            assert!(check_password(good).is_ok(), "{good:?} should be accepted");
+        }
+        // The operator's admin password is held to the length alone.
+        assert!(check_password_length("password123").is_ok());
+        assert!(check_password_length("1234567").is_err());
+    }
+
+    #[test]
+    fn the_embedded_list_holds_at_least_ten_thousand_passwords_within_the_length_rule() {
+        let entries: Vec<&str> = include_str!("common_passwords.txt")
+            .lines()
+            .filter(|line| !line.is_empty() && !line.starts_with('#'))
+            .collect();
+        assert!(entries.len() >= 10_000, "{} entries", entries.len());
+        for entry in &entries {
+            assert!(check_password_length(entry).is_ok(), "{entry:?}");
+            assert!(is_common_password(entry));
+            assert_eq!(*entry, entry.to_lowercase());
+        }
     }
 
     #[test]

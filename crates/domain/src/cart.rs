@@ -36,6 +36,11 @@ pub fn visible_items(items: Vec<CartItem>, audience: Audience, now: Timestamp) -
         .collect()
 }
 
+/// Products one cart holds at most (audit M6): as many as an order's lines, so that an order
+/// from the cart is capped like a direct one. A new product beyond is `409 CART_FULL`; the
+/// quantity of a product already in the cart can still change.
+pub const MAX_CART_LINES: usize = crate::order::MAX_ORDER_LINES;
+
 /// Sets the quantity of an on-sale product in the addressed user's cart (a new product goes to
 /// the end) and returns the whole cart. An unreleased product is `PRODUCT_NOT_FOUND` for a
 /// caller who is not an admin; the cart is not bound by `max_per_user`.
@@ -52,6 +57,14 @@ pub async fn put_cart_item(
     let found = visible_product(tx.product(product).await?, audience, now)?;
     if found.status != ProductStatus::OnSale {
         return Err(Error::ProductNotOnSale(product));
+    }
+    // The account's lock makes the count and the insert one step for this user.
+    if !tx.lock_account(who.user_id).await? {
+        return Err(Error::UserNotFound);
+    }
+    let items = tx.cart(who.user_id).await?;
+    if items.len() >= MAX_CART_LINES && !items.iter().any(|item| item.product.id == product) {
+        return Err(Error::CartFull(MAX_CART_LINES));
     }
     tx.put_cart_item(who.user_id, product, quantity).await?;
     Ok(visible_items(tx.cart(who.user_id).await?, audience, now))

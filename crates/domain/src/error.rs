@@ -95,6 +95,15 @@ pub enum Error {
     RequestInProgress,
     #[error("this idempotency key was used with another request body")]
     IdempotencyKeyReused,
+    /// Over a rate limit: nothing was done; retry after this many seconds (at least 1).
+    #[error("too many requests; retry in {retry_after_seconds} s")]
+    RateLimited { retry_after_seconds: u64 },
+    /// The user already holds the most pending orders allowed.
+    #[error("too many orders are waiting for payment; pay or cancel one first (at most {0})")]
+    TooManyPendingOrders(usize),
+    /// The cart already holds the most lines allowed.
+    #[error("the cart is full (at most {0} products)")]
+    CartFull(usize),
     #[error(transparent)]
     Store(#[from] StoreError),
 }

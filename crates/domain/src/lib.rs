@@ -54,7 +54,8 @@ pub(crate) fn char_len(s: &str) -> usize {
     s.chars().count()
 }
 
-/// Trims `raw` and checks that it has `1..=max` characters; `what` names the field in errors.
+/// Trims `raw` and checks that it has `1..=max` characters and no invisible character (see
+/// [`is_invisible`]); `what` names the field in errors.
 pub fn parse_name(raw: &str, max: usize, what: &str) -> Result<String, Error> {
     let trimmed = raw.trim();
     let len = char_len(trimmed);
@@ -63,7 +64,30 @@ pub fn parse_name(raw: &str, max: usize, what: &str) -> Result<String, Error> {
             "{what} must have 1 to {max} characters after trimming"
         )));
     }
+    check_visible(trimmed, what)?;
     Ok(trimmed.to_owned())
+}
+
+/// Characters that a name or an email must not hold (contract v2, "Text limits"): control
+/// characters (U+0000–U+001F, U+007F–U+009F), zero-width characters (U+200B–U+200D, U+2060,
+/// U+FEFF) and bidirectional controls (U+202A–U+202E, U+2066–U+2069). They make a name look like
+/// another one, or forge lines where it is shown.
+pub fn is_invisible(c: char) -> bool {
+    matches!(c,
+        '\u{0}'..='\u{1f}' | '\u{7f}'..='\u{9f}'
+        | '\u{200b}'..='\u{200d}' | '\u{2060}' | '\u{feff}'
+        | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// `400 VALIDATION_FAILED` when `text` holds an [`is_invisible`] character.
+pub fn check_visible(text: &str, what: &str) -> Result<(), Error> {
+    match text.chars().find(|c| is_invisible(*c)) {
+        Some(c) => Err(Error::validation(format!(
+            "{what} must not hold control, zero-width or bidirectional characters (found U+{:04X})",
+            u32::from(c)
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// Checks that `value` lies in `range`; `what` names the field in errors.
@@ -168,6 +192,43 @@ mod tests {
     #[test]
     fn order_status_round_trips() {
         round_trips(OrderStatus::ALL, OrderStatus::as_str, OrderStatus::parse);
+    }
+
+    #[test]
+    fn names_refuse_invisible_characters_after_trimming() {
+        use crate::parse_name;
+        for bad in [
+            "a\u{0}b",
+            "a\u{1b}[31mb",
+            "a\nb",
+            "a\u{7f}",
+            "a\u{85}b",
+            "a\u{9f}",
+            "ali\u{200b}ce",
+            "a\u{200d}",
+            "a\u{2060}",
+            "\u{feff}a",
+            "evil\u{202e}gnp.exe",
+            "a\u{202a}",
+            "a\u{2066}b",
+            "a\u{2069}",
+            "\u{200b}\u{200b}",
+        ] {
+            assert!(parse_name(bad, 50, "name").is_err(), "{bad:?} should be refused");
+        }
+        // Trimmed white space (tab and newline too) is no part of the name.
+        assert_eq!(parse_name("\t Kim \n", 50, "name").unwrap(), "Kim");
+        for good in [
+            "Kim Minji",
+            "김민지",
+            "Zoë",
+            "a\u{a0}b",
+            "a\u{200e}b",
+            "a\u{2061}b",
+            "a\u{202f}b",
+        ] {
+            assert!(parse_name(good, 50, "name").is_ok(), "{good:?} should be accepted");
+        }
     }
 
     #[test]

@@ -8,7 +8,7 @@
 
 use std::collections::HashSet;
 
-use crate::account::{Actor, Addressed, require_user, require_user_in};
+use crate::account::{Actor, Addressed, require_user};
 use crate::catalog::{Audience, Product, ProductStatus};
 use crate::coupon::UserCoupon;
 use crate::paging::Page;
@@ -142,6 +142,9 @@ pub struct LineRequest {
 }
 
 pub const MAX_ORDER_LINES: usize = 50;
+/// Orders one user may have waiting for payment at once (audit M6): a new one beyond is
+/// `409 TOO_MANY_PENDING_ORDERS` until one is paid, cancelled or expired.
+pub const MAX_PENDING_ORDERS: usize = 100;
 pub const MAX_LINE_QUANTITY: i64 = 1_000;
 
 /// Checks a direct order: 1..=50 lines, quantity 1..=1000, each product at most once.
@@ -241,7 +244,11 @@ pub async fn create_order(
     now: Timestamp,
     ttl_seconds: i64,
 ) -> Result<Order, Error> {
-    require_user_in(tx, who).await?;
+    // The account's lock makes the count of pending orders and the insert one step for this
+    // user; a missing account is USER_NOT_FOUND, as `require_user_in` would say.
+    if !tx.lock_account(who.user_id).await? {
+        return Err(Error::UserNotFound);
+    }
     let user = who.user_id;
     let audience = Audience::from(who.actor);
     let requested = match source {
@@ -253,6 +260,12 @@ pub async fn create_order(
             let cart = crate::cart::visible_items(tx.cart(user).await?, audience, now);
             if cart.is_empty() {
                 return Err(Error::CartEmpty);
+            }
+            if cart.len() > MAX_ORDER_LINES {
+                return Err(Error::validation(format!(
+                    "an order holds at most {MAX_ORDER_LINES} lines; the cart has {}",
+                    cart.len()
+                )));
             }
             cart.iter()
                 .map(|i| LineRequest {
@@ -276,6 +289,9 @@ pub async fn create_order(
         products.push(product);
     }
     let new_order = NewOrder::new(user, price_lines(&requested, &products, &paid)?, now, ttl_seconds);
+    if tx.pending_order_count(user, now).await? >= MAX_PENDING_ORDERS as i64 {
+        return Err(Error::TooManyPendingOrders(MAX_PENDING_ORDERS));
+    }
     let id = tx.insert_order(&new_order).await?;
     Ok(Order::pending(id, new_order))
 }

@@ -10,7 +10,7 @@
 
 use std::future::Future;
 
-use crate::account::{Credentials, NewUser, User};
+use crate::account::{Credentials, NewUser, TokenState, User};
 use crate::admin::{Account, HourlySales};
 use crate::cart::CartItem;
 use crate::catalog::{NewProduct, Product, ProductPatch, ProductStatus};
@@ -81,6 +81,13 @@ pub trait Store: Clone + Send + Sync + 'static {
 
     fn credentials(&self, email: &str) -> impl Future<Output = StoreResult<Option<Credentials>>> + Send;
     fn user(&self, id: UserId) -> impl Future<Output = StoreResult<Option<User>>> + Send;
+    /// The account's password hash, role and token version, by id.
+    fn credentials_of(&self, id: UserId) -> impl Future<Output = StoreResult<Option<Credentials>>> + Send;
+    /// What a token of the account is checked against, with the ids of its tokens logged out
+    /// and not expired at `now`; `None` when the account does not exist.
+    fn token_state(&self, id: UserId, now: Timestamp) -> impl Future<Output = StoreResult<Option<TokenState>>> + Send;
+    /// Forgets the logged-out tokens that expired before `before`; returns how many.
+    fn purge_revoked_tokens(&self, before: Timestamp) -> impl Future<Output = StoreResult<u64>> + Send;
     fn admin_exists(&self) -> impl Future<Output = StoreResult<bool>> + Send;
 
     fn product(&self, id: ProductId) -> impl Future<Output = StoreResult<Option<Product>>> + Send;
@@ -232,6 +239,29 @@ pub trait Tx: Send {
     /// this password.
     fn upsert_admin(&mut self, user: &NewUser, now: Timestamp) -> impl Future<Output = StoreResult<UserId>> + Send;
     fn user_exists(&mut self, id: UserId) -> impl Future<Output = StoreResult<bool>> + Send;
+    /// Locks the account's row until the transaction ends (a write that changes nothing), so
+    /// that counting what the account holds and adding to it is one step; `false` when there is
+    /// no such account. Taken in the account's place of the lock order.
+    fn lock_account(&mut self, user: UserId) -> impl Future<Output = StoreResult<bool>> + Send;
+    /// The user's orders waiting for payment and not expired at `now`.
+    fn pending_order_count(&mut self, user: UserId, now: Timestamp) -> impl Future<Output = StoreResult<i64>> + Send;
+    /// Refuses the token `jti` of `user` until `expires_at`; logging out twice is no error.
+    fn revoke_token(
+        &mut self,
+        jti: &str,
+        user: UserId,
+        expires_at: Timestamp,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Bumps the account's token version, which refuses every token issued before.
+    fn bump_token_version(&mut self, user: UserId) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Sets the password hash and bumps the token version while the stored hash is still
+    /// `current_hash`; `false` when it is not (or the account does not exist).
+    fn change_password(
+        &mut self,
+        user: UserId,
+        current_hash: &str,
+        new_hash: &str,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
 
     fn insert_product(
         &mut self,

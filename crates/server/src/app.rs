@@ -9,7 +9,7 @@ use anyhow::Context;
 use axum::Router;
 use ecommerce_api::AppState;
 use ecommerce_domain::Timestamp;
-use ecommerce_domain::account::{self, NewUser, Role, check_password, parse_email};
+use ecommerce_domain::account::{self, NewUser, Role, check_password_length, parse_email};
 use ecommerce_domain::store::{Store, Tx};
 use ecommerce_store::{Engine, PgStore, SqliteStore};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -78,15 +78,19 @@ impl App {
     /// Serves until `shutdown` completes, finishing the requests in flight, then stops the jobs.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         tracing::info!(addr = %self.local_addr, "serving; Swagger UI at http://{}/swagger-ui/", self.local_addr);
-        // `into_make_service` hands each connection a clone of the built router; serving the
+        // `into_make_service…` hands each connection a clone of the built router; serving the
         // router itself would rebuild its whole route table for every new connection.
-        axum::serve(self.listener, self.router.into_make_service())
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                tracing::info!("shutting down: finishing requests in flight");
-            })
-            .await
-            .context("the HTTP server failed")?;
+        // With the peer address of each connection: the rate limits key on it.
+        axum::serve(
+            self.listener,
+            self.router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("shutting down: finishing requests in flight");
+        })
+        .await
+        .context("the HTTP server failed")?;
         self.jobs.stop(JOB_GRACE).await;
         Ok(())
     }
@@ -134,7 +138,17 @@ async fn ensure_admin<S: Store>(store: &S, config: &Config) -> anyhow::Result<()
         }
     };
     let email = parse_email(&email).map_err(|e| anyhow::anyhow!("ECOMMERCE_ADMIN_EMAIL: {e}"))?;
-    check_password(&password).map_err(|e| anyhow::anyhow!("ECOMMERCE_ADMIN_PASSWORD: {e}"))?;
+    check_password_length(&password).map_err(|e| anyhow::anyhow!("ECOMMERCE_ADMIN_PASSWORD: {e}"))?;
+    // Already an admin with this password: nothing to change, and its tokens stay valid. A new
+    // password (a rotation) refuses every token issued before it (audit M5).
+    if let Some(existing) = store.credentials(&email).await.context("cannot look for the admin")?
+        && existing.role == Role::Admin
+        && ecommerce_api::auth::verify_password(password.clone(), Some(existing.password_hash))
+            .await
+            .unwrap_or(false)
+    {
+        return Ok(());
+    }
     let password_hash = ecommerce_api::auth::hash_password(password.clone())
         .await
         .map_err(|e| anyhow::anyhow!("cannot hash the admin password: {}", e.detail))?;

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+use ecommerce_api::rate_limit::RateLimitConfig;
 use ecommerce_api::{ApiConfig, CorsOrigins};
 use ecommerce_store::{Engine, PoolOptions};
 
@@ -228,7 +229,6 @@ pub struct Config {
     pub relay_interval_ms: u32,
 
     /// Sign-ups and token requests per client address per minute; 0 turns it off.
-    /// [contract v2: not enforced yet]
     #[arg(
         long,
         env = "ECOMMERCE_RATE_LIMIT_AUTH",
@@ -239,7 +239,6 @@ pub struct Config {
     pub rate_limit_auth: u32,
 
     /// State-changing requests per second per user (bursts of twice that); 0 turns it off.
-    /// [contract v2: not enforced yet]
     #[arg(
         long,
         env = "ECOMMERCE_RATE_LIMIT_USER",
@@ -250,7 +249,6 @@ pub struct Config {
     pub rate_limit_user: u32,
 
     /// Comma-separated addresses or CIDRs of load balancers whose X-Forwarded-For is trusted.
-    /// [contract v2: not used yet]
     #[arg(long, env = "ECOMMERCE_TRUSTED_PROXIES", value_name = "LIST", default_value = "")]
     pub trusted_proxies: TrustedProxies,
 
@@ -313,6 +311,11 @@ impl Config {
             order_ttl_seconds: self.order_ttl_seconds,
             popular_cache: Duration::from_secs(self.popular_cache_seconds.into()),
             cors_origins: self.cors_origins.clone(),
+            rate_limits: RateLimitConfig {
+                auth_per_minute: self.rate_limit_auth,
+                user_per_second: self.rate_limit_user,
+                trusted_proxies: ecommerce_api::rate_limit::TrustedProxies(self.trusted_proxies.0.clone()),
+            },
             ..ApiConfig::default()
         }
     }

@@ -76,11 +76,13 @@ async fn without_cors_origins_no_answer_carries_a_cors_header(app: TestApp) {
 async fn a_preflight_from_an_allowed_origin_is_204_without_a_token_and_before_any_limit(engine: Engine) {
     let app = TestApp::builder(engine)
         .env("ECOMMERCE_CORS_ORIGINS", format!("{SHOP},http://localhost:3000"))
-        .env("ECOMMERCE_RATE_LIMIT_AUTH", 1)
+        // Just enough for the sign-up and the token request below: every limit is used up.
+        .env("ECOMMERCE_RATE_LIMIT_AUTH", 2)
         .env("ECOMMERCE_RATE_LIMIT_USER", 1)
         .spawn()
         .await;
     let user = app.create_user().await;
+    app.token(&user.email, &user.password).await.assert_problem(429, "RATE_LIMITED");
     let charges = format!("/api/v1/users/{}/balance/charges", user.id);
     for (method, path) in [
         ("POST", "/api/v1/auth/token"),

@@ -148,7 +148,13 @@ async fn passwords_must_have_8_to_128_characters_counted_in_unicode_characters(a
         .await
         .assert_problem(400, "VALIDATION_FAILED");
 
-    for password in ["12345678".to_owned(), "가".repeat(8), "가".repeat(128), "x".repeat(128)] {
+    // Contract v2: neither common nor one character repeated (see `abuse.rs`).
+    for password in [
+        "1234567x".to_owned(),
+        "가나".repeat(4),
+        "가나".repeat(64),
+        "xy".repeat(64),
+    ] {
         let email = unique_email();
         app.sign_up(&email, &password, "Kim").await.expect_status(201);
         app.log_in(&email, &password).await;

@@ -56,8 +56,9 @@ macro_rules! embedded_migrations {
             1, "init", "0001_init.sql";
             2, "idempotency key age", "0002_idempotency_key_age.sql";
             3, "drops", "0003_drops.sql";
-            6, "admin list indexes", "0006_admin_list_indexes.sql";
             4, "draws", "0004_draws.sql";
+            5, "token hygiene", "0005_token_hygiene.sql";
+            6, "admin list indexes", "0006_admin_list_indexes.sql";
         )
     };
     (@ $engine:literal; $($version:literal, $description:literal, $file:literal;)+) => {

@@ -9,7 +9,7 @@
 //! which both engines run unchanged. Rows are read by column name into the `*Row` structs below,
 //! each declared next to the column list it reads.
 
-use ecommerce_domain::account::{Credentials, NewUser, Role, User};
+use ecommerce_domain::account::{Credentials, NewUser, Role, TokenState, User};
 use ecommerce_domain::admin::{Account, HourlySales};
 use ecommerce_domain::cart::CartItem;
 use ecommerce_domain::catalog::{MAX_STOCK, NewProduct, Product, ProductPatch, ProductStatus};
@@ -371,6 +371,18 @@ row! {
         id: i64,
         password_hash: String,
         role: String,
+        token_version: i64,
+    }
+}
+
+impl CredentialsRow {
+    fn into_credentials(self) -> StoreResult<Credentials> {
+        Ok(Credentials {
+            user_id: UserId(self.id),
+            password_hash: self.password_hash,
+            role: role_from(&self.role)?,
+            token_version: self.token_version,
+        })
     }
 }
 
@@ -633,19 +645,61 @@ impl Store for EngineStore {
     }
 
     async fn credentials(&self, email: &str) -> StoreResult<Option<Credentials>> {
-        let row = sqlx::query_as::<Db, CredentialsRow>("select id, password_hash, role from account where email = $1")
-            .bind(email)
-            .fetch_optional(self.reader())
+        let row = sqlx::query_as::<Db, CredentialsRow>(
+            "select id, password_hash, role, token_version from account where email = $1",
+        )
+        .bind(email)
+        .fetch_optional(self.reader())
+        .await
+        .map_err(store_err)?;
+        row.map(CredentialsRow::into_credentials).transpose()
+    }
+
+    async fn credentials_of(&self, id: UserId) -> StoreResult<Option<Credentials>> {
+        let row = sqlx::query_as::<Db, CredentialsRow>(
+            "select id, password_hash, role, token_version from account where id = $1",
+        )
+        .bind(id.0)
+        .fetch_optional(self.reader())
+        .await
+        .map_err(store_err)?;
+        row.map(CredentialsRow::into_credentials).transpose()
+    }
+
+    async fn token_state(&self, id: UserId, now: Timestamp) -> StoreResult<Option<TokenState>> {
+        let mut conn = self.conn().await?;
+        let account = sqlx::query_as::<Db, (String, i64)>("select role, token_version from account where id = $1")
+            .bind(id.0)
+            .fetch_optional(&mut *conn)
             .await
             .map_err(store_err)?;
-        row.map(|row| {
-            Ok(Credentials {
-                user_id: UserId(row.id),
-                password_hash: row.password_hash,
-                role: role_from(&row.role)?,
-            })
-        })
-        .transpose()
+        let Some((role, token_version)) = account else {
+            return Ok(None);
+        };
+        let revoked =
+            sqlx::query_scalar::<Db, String>("select jti from revoked_token where user_id = $1 and expires_at > $2")
+                .bind(id.0)
+                .bind(now.millis())
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(store_err)?;
+        Ok(Some(TokenState {
+            role: role_from(&role)?,
+            token_version,
+            revoked,
+        }))
+    }
+
+    async fn purge_revoked_tokens(&self, before: Timestamp) -> StoreResult<u64> {
+        let mut tx = self.write().await?;
+        let purged = sqlx::query("delete from revoked_token where expires_at < $1")
+            .bind(before.millis())
+            .execute(&mut *tx)
+            .await
+            .map_err(store_err)?
+            .rows_affected();
+        tx.commit().await.map_err(store_err)?;
+        Ok(purged)
     }
 
     async fn user(&self, id: UserId) -> StoreResult<Option<User>> {
@@ -1247,7 +1301,8 @@ impl Tx for EngineTx {
     async fn upsert_admin(&mut self, user: &NewUser, now: Timestamp) -> StoreResult<UserId> {
         let id = sqlx::query_scalar::<Db, i64>(
             "insert into account (email, password_hash, name, role, created_at) values ($1, $2, $3, 'ADMIN', $4) \
-             on conflict (email) do update set password_hash = excluded.password_hash, role = 'ADMIN' returning id",
+             on conflict (email) do update set password_hash = excluded.password_hash, role = 'ADMIN', \
+             token_version = account.token_version + 1 returning id",
         )
         .bind(&user.email)
         .bind(&user.password_hash)
@@ -1266,6 +1321,58 @@ impl Tx for EngineTx {
             .await
             .map_err(store_err)?;
         Ok(row.is_some())
+    }
+
+    async fn lock_account(&mut self, user: UserId) -> StoreResult<bool> {
+        let locked = self
+            .execute(sqlx::query("update account set token_version = token_version where id = $1").bind(user.0))
+            .await?;
+        Ok(locked == 1)
+    }
+
+    async fn pending_order_count(&mut self, user: UserId, now: Timestamp) -> StoreResult<i64> {
+        sqlx::query_scalar::<Db, i64>(
+            "select count(*) from purchase_order where user_id = $1 and status = 'PENDING_PAYMENT' and expires_at > $2",
+        )
+        .bind(user.0)
+        .bind(now.millis())
+        .fetch_one(self.conn())
+        .await
+        .map_err(store_err)
+    }
+
+    async fn revoke_token(&mut self, jti: &str, user: UserId, expires_at: Timestamp) -> StoreResult<()> {
+        self.execute(
+            sqlx::query(
+                "insert into revoked_token (jti, user_id, expires_at) values ($1, $2, $3) on conflict (jti) do nothing",
+            )
+            .bind(jti)
+            .bind(user.0)
+            .bind(expires_at.millis()),
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn bump_token_version(&mut self, user: UserId) -> StoreResult<()> {
+        self.execute(sqlx::query("update account set token_version = token_version + 1 where id = $1").bind(user.0))
+            .await
+            .map(drop)
+    }
+
+    async fn change_password(&mut self, user: UserId, current_hash: &str, new_hash: &str) -> StoreResult<bool> {
+        let changed = self
+            .execute(
+                sqlx::query(
+                    "update account set password_hash = $1, token_version = token_version + 1 \
+                     where id = $2 and password_hash = $3",
+                )
+                .bind(new_hash)
+                .bind(user.0)
+                .bind(current_hash),
+            )
+            .await?;
+        Ok(changed == 1)
     }
 
     async fn insert_product(&mut self, product: &NewProduct, now: Timestamp) -> StoreResult<Product> {

@@ -1,5 +1,5 @@
 //! Idempotency keys are kept [`RETENTION_SECONDS`] (the contract promises at least 24 hours),
-//! then forgotten.
+//! then forgotten; logged-out tokens are forgotten once they have expired anyway.
 
 use std::time::Duration;
 
@@ -13,8 +13,10 @@ pub const RETENTION_SECONDS: i64 = 48 * 3_600;
 /// How often old keys are looked for; far below the retention, so none lives much longer.
 pub const EVERY: Duration = Duration::from_secs(60);
 
-/// Forgets the keys older than the retention at `now`; returns how many.
+/// Forgets the keys older than the retention at `now`, and the logged-out tokens that expired
+/// (with a minute of margin for the token check's clock leeway); returns how many keys.
 pub async fn step<S: Store>(store: &S, now: Timestamp) -> Result<u64, StoreError> {
+    store.purge_revoked_tokens(now.plus_seconds(-60)).await?;
     store.purge_idempotency_keys(now.plus_seconds(-RETENTION_SECONDS)).await
 }
 
@@ -22,7 +24,7 @@ pub async fn step<S: Store>(store: &S, now: Timestamp) -> Result<u64, StoreError
 pub async fn run<S: Store>(store: S, mut shutdown: Shutdown) {
     loop {
         if let Err(err) = step(&store, Timestamp::now()).await {
-            tracing::warn!(error = %err, "idempotency key purge failed");
+            tracing::warn!(error = %err, "idempotency key or revoked token purge failed");
         }
         if shutdown.sleep(EVERY).await {
             return;

@@ -17,6 +17,8 @@ pub struct ApiError {
     pub detail: String,
     /// A bearer token was sent and refused: the 401's challenge says `error="invalid_token"`.
     token_refused: bool,
+    /// `Retry-After` in seconds: when the client may try again (every 503 has one).
+    retry_after: Option<u32>,
 }
 
 /// An RFC 9457 problem document.
@@ -43,7 +45,14 @@ impl ApiError {
             code,
             detail: detail.into(),
             token_refused: false,
+            retry_after: None,
         }
+    }
+
+    /// Answers with `Retry-After: seconds` (at least 1).
+    pub fn with_retry_after(mut self, seconds: u32) -> Self {
+        self.retry_after = Some(seconds.max(1));
+        self
     }
 
     pub fn validation(detail: impl Into<String>) -> Self {
@@ -85,8 +94,10 @@ impl ApiError {
         )
     }
 
+    /// `503 SERVICE_UNAVAILABLE` with `Retry-After: 1`: a passing condition (a full queue, a
+    /// database outage or lock), worth retrying, unlike a 500.
     pub fn unavailable(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE", detail)
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE", detail).with_retry_after(1)
     }
 }
 
@@ -168,6 +179,9 @@ impl IntoResponse for ApiError {
                 BEARER
             };
             headers.insert(header::WWW_AUTHENTICATE, challenge);
+        }
+        if let Some(seconds) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }

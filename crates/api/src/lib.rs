@@ -25,6 +25,7 @@ pub mod cors;
 pub mod coupons;
 pub mod error;
 pub mod extract;
+pub mod hashing;
 mod http_cache;
 pub mod idempotency;
 mod openapi;
@@ -70,6 +71,8 @@ pub struct ApiConfig {
     pub request_timeout: Duration,
     /// Origins whose pages may call the API from a browser (`ECOMMERCE_CORS_ORIGINS`).
     pub cors_origins: CorsOrigins,
+    /// The bearer token `/metrics` requires (`ECOMMERCE_METRICS_TOKEN`); `None`: open.
+    pub metrics_token: Option<String>,
 }
 
 impl Default for ApiConfig {
@@ -79,6 +82,7 @@ impl Default for ApiConfig {
             popular_cache: Duration::from_secs(5),
             request_timeout: Duration::from_secs(30),
             cors_origins: CorsOrigins::None,
+            metrics_token: None,
         }
     }
 }
@@ -311,6 +315,36 @@ async fn record_metrics(req: Request, next: Next) -> Response {
     metrics::counter!("http_requests_total", &labels).increment(1);
     metrics::histogram!("http_request_duration_seconds", &labels).record(start.elapsed().as_secs_f64());
     response
+}
+
+/// The HELP text of every metric the HTTP layer and the use cases record; call once the recorder
+/// is installed. Every label's values are bounded: `method` is one of eight, `route` a route
+/// template or `unmatched`, `status` a status this server answers, `reason` an error code.
+pub fn describe_metrics() {
+    use metrics::{Unit, describe_counter, describe_histogram};
+    describe_counter!(
+        "http_requests_total",
+        "HTTP requests answered, by method (unknown ones as OTHER), route template (unmatched for none) and status"
+    );
+    describe_histogram!(
+        "http_request_duration_seconds",
+        Unit::Seconds,
+        "Time from a request's head to its answer, by method, route template and status"
+    );
+    describe_counter!("orders_paid_total", "Orders paid");
+    describe_counter!(
+        "payment_failures_total",
+        "Payments refused, by the error code that refused them"
+    );
+    describe_counter!("coupons_issued_total", "Coupons issued to users");
+    describe_counter!(
+        "password_hash_rejected_total",
+        "Sign-ins and sign-ups answered 503 because the password-hashing queue was full"
+    );
+    describe_counter!(
+        "password_hash_abandoned_total",
+        "Password hashes skipped because their request had gone before a hashing thread reached it"
+    );
 }
 
 /// Sample routes behind the service's layers, for the tests of the HTTP layer.

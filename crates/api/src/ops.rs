@@ -163,7 +163,14 @@ pub async fn asyncapi_document() -> Response {
 }
 
 /// Prometheus text format. Not in the OpenAPI document: it is for the scraper, not for clients.
-pub async fn metrics_text<S: Store>(State(app): State<AppState<S>>) -> Response {
+/// With `ECOMMERCE_METRICS_TOKEN` set, only a request bearing that token is answered (else `401`).
+pub async fn metrics_text<S: Store>(State(app): State<AppState<S>>, headers: axum::http::HeaderMap) -> Response {
+    if let Some(expected) = &app.config.metrics_token {
+        let sent = crate::extract::bearer_token(&headers).unwrap_or_default();
+        if !same_secret(sent.as_bytes(), expected.as_bytes()) {
+            return ApiError::unauthorized().into_response();
+        }
+    }
     match &app.metrics {
         Some(handle) => {
             let mut response = handle.render().into_response();
@@ -175,6 +182,11 @@ pub async fn metrics_text<S: Store>(State(app): State<AppState<S>>) -> Response 
         }
         None => (StatusCode::NOT_FOUND, "metrics are not enabled").into_response(),
     }
+}
+
+/// Compares two secrets in a time that depends only on their lengths.
+fn same_secret(sent: &[u8], expected: &[u8]) -> bool {
+    sent.len() == expected.len() && sent.iter().zip(expected).fold(0u8, |diff, (a, b)| diff | (a ^ b)) == 0
 }
 
 #[cfg(test)]

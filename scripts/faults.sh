@@ -3,8 +3,8 @@
 # the database. Bounded in time; everything it starts is stopped and every database it creates is
 # dropped on exit (trap).
 #
-#   scripts/faults.sh                      # scenarios 1, 2 and 3p (below)
-#   scripts/faults.sh --only 1             # one scenario: 1, 2 or 3p (repeatable)
+#   scripts/faults.sh                      # scenarios 1, 2, 3p, 4, 5 and 6 (below)
+#   scripts/faults.sh --only 1             # one scenario: 1, 2, 3p, 4, 5 or 6 (repeatable)
 #   scripts/faults.sh --with-pg-restart    # also scenario 3 on the machine's shared PostgreSQL
 #
 # 1  coupon rush + SIGKILL: 3 instances on a fresh PostgreSQL database; users charge their balance
@@ -24,10 +24,24 @@
 #    answers 200 and a charge succeeds without restarting the instance.
 # 3  the same against the machine's shared PostgreSQL cluster (pg_ctlcluster stop/start). This
 #    breaks every other user of PostgreSQL on the machine for a few seconds: opt-in only.
+# 4  slowloris (audit H2): one instance on SQLite (header timeout 2 s); 600 sockets, half sending
+#    a request head a byte every 0.5 s, half sending nothing, for 8 s. Checks: /health answers
+#    200 within 100 ms all along; the server closed every one of them; RSS stays under
+#    FAULTS_RSS_MIB during and 2 s after.
+# 5  hashing flood (audit H1): 3000 logins on their own connections, half of them closed right
+#    after sending. Checks: /health within 100 ms all along; the flood gets 401 or 503 only (some
+#    503: the queue is bounded); a login right after it is answered within 2 s (no backlog of
+#    abandoned hashes); RSS under the bound during and after.
+# 6  metrics cardinality (audit H3): 10000 pipelined requests with made-up 40-letter methods and
+#    made-up paths. Checks: /health within 100 ms; /metrics does not grow (under 1.2 x + 4 KiB);
+#    every method label is one of eight; RSS under the bound during and after.
+#    Scenarios 4-6 need no PostgreSQL and run in well under a minute each
+#    (scripts/lib/abuse.py does the attacks, Python 3 stdlib only).
 #
 # Environment: FAULTS_SKIP_BUILD=1 uses the existing ${CARGO_TARGET_DIR:-target}/debug/ecommerce; PGHOST/PGPORT/PGUSER
 # (default 127.0.0.1/5432/postgres) for the shared PostgreSQL; FAULTS_USERS (default 400) and
-# FAULTS_COUPONS (default 250) size the rush.
+# FAULTS_COUPONS (default 250) size the rush; FAULTS_RSS_MIB (default 256) bounds the RSS of
+# the attacked instance in scenarios 4-6.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -35,6 +49,7 @@ ROOT=$PWD
 export PGHOST="${PGHOST:-127.0.0.1}" PGPORT="${PGPORT:-5432}" PGUSER="${PGUSER:-postgres}"
 USERS="${FAULTS_USERS:-400}"
 COUPONS="${FAULTS_COUPONS:-250}"
+RSS_MIB="${FAULTS_RSS_MIB:-256}"
 BIN=${CARGO_TARGET_DIR:-$ROOT/target}/debug/ecommerce
 SECRET="faults-jwt-secret-$$-$RANDOM$RANDOM"
 ADMIN_EMAIL=faults-admin@example.com
@@ -52,7 +67,7 @@ while [[ $# -gt 0 ]]; do
   esac
   shift
 done
-[[ ${#SCENARIOS[@]} -eq 0 ]] && SCENARIOS=(1 2 3p)
+[[ ${#SCENARIOS[@]} -eq 0 ]] && SCENARIOS=(1 2 3p 4 5 6)
 [[ $WITH_SHARED_PG == 1 ]] && SCENARIOS+=(3)
 
 log() { printf '[faults %3ds] %s\n' "$(($(date +%s) - START))" "$*" >&2; }
@@ -574,6 +589,36 @@ scenario_3() {
   check "balances equal history" "$(sql "$db" "select count(*) from account a where balance <> coalesce((select sum(amount) from balance_entry e where e.user_id = a.id), 0)")" 0
 }
 
+# --- scenarios 4, 5, 6: abuse of one instance (audit H1, H2, H3) -----------------------------
+# abuse_check NAME ATTACK [VAR=VALUE...]: one instance on a fresh SQLite file, attacked by
+# scripts/lib/abuse.py; its ok/FAIL lines become checks.
+abuse_check() {
+  local name=$1 attack=$2; shift 2
+  start_instance "$name" DATABASE_URL="sqlite://$WORK/$name.db" ECOMMERCE_RATE_LIMIT_AUTH=0 \
+    ECOMMERCE_RATE_LIMIT_USER=0 "$@"
+  local pid=$INSTANCE_PID out
+  out=$(timeout 120 python3 "$ROOT/scripts/lib/abuse.py" "$attack" "$INSTANCE_URL" "$pid" --rss-mib "$RSS_MIB" 2>&1) || FAILED=1
+  while IFS= read -r line; do log "$line"; done <<<"$out"
+  grep -q '^  FAIL' <<<"$out" && FAILED=1
+  kill -0 "$pid" 2>/dev/null || { log "  FAIL the instance died under the attack"; FAILED=1; }
+  stop_pid "$pid"
+}
+
+scenario_4() {
+  log "scenario 4: slowloris (half-open sockets, slow headers) against one instance"
+  abuse_check s4 slowloris ECOMMERCE_HEADER_TIMEOUT_MS=2000
+}
+
+scenario_5() {
+  log "scenario 5: a flood of logins, half of them abandoned, against one instance"
+  abuse_check s5 hash-flood
+}
+
+scenario_6() {
+  log "scenario 6: made-up methods and paths against /metrics"
+  abuse_check s6 metrics
+}
+
 # --- main ---------------------------------------------------------------------------------------
 pg_isready -q || { echo "PostgreSQL is not running on $PGHOST:$PGPORT" >&2; exit 1; }
 if [[ "${FAULTS_SKIP_BUILD:-0}" != 1 ]]; then
@@ -586,6 +631,9 @@ for s in "${SCENARIOS[@]}"; do
     2) scenario_2 ;;
     3p) scenario_3p ;;
     3) scenario_3 ;;
+    4) scenario_4 ;;
+    5) scenario_5 ;;
+    6) scenario_6 ;;
     *) echo "unknown scenario $s" >&2; exit 2 ;;
   esac
 done

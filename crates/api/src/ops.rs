@@ -288,6 +288,90 @@ mod tests {
         let _ = other.close().await;
     }
 
+    /// A write that meets another process's write lock for longer than SQLite's busy timeout
+    /// is a passing condition: `503` with `Retry-After`, never `500` (audit M4).
+    #[tokio::test]
+    async fn a_write_that_meets_a_held_sqlite_lock_is_answered_503_with_retry_after() {
+        use sqlx::{Connection, Executor};
+        let db = TempDb::new();
+        let store = SqliteStore::connect(&db.url(), PoolOptions::default())
+            .await
+            .expect("a SQLite file");
+        let mut other = sqlx::SqliteConnection::connect(&db.url())
+            .await
+            .expect("another connection");
+        other.execute("BEGIN IMMEDIATE").await.expect("the write lock");
+
+        let request = Request::builder()
+            .method("POST")
+            .uri("/api/v1/users")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(
+                r#"{"email":"locked@example.com","password":"password-1234","name":"Locked"}"#,
+            ))
+            .expect("a valid request");
+        let response = app(&store).oneshot(request).await.expect("the router never fails");
+        let status = response.status();
+        let retry_after = response.headers().get(header::RETRY_AFTER).cloned();
+        let body = to_bytes(response.into_body(), usize::MAX).await.expect("a body");
+        other.execute("ROLLBACK").await.expect("release the lock");
+        let _ = other.close().await;
+        assert_eq!(
+            status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{}",
+            String::from_utf8_lossy(&body)
+        );
+        assert_eq!(retry_after.as_ref().and_then(|v| v.to_str().ok()), Some("1"));
+        assert!(String::from_utf8_lossy(&body).contains(r#""code":"SERVICE_UNAVAILABLE""#));
+    }
+
+    #[tokio::test]
+    async fn metrics_require_the_configured_token() {
+        let db = TempDb::new();
+        let store = SqliteStore::connect(&db.url(), PoolOptions::default())
+            .await
+            .expect("a SQLite file");
+        let config = ApiConfig {
+            metrics_token: Some("scrape-token-0123456789".into()),
+            ..ApiConfig::default()
+        };
+        let app = router(AppState::new(store.clone(), &[7; 32], config, None));
+        let scrape = |token: Option<&'static str>| {
+            let app = app.clone();
+            async move {
+                let mut request = Request::builder().uri("/metrics");
+                if let Some(token) = token {
+                    request = request.header(header::AUTHORIZATION, token);
+                }
+                let response = app
+                    .oneshot(request.body(Body::empty()).expect("a valid request"))
+                    .await
+                    .expect("the router never fails");
+                response.status()
+            }
+        };
+        assert_eq!(scrape(None).await, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            scrape(Some("Bearer wrong-token-0123456789")).await,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            scrape(Some("Bearer scrape-token-012345678")).await,
+            StatusCode::UNAUTHORIZED
+        );
+        // Past the token, this router has no recorder.
+        assert_eq!(
+            scrape(Some("Bearer scrape-token-0123456789")).await,
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            get(&self::app(&store), "/metrics").await.0,
+            StatusCode::NOT_FOUND,
+            "no token configured: open"
+        );
+    }
+
     #[tokio::test]
     async fn a_readiness_verdict_is_reused_for_a_second() {
         let readiness = Readiness::default();

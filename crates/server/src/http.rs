@@ -366,7 +366,92 @@ fn problem_for_hyper_error(buf: &[u8]) -> Option<Vec<u8>> {
 
 #[cfg(test)]
 mod tests {
+    use axum::routing::get;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::sync::{Notify, oneshot};
+
     use super::*;
+
+    async fn read_to_close(stream: &mut TcpStream) -> String {
+        let mut text = String::new();
+        tokio::time::timeout(Duration::from_secs(30), stream.read_to_string(&mut text))
+            .await
+            .expect("closed in time")
+            .expect("read");
+        text
+    }
+
+    /// Handlers get the peer address as `ConnectInfo`; at shutdown the listener closes and the
+    /// request in flight is finished before `serve` returns.
+    #[tokio::test]
+    async fn handlers_see_the_peer_and_shutdown_finishes_the_request_in_flight() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("address");
+        let started = Arc::new(Notify::new());
+        let (release, released) = oneshot::channel::<()>();
+        let released = Arc::new(tokio::sync::Mutex::new(Some(released)));
+        let router = Router::new()
+            .route(
+                "/peer",
+                get(|ConnectInfo(peer): ConnectInfo<SocketAddr>| async move { peer.to_string() }),
+            )
+            .route(
+                "/slow",
+                get({
+                    let started = started.clone();
+                    move || async move {
+                        started.notify_one();
+                        if let Some(released) = released.lock().await.take() {
+                            let _ = released.await;
+                        }
+                        "done"
+                    }
+                }),
+            );
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(serve(listener, router, LIMITS, async move {
+            let _ = stopped.await;
+        }));
+
+        let mut client = TcpStream::connect(address).await.expect("connect");
+        let me = client.local_addr().expect("own address");
+        client
+            .write_all(b"GET /peer HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("send");
+        let answer = read_to_close(&mut client).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.ends_with(&me.to_string()), "{answer} names {me}");
+
+        let mut slow = TcpStream::connect(address).await.expect("connect");
+        slow.write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .expect("send");
+        started.notified().await;
+        stop.send(()).expect("the server runs");
+        // The listener goes away while the request is in flight…
+        let mut refused = false;
+        for _ in 0..500 {
+            if TcpStream::connect(address).await.is_err() {
+                refused = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(refused, "the listener stayed open after shutdown");
+        assert!(!server.is_finished(), "serve waits for the request in flight");
+        // …which is answered, and the connection closed.
+        release.send(()).expect("the handler waits");
+        let answer = read_to_close(&mut slow).await;
+        assert!(
+            answer.starts_with("HTTP/1.1 200") && answer.ends_with("done"),
+            "{answer}"
+        );
+        tokio::time::timeout(Duration::from_secs(30), server)
+            .await
+            .expect("serve returns once every connection is closed")
+            .expect("join");
+    }
 
     const LIMITS: HttpLimits = HttpLimits {
         header_timeout: Duration::from_secs(10),

@@ -34,7 +34,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Notify, Semaphore, watch};
 use tokio::time::Instant;
 
 /// The limits of the HTTP server (`ECOMMERCE_HEADER_TIMEOUT_MS`, `ECOMMERCE_IDLE_TIMEOUT_MS`,
@@ -117,7 +117,10 @@ async fn serve_connection(
     limits: HttpLimits,
     mut stopping: watch::Receiver<bool>,
 ) {
-    let activity = Arc::new(Mutex::new(Activity::new(Instant::now())));
+    let activity = Arc::new(Shared {
+        state: Mutex::new(Activity::new(Instant::now())),
+        changed: Notify::new(),
+    });
     let io = TokioIo::new(Tracked {
         inner: stream,
         activity: activity.clone(),
@@ -144,8 +147,10 @@ async fn serve_connection(
     tokio::pin!(conn);
     let mut closing = false;
     loop {
-        let check_at = lock(&activity).next_check(&limits);
+        let check_at = activity.lock().next_check(&limits);
         tokio::select! {
+            // A deadline may have moved closer (a request answered, a head begun): look again.
+            () = activity.changed.notified() => {}
             result = conn.as_mut() => {
                 if let Err(err) = result {
                     tracing::debug!(error = %err, %peer, "connection ended with an error");
@@ -160,7 +165,7 @@ async fn serve_connection(
             }
             () = tokio::time::sleep_until(check_at) => {
                 let now = Instant::now();
-                let expired = lock(&activity).expired(now, &limits);
+                let expired = activity.lock().expired(now, &limits);
                 match expired {
                     Some(Expired::Head) => {
                         metrics::counter!("http_connections_timed_out_total", "phase" => "header").increment(1);
@@ -169,7 +174,7 @@ async fn serve_connection(
                     Some(Expired::Idle) if !closing => {
                         closing = true;
                         conn.as_mut().graceful_shutdown();
-                        lock(&activity).idle_since = now;
+                        activity.lock().idle_since = now;
                     }
                     Some(Expired::Idle) => {
                         // Asked to close an idle time ago and still open (a client that does
@@ -184,8 +189,17 @@ async fn serve_connection(
     }
 }
 
-fn lock(activity: &Mutex<Activity>) -> std::sync::MutexGuard<'_, Activity> {
-    activity.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+/// A connection's [`Activity`], shared by its socket, its requests and its watcher.
+struct Shared {
+    state: Mutex<Activity>,
+    /// Signalled when a deadline may have moved closer, so that the watcher does not sleep past it.
+    changed: Notify,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Activity> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
 }
 
 /// What a connection is doing, for its timeouts.
@@ -215,10 +229,13 @@ impl Activity {
         }
     }
 
-    fn bytes_read(&mut self, now: Instant) {
-        if self.in_flight == 0 && self.head_since.is_none() {
+    /// Answers whether this started the header clock.
+    fn bytes_read(&mut self, now: Instant) -> bool {
+        let starts = self.in_flight == 0 && self.head_since.is_none();
+        if starts {
             self.head_since = Some(now);
         }
+        starts
     }
 
     fn request_started(&mut self) {
@@ -252,25 +269,26 @@ impl Activity {
 
 /// Counts a request in flight for as long as it lives (dropped with its answer, or with the
 /// request when the connection goes away).
-struct RequestGuard(Arc<Mutex<Activity>>);
+struct RequestGuard(Arc<Shared>);
 
 impl RequestGuard {
-    fn start(activity: Arc<Mutex<Activity>>) -> Self {
-        lock(&activity).request_started();
+    fn start(activity: Arc<Shared>) -> Self {
+        activity.lock().request_started();
         Self(activity)
     }
 }
 
 impl Drop for RequestGuard {
     fn drop(&mut self) {
-        lock(&self.0).request_finished(Instant::now());
+        self.0.lock().request_finished(Instant::now());
+        self.0.changed.notify_one();
     }
 }
 
 /// The socket, seen by hyper: reads mark activity, and hyper's own error answers are rewritten.
 struct Tracked {
     inner: TcpStream,
-    activity: Arc<Mutex<Activity>>,
+    activity: Arc<Shared>,
     /// A rewritten error answer being written: its bytes, how many are written, and the length
     /// of hyper's original (what hyper is told was written).
     rewrite: Option<(Vec<u8>, usize, usize)>,
@@ -282,7 +300,10 @@ impl AsyncRead for Tracked {
         let before = buf.filled().len();
         let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
         if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            lock(&this.activity).bytes_read(Instant::now());
+            let started = this.activity.lock().bytes_read(Instant::now());
+            if started {
+                this.activity.changed.notify_one();
+            }
         }
         polled
     }
@@ -368,7 +389,7 @@ fn problem_for_hyper_error(buf: &[u8]) -> Option<Vec<u8>> {
 mod tests {
     use axum::routing::get;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::sync::{Notify, oneshot};
+    use tokio::sync::oneshot;
 
     use super::*;
 

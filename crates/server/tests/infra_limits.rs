@@ -103,6 +103,7 @@ engine_tests!(
     logins_beyond_the_hashing_queue_are_answered_503_with_retry_after_and_the_queue_recovers,
     a_connection_that_sends_its_head_too_slowly_is_closed,
     an_idle_keep_alive_connection_is_closed,
+    an_idle_keep_alive_connection_outlives_the_header_timeout,
     connections_over_the_limit_are_answered_503_and_closed_and_room_comes_back,
     hypers_own_errors_are_problem_json,
     path_ids_with_a_sign_or_leading_zeros_are_refused,
@@ -182,6 +183,22 @@ async fn an_idle_keep_alive_connection_is_closed(engine: Engine) {
     let answer = get_keep_alive(&mut stream, "/health/live").await;
     assert_eq!(status_of(&answer), 200, "the connection is reused: {answer}");
     assert_eq!(read_until_closed(&mut stream).await, "");
+}
+
+/// Between requests the idle timeout applies, not the header timeout: a proxy's pooled
+/// connection that waits longer than the header timeout for its next request is still served.
+async fn an_idle_keep_alive_connection_outlives_the_header_timeout(engine: Engine) {
+    let app = TestApp::builder(engine)
+        .env("ECOMMERCE_HEADER_TIMEOUT_MS", 200)
+        .env("ECOMMERCE_IDLE_TIMEOUT_MS", 60_000)
+        .spawn()
+        .await;
+    let mut stream = connect(&app).await;
+    assert_eq!(status_of(&get_keep_alive(&mut stream, "/health/live").await), 200);
+    // Idle for five header timeouts.
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let answer = get_keep_alive(&mut stream, "/health/live").await;
+    assert_eq!(status_of(&answer), 200, "{answer}");
 }
 
 /// With room for 2 connections, a third is answered `503` problem+json with `Retry-After` and

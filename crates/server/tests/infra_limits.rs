@@ -108,6 +108,7 @@ engine_tests!(
     hypers_own_errors_are_problem_json,
     path_ids_with_a_sign_or_leading_zeros_are_refused,
     every_metric_has_a_help_text_and_the_metrics_token_is_required,
+    instances_starting_together_on_a_fresh_database_print_one_admin_password_that_works,
 );
 
 /// One hashing thread and one waiting place: of many logins sent at once, those that find the
@@ -326,4 +327,37 @@ async fn every_metric_has_a_help_text_and_the_metrics_token_is_required(engine: 
             "{name} has no HELP text:\n{text}"
         );
     }
+}
+
+/// Without a configured admin, three instances starting at once on a fresh database create one
+/// admin: exactly one of them prints its password (22 letters and digits, 131 bits), and that
+/// password signs in as an admin (audit L1).
+async fn instances_starting_together_on_a_fresh_database_print_one_admin_password_that_works(engine: Engine) {
+    let app = TestApp::builder(engine)
+        .instances(3)
+        .without_env("ECOMMERCE_ADMIN_EMAIL")
+        .without_env("ECOMMERCE_ADMIN_PASSWORD")
+        .spawn()
+        .await;
+    let printed: Vec<String> = (0..3)
+        .flat_map(|index| app.stderr(index).lines().map(str::to_owned).collect::<Vec<_>>())
+        .filter(|line| line.contains("created admin account"))
+        .collect();
+    assert_eq!(printed.len(), 1, "one instance prints the password: {printed:#?}");
+    let password = printed[0]
+        .split(" with password ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("the line names the password")
+        .to_owned();
+    assert_eq!(password.len(), 22, "{password}");
+    assert!(password.chars().all(|c| c.is_ascii_alphanumeric()), "{password}");
+    let admin = app.log_in("admin@ecommerce.local", &password).await;
+    app.post(
+        "/api/v1/admin/products",
+        admin.bearer(),
+        &json!({"name": "Coat", "price": 1_000, "stock": 1}),
+    )
+    .await
+    .expect_status(201);
 }

@@ -224,6 +224,7 @@ const IF_NONE_MATCH: &str = "If-None-Match";
 const REPLAYED: &str = "Idempotent-Replayed";
 const ETAG: &str = "ETag";
 const WWW_AUTHENTICATE: &str = "WWW-Authenticate";
+const RETRY_AFTER: &str = "Retry-After";
 /// Component names of the `Cache-Control` header, one per value the server sends.
 const CACHE_CONTROL_NO_CACHE: &str = "Cache-Control.no-cache";
 const CACHE_CONTROL_POPULAR: &str = "Cache-Control.popular";
@@ -290,6 +291,16 @@ fn add_http_headers(components: &mut utoipa::openapi::Components) {
                 "`Bearer`, with `error=\"invalid_token\"` when the request carried a token that is \
                  malformed, expired or revoked (RFC 6750): sign in again with `POST /api/v1/auth/token`",
                 "Bearer error=\"invalid_token\"",
+            ),
+        ),
+        (
+            RETRY_AFTER,
+            string_header(
+                "Whole seconds (at least 1) to wait before trying again, with the same \
+                 `Idempotency-Key` where one is taken: every `503` carries it (the database is \
+                 unreachable or locked for a moment, the sign-in queue or the connection limit is \
+                 full, or the request took too long)",
+                "1",
             ),
         ),
     ];
@@ -473,10 +484,13 @@ fn complete(
                     .map(|code| (*code, RefOr::Ref(Ref::new(format!("#/components/examples/{code}"))))),
             )
             .build();
-        let response = ResponseBuilder::new()
+        let mut response = ResponseBuilder::new()
             .description(list.join(", "))
             .content(PROBLEM, content)
             .build();
+        if status == 503 {
+            response.headers.insert(RETRY_AFTER.into(), header_ref(RETRY_AFTER));
+        }
         responses.insert(status.to_string(), response.into());
     }
     for response in responses.values_mut() {
@@ -784,6 +798,9 @@ mod tests {
                         status == "401",
                         "{method} {path} {status}"
                     );
+                    if status == "503" {
+                        assert!(headers.get("Retry-After").is_some(), "{method} {path} {status}");
+                    }
                 }
             }
         }

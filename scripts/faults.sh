@@ -21,7 +21,9 @@
 #    distinct order.paid event id per paid order.
 # 3p PostgreSQL restart on a private throwaway cluster (initdb on a free port, so nobody else is
 #    disturbed): while it is stopped /health answers 503; after it is started again /health
-#    answers 200 and a charge succeeds without restarting the instance.
+#    answers 200 and a charge succeeds without restarting the instance. Charges and reads keep
+#    coming all along: none may answer 500 (a connection the database ended is a 503), and
+#    every 503 carries Retry-After.
 # 3  the same against the machine's shared PostgreSQL cluster (pg_ctlcluster stop/start). This
 #    breaks every other user of PostgreSQL on the machine for a few seconds: opt-in only.
 # 4  slowloris (audit H2): one instance on SQLite (header timeout 2 s); 600 sockets, half sending
@@ -522,6 +524,43 @@ pg_restart_check() {
   uid=$(curl -sS --max-time 10 -H 'Content-Type: application/json' -X POST "$base/api/v1/users" \
     -d '{"email":"pg-restart@example.com","password":"password-123","name":"P"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
 
+  # Charges and reads keep coming while the database goes away and comes back (audit M4): a
+  # connection the server ends (57P01 admin shutdown) or a pool timeout must be a 503 with
+  # Retry-After, never a 500.
+  rm -f "$WORK/$name.pound.stop"
+  python3 - "$base" "$token" "$uid" "$WORK/$name.pound.stop" >"$WORK/$name.pound.txt" 2>&1 <<'PY' &
+import http.client, json, os, sys, threading, time
+from urllib.parse import urlparse
+base, token, uid, stop = sys.argv[1:]
+u = urlparse(base)
+seen, lock = {}, threading.Lock()
+def pound(n):
+    i = 0
+    while not os.path.exists(stop):
+        i += 1
+        conn = http.client.HTTPConnection(u.hostname, u.port, timeout=40)
+        h = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        try:
+            if i % 2:
+                h["Idempotency-Key"] = f"pound-{n}-{i}"
+                conn.request("POST", f"/api/v1/users/{uid}/balance/charges", json.dumps({"amount": 1000}), h)
+            else:
+                conn.request("GET", f"/api/v1/users/{uid}/balance", headers=h)
+            r = conn.getresponse(); r.read()
+            key = f"{r.status}" + ("" if r.status != 503 or r.getheader("Retry-After") else "-no-retry-after")
+        except Exception as e:
+            key = type(e).__name__
+        with lock:
+            seen[key] = seen.get(key, 0) + 1
+        conn.close()
+        time.sleep(0.05)
+threads = [threading.Thread(target=pound, args=(n,)) for n in range(4)]
+for t in threads: t.start()
+for t in threads: t.join()
+print(" ".join(f"{k}={v}" for k, v in sorted(seen.items())))
+PY
+  local pound_pid=$!
+  sleep 0.5
   log "  stopping PostgreSQL"
   eval "$stop_cmd"
   local health="" t0=$SECONDS
@@ -550,11 +589,21 @@ pg_restart_check() {
     sleep 0.3
   done
   check "health after PostgreSQL is back (waited $((SECONDS - t0)) s)" "$health" 200
+  touch "$WORK/$name.pound.stop"
+  wait "$pound_pid" 2>/dev/null || true
+  local pounded
+  pounded=$(tail -n 1 "$WORK/$name.pound.txt")
+  log "  answers to charges and reads during the outage: $pounded"
+  check "no 500 during the outage" "$(grep -c '500=' <<<"$pounded" || true)" 0
+  check "every 503 during the outage has Retry-After" "$(grep -c 'no-retry-after' <<<"$pounded" || true)" 0
   check "same instance process (not restarted)" "$(kill -0 "$pid" 2>/dev/null && echo alive || echo dead)" alive
+  local before_charge
+  before_charge=$(curl -s --max-time 5 -H "Authorization: Bearer $token" "$base/api/v1/users/$uid/balance" \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["balance"])')
   check "a charge after recovery" "$(status_of -X POST -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \
     -H 'Idempotency-Key: after-restart' -d '{"amount": 5000}' "$base/api/v1/users/$uid/balance/charges")" 200
   check "balance after recovery" "$(curl -s --max-time 5 -H "Authorization: Bearer $token" "$base/api/v1/users/$uid/balance" \
-    | python3 -c 'import json,sys; print(json.load(sys.stdin)["balance"])')" 5000
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["balance"])')" "$((before_charge + 5000))"
   stop_pid "$pid"
 }
 

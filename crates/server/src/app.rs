@@ -39,6 +39,9 @@ impl App {
     /// makes sure of the signing secret and the admin, and starts the background jobs.
     pub async fn build(config: Config) -> anyhow::Result<App> {
         config.validate()?;
+        if config.max_connections.is_some() {
+            crate::http::warn_if_over_the_file_limit(&config.http());
+        }
         let listener = TcpListener::bind(&config.addr)
             .await
             .with_context(|| format!("cannot listen on {}", config.addr))?;

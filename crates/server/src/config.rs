@@ -321,15 +321,15 @@ pub struct Config {
     pub max_header_bytes: u32,
 
     /// Connections this instance holds open at once; past it, a new connection is answered 503
-    /// with Retry-After and closed at once. Keep it below the process's open-file limit.
+    /// with Retry-After and closed at once. Keep it below the process's open-file limit. Unset:
+    /// 10000, or the open-file limit minus 128 when that is lower.
     #[arg(
         long,
         env = "ECOMMERCE_MAX_CONNECTIONS",
         value_name = "N",
-        default_value_t = MAX_CONNECTIONS_DEFAULT,
         value_parser = clap::value_parser!(u32).range(1..=1_000_000)
     )]
-    pub max_connections: u32,
+    pub max_connections: Option<u32>,
 
     /// Bearer token that GET /metrics requires (`Authorization: Bearer <token>`), at least 16
     /// bytes; unset: /metrics is open (restrict it at the proxy, as deploy/nginx.conf does).
@@ -412,7 +412,10 @@ impl Config {
             header_timeout: Duration::from_millis(self.header_timeout_ms.into()),
             idle_timeout: Duration::from_millis(self.idle_timeout_ms.into()),
             max_header_bytes: self.max_header_bytes as usize,
-            max_connections: self.max_connections as usize,
+            max_connections: match self.max_connections {
+                Some(n) => n as usize,
+                None => crate::http::default_max_connections(MAX_CONNECTIONS_DEFAULT as usize),
+            },
         }
     }
 

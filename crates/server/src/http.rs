@@ -108,6 +108,44 @@ pub async fn serve(
     let _ = connections.acquire_many(capacity as u32).await;
 }
 
+/// Warns when a configured connection cap is not below the process's open-file limit: `accept` would then
+/// fail (and `/health` hang) before the cap refuses anything. Files besides connections: the
+/// database pool, the events file, the runtime's own; 128 is a margin for them.
+pub fn warn_if_over_the_file_limit(limits: &HttpLimits) {
+    let Some(soft) = open_file_limit() else {
+        return;
+    };
+    let needed = limits.max_connections as u64 + 128;
+    if needed > soft {
+        tracing::warn!(
+            max_connections = limits.max_connections,
+            open_file_limit = soft,
+            "ECOMMERCE_MAX_CONNECTIONS is not below the open-file limit (ulimit -n, systemd LimitNOFILE) \
+             minus 128: raise the limit or lower the cap, or connections fail before the cap refuses them"
+        );
+    }
+}
+
+/// The connection cap when none is configured: `preferred`, or the open-file limit minus 128
+/// when that is lower (at least 16).
+pub fn default_max_connections(preferred: usize) -> usize {
+    match open_file_limit() {
+        Some(soft) => preferred.min(soft.saturating_sub(128).max(16) as usize),
+        None => preferred,
+    }
+}
+
+/// The soft `RLIMIT_NOFILE` of this process, from `/proc/self/limits` (Linux).
+fn open_file_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|line| line.starts_with("Max open files"))?;
+    line.trim_start_matches("Max open files")
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// Drives one connection: hyper's HTTP/1.1 state machine, watched for the header and idle
 /// timeouts and for shutdown.
 async fn serve_connection(
@@ -480,6 +518,12 @@ mod tests {
         max_header_bytes: 65_536,
         max_connections: 10,
     };
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_open_file_limit_is_read() {
+        assert!(open_file_limit().is_some_and(|n| n > 0));
+    }
 
     #[test]
     fn the_refusal_is_a_complete_problem_answer() {

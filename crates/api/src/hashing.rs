@@ -6,7 +6,7 @@
 //!   behind thousands of others. A flood of logins costs the server at most that many hashes in
 //!   flight and that many passwords in memory.
 //! - **Cancellable.** A job whose request has gone (the client disconnected, or the request
-//!   timed out: its future was dropped) is skipped when a thread reaches it, and hashes nothing.
+//!   timed out: its future was dropped) leaves the queue at once and hashes nothing.
 //! - **Reused threads.** Hashes always run on the same threads, so their multi-megabyte buffers
 //!   are reused instead of being left behind on every thread of the blocking pool, and at most
 //!   one hash per core runs at a time (more only costs memory and starves other requests).
@@ -50,8 +50,15 @@ impl Default for HashingLimits {
 type Job = Box<dyn FnOnce() + Send>;
 
 /// Hashing threads behind a bounded admission.
+///
+/// Two semaphores: `admission` (threads + queue places) is taken with `try_acquire`, so a full
+/// pool refuses at once; `running` (one per thread) is awaited, which is the queue: a request
+/// that goes away while it waits there leaves it at once (tokio's semaphore forgets a dropped
+/// waiter), giving its place back and leaving no job behind. A job is handed to the threads only
+/// with a `running` permit, so it never waits in the channel.
 pub struct HashingPool {
     admission: Arc<Semaphore>,
+    running: Arc<Semaphore>,
     sender: Mutex<mpsc::Sender<Job>>,
     limits: HashingLimits,
 }
@@ -94,6 +101,7 @@ impl HashingPool {
         };
         Ok(Self {
             admission: Arc::new(Semaphore::new(limits.threads + limits.queue)),
+            running: Arc::new(Semaphore::new(limits.threads)),
             sender: Mutex::new(sender),
             limits,
         })
@@ -111,25 +119,32 @@ impl HashingPool {
 
     /// Runs `job` on a hashing thread and answers its result, or refuses it at once with `503`
     /// and `Retry-After` when the pool is full. When the returned future is dropped before a
-    /// thread reaches the job, the job is not run.
+    /// thread takes the job, the job is not run and its place is free at once.
     pub async fn run<T: Send + 'static>(&self, job: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
-        let permit = match self.admission.clone().try_acquire_owned() {
-            Ok(permit) => permit,
+        let place = match self.admission.clone().try_acquire_owned() {
+            Ok(place) => place,
             Err(_) => {
                 metrics::counter!("password_hash_rejected_total").increment(1);
                 return Err(busy());
             }
         };
+        let mut gone = Abandoned(true);
+        // The queue: dropping this future while it waits here drops the job with it.
+        let thread = self
+            .running
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| ApiError::internal("password hashing pool closed"))?;
         let (reply, answer) = oneshot::channel();
         let job: Job = Box::new(move || {
-            let permit: OwnedSemaphorePermit = permit;
+            let permits: (OwnedSemaphorePermit, OwnedSemaphorePermit) = (place, thread);
             if reply.is_closed() {
-                metrics::counter!("password_hash_abandoned_total").increment(1);
                 return;
             }
             let result = job();
-            // Free the place before answering, so that the answered caller finds it free.
-            drop(permit);
+            // Free the places before answering, so that the answered caller finds them free.
+            drop(permits);
             let _ = reply.send(result);
         });
         self.sender
@@ -137,7 +152,20 @@ impl HashingPool {
             .map_err(|_| ApiError::internal("password hashing queue poisoned"))?
             .send(job)
             .map_err(ApiError::internal)?;
-        answer.await.map_err(ApiError::internal)
+        let result = answer.await.map_err(ApiError::internal);
+        gone.0 = false;
+        result
+    }
+}
+
+/// Counts a request that went away before its hash was answered (while `.0` is true at drop).
+struct Abandoned(bool);
+
+impl Drop for Abandoned {
+    fn drop(&mut self) {
+        if self.0 {
+            metrics::counter!("password_hash_abandoned_total").increment(1);
+        }
     }
 }
 
@@ -251,9 +279,11 @@ mod tests {
             async move { pool.run(move || ran.store(true, Ordering::SeqCst)).await }
         });
         until_in_use(&pool, 2).await;
-        // The request goes away while its job waits behind the running one.
+        // The request goes away while its job waits behind the running one: its place is free
+        // at once.
         abandoned.abort();
         let _ = abandoned.await;
+        assert_eq!(pool.in_use(), 1, "the abandoned job left the queue");
 
         release_running.send(()).expect("the first job waits");
         first.await.expect("join").expect("ran");

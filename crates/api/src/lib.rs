@@ -343,7 +343,7 @@ pub fn describe_metrics() {
     );
     describe_counter!(
         "password_hash_abandoned_total",
-        "Password hashes skipped because their request had gone before a hashing thread reached it"
+        "Sign-ins and sign-ups that went away (client gone, request timed out) before their hash was answered; not hashed unless a thread had started"
     );
 }
 

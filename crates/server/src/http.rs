@@ -47,8 +47,8 @@ pub struct HttpLimits {
     pub max_connections: usize,
 }
 
-/// Most connections a semaphore can count (tokio's limit is far above any file limit).
-const MAX_PERMITS: usize = Semaphore::MAX_PERMITS >> 4;
+/// Most connections counted (far above any open-file limit; fits the `u32` of `acquire_many`).
+const MAX_PERMITS: usize = 1 << 24;
 
 /// The answer to a connection over the limit, written at once without waiting.
 const REFUSAL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\

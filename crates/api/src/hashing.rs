@@ -10,6 +10,8 @@
 //! - **Reused threads.** Hashes always run on the same threads, so their multi-megabyte buffers
 //!   are reused instead of being left behind on every thread of the blocking pool, and at most
 //!   one hash per core runs at a time (more only costs memory and starves other requests).
+//! - **Second in line for the CPU.** The hashing threads run at niceness
+//!   [`HASHING_NICENESS`]: the threads answering other requests go first.
 //!
 //! One pool serves the process: [`configure`] sizes it before its first use
 //! (`ECOMMERCE_HASH_THREADS`, `ECOMMERCE_HASH_QUEUE`), [`run`] queues a job on it.
@@ -49,6 +51,27 @@ impl Default for HashingLimits {
 
 type Job = Box<dyn FnOnce() + Send>;
 
+/// The niceness of the hashing threads: when the cores are busy, the threads that answer
+/// requests (`/health` among them) run first and hashes take what is left, so that a flood of
+/// sign-ins slows sign-ins, not the rest of the service.
+pub const HASHING_NICENESS: i32 = 10;
+
+/// Gives the calling thread [`HASHING_NICENESS`] (Linux, where niceness is per thread); a failure
+/// only leaves it at the process's priority.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: plain system calls on the calling thread's own id; no memory is shared.
+        let failed = unsafe {
+            let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+            libc::setpriority(libc::PRIO_PROCESS, tid, HASHING_NICENESS) != 0
+        };
+        if failed {
+            tracing::debug!("cannot lower the priority of a password hashing thread");
+        }
+    }
+}
+
 /// Hashing threads behind a bounded admission.
 ///
 /// Two semaphores: `admission` (threads + queue places) is taken with `try_acquire`, so a full
@@ -76,6 +99,7 @@ impl HashingPool {
             let spawned = std::thread::Builder::new()
                 .name(format!("password-hash-{i}"))
                 .spawn(move || {
+                    lower_priority();
                     loop {
                         let next = match receiver.lock() {
                             Ok(guard) => guard.recv(),

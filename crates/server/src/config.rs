@@ -759,6 +759,50 @@ mod tests {
     }
 
     #[test]
+    fn the_connection_and_hashing_limits_are_read_and_bounded() {
+        let config = Config::parse_from([
+            "ecommerce",
+            "--hash-threads=3",
+            "--header-timeout-ms=2500",
+            "--idle-timeout-ms=90000",
+            "--max-header-bytes=16384",
+            "--max-connections=50",
+        ])
+        .expect("valid settings");
+        assert_eq!(config.hashing(), HashingLimits { threads: 3, queue: 12 });
+        let http = config.http();
+        assert_eq!(
+            (
+                http.header_timeout,
+                http.idle_timeout,
+                http.max_header_bytes,
+                http.max_connections
+            ),
+            (Duration::from_millis(2_500), Duration::from_secs(90), 16_384, 50)
+        );
+        let queue = Config::parse_from(["ecommerce", "--hash-threads=2", "--hash-queue=0"]).expect("valid");
+        assert_eq!(queue.hashing(), HashingLimits { threads: 2, queue: 0 });
+        for (flag, value) in [
+            ("--hash-threads", "0"),
+            ("--header-timeout-ms", "99"),
+            ("--idle-timeout-ms", "99"),
+            ("--max-header-bytes", "8191"),
+            ("--max-connections", "0"),
+        ] {
+            let err = Config::parse_from(["ecommerce", &format!("{flag}={value}")]).unwrap_err();
+            assert!(
+                err.to_string().contains(&format!("{value} is not in")),
+                "{flag}={value}: {err}"
+            );
+        }
+        let short = Config::parse_from(["ecommerce", "--metrics-token", "short"]).expect("parses");
+        let err = short.validate().unwrap_err().to_string();
+        assert!(err.contains("at least 16 bytes") && !err.contains("short\""), "{err}");
+        let long = Config::parse_from(["ecommerce", "--metrics-token", &"t".repeat(16)]).expect("parses");
+        long.validate().expect("16 bytes are enough");
+    }
+
+    #[test]
     fn proxies_and_origins_are_parsed_or_refused() {
         let proxies: TrustedProxies = "10.0.0.0/8, ::1".parse().expect("valid");
         assert_eq!(proxies.0.len(), 2);

@@ -26,8 +26,10 @@ use crate::error::ApiError;
 /// `Retry-After` of a refused job, in seconds: the queue drains in milliseconds.
 pub const RETRY_AFTER_SECONDS: u32 = 1;
 
-/// How many jobs may wait per hashing thread, by default.
-pub const QUEUE_PER_THREAD: usize = 4;
+/// How many jobs may wait per hashing thread, by default: about 2 s of work (a hash takes about
+/// 15 ms), so that a burst of a few hundred sign-ups at once (a shop opening) is served, while a
+/// flood leaves at most that much work behind and a login never waits longer.
+pub const QUEUE_PER_THREAD: usize = 128;
 
 /// The size of the pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

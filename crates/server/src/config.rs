@@ -278,7 +278,7 @@ pub struct Config {
     pub hash_threads: Option<u32>,
 
     /// Sign-ins and sign-ups that may wait for a hashing thread; the next one is answered 503
-    /// with Retry-After at once. Unset: 4 per hashing thread.
+    /// with Retry-After at once. Unset: 128 per hashing thread (about 2 s of work).
     #[arg(
         long,
         env = "ECOMMERCE_HASH_QUEUE",
@@ -769,7 +769,7 @@ mod tests {
             "--max-connections=50",
         ])
         .expect("valid settings");
-        assert_eq!(config.hashing(), HashingLimits { threads: 3, queue: 12 });
+        assert_eq!(config.hashing(), HashingLimits { threads: 3, queue: 384 });
         let http = config.http();
         assert_eq!(
             (

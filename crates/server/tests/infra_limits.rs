@@ -101,6 +101,7 @@ fn problem_of(answer: &str) -> Value {
 
 engine_tests!(
     logins_beyond_the_hashing_queue_are_answered_503_with_retry_after_and_the_queue_recovers,
+    a_burst_of_200_sign_ups_at_once_is_served_with_the_default_limits,
     a_connection_that_sends_its_head_too_slowly_is_closed,
     an_idle_keep_alive_connection_is_closed,
     an_idle_keep_alive_connection_outlives_the_header_timeout,
@@ -149,6 +150,18 @@ async fn logins_beyond_the_hashing_queue_are_answered_503_with_retry_after_and_t
     app.sign_up(&unique_email(), USER_PASSWORD, "After")
         .await
         .expect_status(201);
+}
+
+/// The queue is bounded, not small: with the default limits a burst of 200 sign-ups at once (a
+/// shop opening; the audit's burst) is all served.
+async fn a_burst_of_200_sign_ups_at_once_is_served_with_the_default_limits(app: TestApp) {
+    let burst = (0..200).map(|i| {
+        let app = &app;
+        async move { app.sign_up(&unique_email(), USER_PASSWORD, &format!("Burst {i}")).await }
+    });
+    for answer in futures_util::future::join_all(burst).await {
+        answer.expect_status(201);
+    }
 }
 
 /// Slowloris: a request head that never completes is cut at the header timeout, and `/health`

@@ -3,8 +3,8 @@
 # the database. Bounded in time; everything it starts is stopped and every database it creates is
 # dropped on exit (trap).
 #
-#   scripts/faults.sh                      # scenarios 1, 2 and 3p (below)
-#   scripts/faults.sh --only 1             # one scenario: 1, 2 or 3p (repeatable)
+#   scripts/faults.sh                      # scenarios 1, 2, 3p, 4, 5 and 6 (below)
+#   scripts/faults.sh --only 1             # one scenario: 1, 2, 3p, 4, 5 or 6 (repeatable)
 #   scripts/faults.sh --with-pg-restart    # also scenario 3 on the machine's shared PostgreSQL
 #
 # 1  coupon rush + SIGKILL: 3 instances on a fresh PostgreSQL database; users charge their balance
@@ -21,13 +21,30 @@
 #    distinct order.paid event id per paid order.
 # 3p PostgreSQL restart on a private throwaway cluster (initdb on a free port, so nobody else is
 #    disturbed): while it is stopped /health answers 503; after it is started again /health
-#    answers 200 and a charge succeeds without restarting the instance.
+#    answers 200 and a charge succeeds without restarting the instance. Charges and reads keep
+#    coming all along: none may answer 500 (a connection the database ended is a 503), and
+#    every 503 carries Retry-After.
 # 3  the same against the machine's shared PostgreSQL cluster (pg_ctlcluster stop/start). This
 #    breaks every other user of PostgreSQL on the machine for a few seconds: opt-in only.
+# 4  slowloris (audit H2): one instance on SQLite (header timeout 2 s); 600 sockets, half sending
+#    a request head a byte every 0.5 s, half sending nothing, for 8 s. Checks: /health answers
+#    200 within 100 ms all along; the server closed every one of them; RSS stays under
+#    FAULTS_RSS_MIB during and 2 s after.
+# 5  hashing flood (audit H1): 3000 logins from 50 clients at once on their own connections, half
+#    of them closed right after sending (hashing queue of 16). Checks: /health within 100 ms all along; the flood gets 401 or 503 only (some
+#    503: the queue is bounded); a login right after it is answered within 2 s (no backlog of
+#    abandoned hashes); RSS under the bound during and after.
+# 6  metrics cardinality (audit H3): 10000 pipelined requests with made-up 40-letter methods and
+#    made-up paths. Checks: /health within 100 ms; /metrics does not grow (under 1.2 x + 4 KiB);
+#    every method label is one of eight; RSS under the bound during and after.
+#    Scenarios 4-6 need no PostgreSQL and run in well under a minute each
+#    (scripts/lib/abuse.py does the attacks, Python 3 stdlib only). On a busy machine one
+#    /health probe in ten may take over 100 ms (none over 1 s); FAULTS_HEALTH_STRICT=1 allows none.
 #
 # Environment: FAULTS_SKIP_BUILD=1 uses the existing ${CARGO_TARGET_DIR:-target}/debug/ecommerce; PGHOST/PGPORT/PGUSER
 # (default 127.0.0.1/5432/postgres) for the shared PostgreSQL; FAULTS_USERS (default 400) and
-# FAULTS_COUPONS (default 250) size the rush.
+# FAULTS_COUPONS (default 250) size the rush; FAULTS_RSS_MIB (default 256) bounds the RSS of
+# the attacked instance in scenarios 4-6.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -35,6 +52,7 @@ ROOT=$PWD
 export PGHOST="${PGHOST:-127.0.0.1}" PGPORT="${PGPORT:-5432}" PGUSER="${PGUSER:-postgres}"
 USERS="${FAULTS_USERS:-400}"
 COUPONS="${FAULTS_COUPONS:-250}"
+RSS_MIB="${FAULTS_RSS_MIB:-256}"
 BIN=${CARGO_TARGET_DIR:-$ROOT/target}/debug/ecommerce
 SECRET="faults-jwt-secret-$$-$RANDOM$RANDOM"
 ADMIN_EMAIL=faults-admin@example.com
@@ -52,7 +70,7 @@ while [[ $# -gt 0 ]]; do
   esac
   shift
 done
-[[ ${#SCENARIOS[@]} -eq 0 ]] && SCENARIOS=(1 2 3p)
+[[ ${#SCENARIOS[@]} -eq 0 ]] && SCENARIOS=(1 2 3p 4 5 6)
 [[ $WITH_SHARED_PG == 1 ]] && SCENARIOS+=(3)
 
 log() { printf '[faults %3ds] %s\n' "$(($(date +%s) - START))" "$*" >&2; }
@@ -507,6 +525,43 @@ pg_restart_check() {
   uid=$(curl -sS --max-time 10 -H 'Content-Type: application/json' -X POST "$base/api/v1/users" \
     -d '{"email":"pg-restart@example.com","password":"password-123","name":"P"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
 
+  # Charges and reads keep coming while the database goes away and comes back (audit M4): a
+  # connection the server ends (57P01 admin shutdown) or a pool timeout must be a 503 with
+  # Retry-After, never a 500.
+  rm -f "$WORK/$name.pound.stop"
+  python3 - "$base" "$token" "$uid" "$WORK/$name.pound.stop" >"$WORK/$name.pound.txt" 2>&1 <<'PY' &
+import http.client, json, os, sys, threading, time
+from urllib.parse import urlparse
+base, token, uid, stop = sys.argv[1:]
+u = urlparse(base)
+seen, lock = {}, threading.Lock()
+def pound(n):
+    i = 0
+    while not os.path.exists(stop):
+        i += 1
+        conn = http.client.HTTPConnection(u.hostname, u.port, timeout=40)
+        h = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        try:
+            if i % 2:
+                h["Idempotency-Key"] = f"pound-{n}-{i}"
+                conn.request("POST", f"/api/v1/users/{uid}/balance/charges", json.dumps({"amount": 1000}), h)
+            else:
+                conn.request("GET", f"/api/v1/users/{uid}/balance", headers=h)
+            r = conn.getresponse(); r.read()
+            key = f"{r.status}" + ("" if r.status != 503 or r.getheader("Retry-After") else "-no-retry-after")
+        except Exception as e:
+            key = type(e).__name__
+        with lock:
+            seen[key] = seen.get(key, 0) + 1
+        conn.close()
+        time.sleep(0.05)
+threads = [threading.Thread(target=pound, args=(n,)) for n in range(4)]
+for t in threads: t.start()
+for t in threads: t.join()
+print(" ".join(f"{k}={v}" for k, v in sorted(seen.items())))
+PY
+  local pound_pid=$!
+  sleep 0.5
   log "  stopping PostgreSQL"
   eval "$stop_cmd"
   local health="" t0=$SECONDS
@@ -535,11 +590,21 @@ pg_restart_check() {
     sleep 0.3
   done
   check "health after PostgreSQL is back (waited $((SECONDS - t0)) s)" "$health" 200
+  touch "$WORK/$name.pound.stop"
+  wait "$pound_pid" 2>/dev/null || true
+  local pounded
+  pounded=$(tail -n 1 "$WORK/$name.pound.txt")
+  log "  answers to charges and reads during the outage: $pounded"
+  check "no 500 during the outage" "$(grep -c '500=' <<<"$pounded" || true)" 0
+  check "every 503 during the outage has Retry-After" "$(grep -c 'no-retry-after' <<<"$pounded" || true)" 0
   check "same instance process (not restarted)" "$(kill -0 "$pid" 2>/dev/null && echo alive || echo dead)" alive
+  local before_charge
+  before_charge=$(curl -s --max-time 5 -H "Authorization: Bearer $token" "$base/api/v1/users/$uid/balance" \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["balance"])')
   check "a charge after recovery" "$(status_of -X POST -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \
     -H 'Idempotency-Key: after-restart' -d '{"amount": 5000}' "$base/api/v1/users/$uid/balance/charges")" 200
   check "balance after recovery" "$(curl -s --max-time 5 -H "Authorization: Bearer $token" "$base/api/v1/users/$uid/balance" \
-    | python3 -c 'import json,sys; print(json.load(sys.stdin)["balance"])')" 5000
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["balance"])')" "$((before_charge + 5000))"
   stop_pid "$pid"
 }
 
@@ -574,6 +639,37 @@ scenario_3() {
   check "balances equal history" "$(sql "$db" "select count(*) from account a where balance <> coalesce((select sum(amount) from balance_entry e where e.user_id = a.id), 0)")" 0
 }
 
+# --- scenarios 4, 5, 6: abuse of one instance (audit H1, H2, H3) -----------------------------
+# abuse_check NAME ATTACK [VAR=VALUE...]: one instance on a fresh SQLite file, attacked by
+# scripts/lib/abuse.py; its ok/FAIL lines become checks.
+abuse_check() {
+  local name=$1 attack=$2; shift 2
+  start_instance "$name" DATABASE_URL="sqlite://$WORK/$name.db" ECOMMERCE_RATE_LIMIT_AUTH=0 \
+    ECOMMERCE_RATE_LIMIT_USER=0 "$@"
+  local pid=$INSTANCE_PID out
+  out=$(timeout 120 python3 "$ROOT/scripts/lib/abuse.py" "$attack" "$INSTANCE_URL" "$pid" --rss-mib "$RSS_MIB" 2>&1) || FAILED=1
+  while IFS= read -r line; do log "$line"; done <<<"$out"
+  grep -q '^  FAIL' <<<"$out" && FAILED=1
+  kill -0 "$pid" 2>/dev/null || { log "  FAIL the instance died under the attack"; FAILED=1; }
+  stop_pid "$pid"
+}
+
+scenario_4() {
+  log "scenario 4: slowloris (half-open sockets, slow headers) against one instance"
+  abuse_check s4 slowloris ECOMMERCE_HEADER_TIMEOUT_MS=2000
+}
+
+scenario_5() {
+  log "scenario 5: a flood of logins, half of them abandoned, against one instance"
+  # A queue of 16 (default: 128 per thread) so that the flood's 50 clients at once fill it.
+  abuse_check s5 hash-flood ECOMMERCE_HASH_QUEUE=16
+}
+
+scenario_6() {
+  log "scenario 6: made-up methods and paths against /metrics"
+  abuse_check s6 metrics
+}
+
 # --- main ---------------------------------------------------------------------------------------
 pg_isready -q || { echo "PostgreSQL is not running on $PGHOST:$PGPORT" >&2; exit 1; }
 if [[ "${FAULTS_SKIP_BUILD:-0}" != 1 ]]; then
@@ -586,6 +682,9 @@ for s in "${SCENARIOS[@]}"; do
     2) scenario_2 ;;
     3p) scenario_3p ;;
     3) scenario_3 ;;
+    4) scenario_4 ;;
+    5) scenario_5 ;;
+    6) scenario_6 ;;
     *) echo "unknown scenario $s" >&2; exit 2 ;;
   esac
 done

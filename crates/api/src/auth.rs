@@ -1,7 +1,8 @@
-//! Passwords (Argon2id, hashed off the async threads) and HS256 access tokens.
+//! Passwords (Argon2id, hashed on the bounded queue of [`crate::hashing`]) and HS256 access
+//! tokens.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use argon2::{Algorithm as Argon2Algorithm, Argon2, Params, PasswordHash, PasswordHasher, PasswordVerifier, Version};
@@ -178,66 +179,27 @@ fn argon2() -> Argon2<'static> {
     Argon2::new(Argon2Algorithm::Argon2id, Version::V0x13, params)
 }
 
-/// Runs `job` on one of a few dedicated hashing threads, one per core. Hashes run at most one
-/// per core at a time (more only costs memory and starves other requests of CPU), and always on
-/// the same threads, so their multi-megabyte buffers are reused instead of being left behind on
-/// every thread of the blocking pool.
-async fn on_hashing_thread<T: Send + 'static>(job: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
-    type Job = Box<dyn FnOnce() + Send>;
-    static QUEUE: OnceLock<Option<std::sync::Mutex<std::sync::mpsc::Sender<Job>>>> = OnceLock::new();
-    let queue = QUEUE.get_or_init(|| {
-        let (sender, receiver) = std::sync::mpsc::channel::<Job>();
-        let receiver = std::sync::Arc::new(std::sync::Mutex::new(receiver));
-        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let mut started = 0;
-        for i in 0..threads {
-            let receiver = receiver.clone();
-            let spawned = std::thread::Builder::new()
-                .name(format!("password-hash-{i}"))
-                .spawn(move || {
-                    loop {
-                        let next = match receiver.lock() {
-                            Ok(guard) => guard.recv(),
-                            Err(_) => return,
-                        };
-                        match next {
-                            Ok(job) => job(),
-                            Err(_) => return,
-                        }
-                    }
-                });
-            started += usize::from(spawned.is_ok());
-        }
-        (started > 0).then(|| std::sync::Mutex::new(sender))
-    });
-    let sender = queue
-        .as_ref()
-        .ok_or_else(|| ApiError::internal("no password hashing thread could start"))?;
-    let (reply, answer) = tokio::sync::oneshot::channel();
-    let job: Job = Box::new(move || {
-        let _ = reply.send(job());
-    });
-    sender
-        .lock()
-        .map_err(|_| ApiError::internal("password hashing queue poisoned"))?
-        .send(job)
-        .map_err(ApiError::internal)?;
-    answer.await.map_err(ApiError::internal)
-}
-
 /// Hashes a password with Argon2id.
 pub async fn hash_password(password: String) -> Result<String, ApiError> {
-    on_hashing_thread(move || {
+    crate::hashing::run(move || {
         let hash: Result<PasswordHash, _> = argon2().hash_password(password.as_bytes());
         hash.map(|h| h.to_string()).map_err(ApiError::internal)
     })
     .await?
 }
 
+/// Longer passwords are refused without hashing: far above what sign-up and the admin settings
+/// accept (128), so that none can match.
+const LONGEST_PASSWORD_CHARS: usize = 1_024;
+
 /// Checks a password against a stored hash. With no stored hash (unknown email) it still spends
-/// the same work, so both failures look alike.
+/// the same work, so both failures look alike. A password longer than any account can have is
+/// refused without hashing: it cannot match, and hashing it would cost time and memory.
 pub async fn verify_password(password: String, stored: Option<String>) -> Result<bool, ApiError> {
-    on_hashing_thread(move || {
+    if password.chars().count() > LONGEST_PASSWORD_CHARS {
+        return Ok(false);
+    }
+    crate::hashing::run(move || {
         let argon = argon2();
         match stored.as_deref().map(PasswordHash::new) {
             Some(Ok(hash)) => argon.verify_password(password.as_bytes(), &hash).is_ok(),

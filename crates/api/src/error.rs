@@ -17,7 +17,8 @@ pub struct ApiError {
     pub detail: String,
     /// A bearer token was sent and refused: the 401's challenge says `error="invalid_token"`.
     token_refused: bool,
-    /// Whole seconds for `Retry-After`.
+    /// `Retry-After` in whole seconds (at least 1): when the client may try again (every 503
+    /// and 429 has one).
     retry_after: Option<u64>,
 }
 
@@ -62,6 +63,12 @@ impl ApiError {
         self.retry_after
     }
 
+    /// Answers with `Retry-After: seconds` (at least 1).
+    pub fn with_retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds.max(1));
+        self
+    }
+
     pub fn validation(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "VALIDATION_FAILED", detail)
     }
@@ -101,8 +108,10 @@ impl ApiError {
         )
     }
 
+    /// `503 SERVICE_UNAVAILABLE` with `Retry-After: 1`: a passing condition (a full queue, a
+    /// database outage or lock), worth retrying, unlike a 500.
     pub fn unavailable(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE", detail)
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE", detail).with_retry_after(1)
     }
 }
 

@@ -167,10 +167,12 @@ impl<T: DeserializeOwned + Default, St: Send + Sync> FromRequest<St> for Optiona
     }
 }
 
-/// Parses an id from a path segment: a positive 64-bit integer, else 400.
+/// Parses an id from a path segment: a positive 64-bit integer in its one decimal spelling (no
+/// sign, no leading zero: `+2` and `002` are not `2`), else 400.
 pub fn parse_id(raw: &str, name: &str) -> Result<i64> {
+    let canonical = raw.bytes().all(|b| b.is_ascii_digit()) && !raw.starts_with('0');
     match raw.parse::<i64>() {
-        Ok(id) if id > 0 => Ok(id),
+        Ok(id) if id > 0 && canonical => Ok(id),
         _ => Err(ApiError::validation(format!(
             "{name} must be a positive 64-bit integer"
         ))),
@@ -383,7 +385,7 @@ where
 
 #[cfg(test)]
 mod tests {
-    use super::check_json;
+    use super::{check_json, parse_id};
 
     #[test]
     fn a_key_twice_in_any_object_is_refused() {
@@ -419,6 +421,15 @@ mod tests {
     fn malformed_json_is_left_to_the_typed_read() {
         for body in ["{", r#"{"a": }"#, r#"{"a": 1} trailing"#] {
             assert_eq!(check_json(body.as_bytes()), Ok(()), "{body}");
+        }
+    }
+
+    #[test]
+    fn path_ids_have_one_spelling() {
+        assert_eq!(parse_id("2", "id").ok(), Some(2));
+        assert_eq!(parse_id("9223372036854775807", "id").ok(), Some(i64::MAX));
+        for raw in ["+2", "002", "0", "-1", "", " 2", "2 ", "2.0", "9223372036854775808"] {
+            assert!(parse_id(raw, "id").is_err(), "{raw:?} was accepted");
         }
     }
 }

@@ -27,6 +27,7 @@ pub mod coupons;
 pub mod draws;
 pub mod error;
 pub mod extract;
+pub mod hashing;
 mod http_cache;
 pub mod idempotency;
 mod openapi;
@@ -77,6 +78,8 @@ pub struct ApiConfig {
     pub rate_limits: rate_limit::RateLimitConfig,
     /// How long a token check trusts what it read of an account ([`auth::TOKEN_CHECK_TTL`]).
     pub token_check_ttl: Duration,
+    /// The bearer token `/metrics` requires (`ECOMMERCE_METRICS_TOKEN`); `None`: open.
+    pub metrics_token: Option<String>,
 }
 
 impl Default for ApiConfig {
@@ -88,6 +91,7 @@ impl Default for ApiConfig {
             cors_origins: CorsOrigins::None,
             rate_limits: rate_limit::RateLimitConfig::default(),
             token_check_ttl: auth::TOKEN_CHECK_TTL,
+            metrics_token: None,
         }
     }
 }
@@ -341,6 +345,36 @@ async fn record_metrics(live: Arc<admin::LiveCounters>, req: Request, next: Next
     metrics::histogram!("http_request_duration_seconds", &labels).record(start.elapsed().as_secs_f64());
     live.request();
     response
+}
+
+/// The HELP text of every metric the HTTP layer and the use cases record; call once the recorder
+/// is installed. Every label's values are bounded: `method` is one of eight, `route` a route
+/// template or `unmatched`, `status` a status this server answers, `reason` an error code.
+pub fn describe_metrics() {
+    use metrics::{Unit, describe_counter, describe_histogram};
+    describe_counter!(
+        "http_requests_total",
+        "HTTP requests answered, by method (unknown ones as OTHER), route template (unmatched for none) and status"
+    );
+    describe_histogram!(
+        "http_request_duration_seconds",
+        Unit::Seconds,
+        "Time from a request's head to its answer, by method, route template and status"
+    );
+    describe_counter!("orders_paid_total", "Orders paid");
+    describe_counter!(
+        "payment_failures_total",
+        "Payments refused, by the error code that refused them"
+    );
+    describe_counter!("coupons_issued_total", "Coupons issued to users");
+    describe_counter!(
+        "password_hash_rejected_total",
+        "Sign-ins and sign-ups answered 503 because the password-hashing queue was full"
+    );
+    describe_counter!(
+        "password_hash_abandoned_total",
+        "Sign-ins and sign-ups that went away (client gone, request timed out) before their hash was answered; not hashed unless a thread had started"
+    );
 }
 
 /// Sample routes behind the service's layers, for the tests of the HTTP layer.

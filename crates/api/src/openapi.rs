@@ -296,15 +296,13 @@ fn add_http_headers(components: &mut utoipa::openapi::Components) {
         ),
         (
             RETRY_AFTER,
-            HeaderBuilder::new()
-                .schema(Some(
-                    ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(1)).build(),
-                ))
-                .description(Some(
-                    "Whole seconds to wait before trying again (at least 1); nothing was done",
-                ))
-                .example(Some(serde_json::Value::from(2)))
-                .build(),
+            string_header(
+                "Whole seconds (at least 1) to wait before trying again, with the same \
+                 `Idempotency-Key` where one is taken: every `503` carries it (the database is \
+                 unreachable or locked for a moment, the sign-in queue or the connection limit is \
+                 full, or the request took too long)",
+                "1",
+            ),
         ),
     ];
     for (name, header) in headers {
@@ -496,10 +494,13 @@ fn complete(
                     .map(|code| (*code, RefOr::Ref(Ref::new(format!("#/components/examples/{code}"))))),
             )
             .build();
-        let response = ResponseBuilder::new()
+        let mut response = ResponseBuilder::new()
             .description(list.join(", "))
             .content(PROBLEM, content)
             .build();
+        if status == 503 {
+            response.headers.insert(RETRY_AFTER.into(), header_ref(RETRY_AFTER));
+        }
         responses.insert(status.to_string(), response.into());
     }
     for response in responses.values_mut() {
@@ -823,6 +824,9 @@ mod tests {
                         status == "401",
                         "{method} {path} {status}"
                     );
+                    if status == "503" {
+                        assert!(headers.get("Retry-After").is_some(), "{method} {path} {status}");
+                    }
                 }
             }
         }

@@ -163,7 +163,14 @@ pub async fn asyncapi_document() -> Response {
 }
 
 /// Prometheus text format. Not in the OpenAPI document: it is for the scraper, not for clients.
-pub async fn metrics_text<S: Store>(State(app): State<AppState<S>>) -> Response {
+/// With `ECOMMERCE_METRICS_TOKEN` set, only a request bearing that token is answered (else `401`).
+pub async fn metrics_text<S: Store>(State(app): State<AppState<S>>, headers: axum::http::HeaderMap) -> Response {
+    if let Some(expected) = &app.config.metrics_token {
+        let sent = crate::extract::bearer_token(&headers).unwrap_or_default();
+        if !same_secret(sent.as_bytes(), expected.as_bytes()) {
+            return ApiError::unauthorized().into_response();
+        }
+    }
     match &app.metrics {
         Some(handle) => {
             let mut response = handle.render().into_response();
@@ -175,6 +182,11 @@ pub async fn metrics_text<S: Store>(State(app): State<AppState<S>>) -> Response 
         }
         None => (StatusCode::NOT_FOUND, "metrics are not enabled").into_response(),
     }
+}
+
+/// Compares two secrets in a time that depends only on their lengths.
+fn same_secret(sent: &[u8], expected: &[u8]) -> bool {
+    sent.len() == expected.len() && sent.iter().zip(expected).fold(0u8, |diff, (a, b)| diff | (a ^ b)) == 0
 }
 
 #[cfg(test)]
@@ -274,6 +286,90 @@ mod tests {
         other.execute("ROLLBACK").await.expect("release the lock");
         assert_eq!(get(&app(&store), "/health/ready").await.0, StatusCode::OK);
         let _ = other.close().await;
+    }
+
+    /// A write that meets another process's write lock for longer than SQLite's busy timeout
+    /// is a passing condition: `503` with `Retry-After`, never `500` (audit M4).
+    #[tokio::test]
+    async fn a_write_that_meets_a_held_sqlite_lock_is_answered_503_with_retry_after() {
+        use sqlx::{Connection, Executor};
+        let db = TempDb::new();
+        let store = SqliteStore::connect(&db.url(), PoolOptions::default())
+            .await
+            .expect("a SQLite file");
+        let mut other = sqlx::SqliteConnection::connect(&db.url())
+            .await
+            .expect("another connection");
+        other.execute("BEGIN IMMEDIATE").await.expect("the write lock");
+
+        let request = Request::builder()
+            .method("POST")
+            .uri("/api/v1/users")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(
+                r#"{"email":"locked@example.com","password":"password-1234","name":"Locked"}"#,
+            ))
+            .expect("a valid request");
+        let response = app(&store).oneshot(request).await.expect("the router never fails");
+        let status = response.status();
+        let retry_after = response.headers().get(header::RETRY_AFTER).cloned();
+        let body = to_bytes(response.into_body(), usize::MAX).await.expect("a body");
+        other.execute("ROLLBACK").await.expect("release the lock");
+        let _ = other.close().await;
+        assert_eq!(
+            status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{}",
+            String::from_utf8_lossy(&body)
+        );
+        assert_eq!(retry_after.as_ref().and_then(|v| v.to_str().ok()), Some("1"));
+        assert!(String::from_utf8_lossy(&body).contains(r#""code":"SERVICE_UNAVAILABLE""#));
+    }
+
+    #[tokio::test]
+    async fn metrics_require_the_configured_token() {
+        let db = TempDb::new();
+        let store = SqliteStore::connect(&db.url(), PoolOptions::default())
+            .await
+            .expect("a SQLite file");
+        let config = ApiConfig {
+            metrics_token: Some("scrape-token-0123456789".into()),
+            ..ApiConfig::default()
+        };
+        let app = router(AppState::new(store.clone(), &[7; 32], config, None));
+        let scrape = |token: Option<&'static str>| {
+            let app = app.clone();
+            async move {
+                let mut request = Request::builder().uri("/metrics");
+                if let Some(token) = token {
+                    request = request.header(header::AUTHORIZATION, token);
+                }
+                let response = app
+                    .oneshot(request.body(Body::empty()).expect("a valid request"))
+                    .await
+                    .expect("the router never fails");
+                response.status()
+            }
+        };
+        assert_eq!(scrape(None).await, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            scrape(Some("Bearer wrong-token-0123456789")).await,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            scrape(Some("Bearer scrape-token-012345678")).await,
+            StatusCode::UNAUTHORIZED
+        );
+        // Past the token, this router has no recorder.
+        assert_eq!(
+            scrape(Some("Bearer scrape-token-0123456789")).await,
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            get(&self::app(&store), "/metrics").await.0,
+            StatusCode::NOT_FOUND,
+            "no token configured: open"
+        );
     }
 
     #[tokio::test]

@@ -160,6 +160,11 @@ pub trait Store: Clone + Send + Sync + 'static {
         limit: i64,
     ) -> impl Future<Output = StoreResult<Vec<OutboxEvent>>> + Send;
     fn mark_outbox_sent(&self, seqs: &[i64], now: Timestamp) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Gives up the lease of these unsent events, so that the next relay round (here or on
+    /// another instance) may take them at once instead of waiting out the lease.
+    fn release_outbox(&self, seqs: &[i64]) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Deletes the events sent before `before`; returns how many. Unsent events are kept.
+    fn purge_sent_outbox(&self, before: Timestamp) -> impl Future<Output = StoreResult<u64>> + Send;
     fn outbox_backlog(&self) -> impl Future<Output = StoreResult<OutboxBacklog>> + Send;
 
     // ----- admin reads (the console): every row whatever its state, newest first ----------

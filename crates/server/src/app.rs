@@ -16,7 +16,11 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 
 use crate::config::Config;
+use crate::http::HttpLimits;
 use crate::jobs::{JobSettings, Jobs, Sink};
+
+/// How often histogram samples are folded into their buckets when nothing scrapes.
+const METRICS_UPKEEP: Duration = Duration::from_secs(5);
 
 /// How long background jobs get to finish their round at shutdown.
 const JOB_GRACE: Duration = Duration::from_secs(5);
@@ -26,6 +30,7 @@ pub struct App {
     listener: TcpListener,
     local_addr: SocketAddr,
     router: Router,
+    http: HttpLimits,
     jobs: Jobs,
 }
 
@@ -34,6 +39,9 @@ impl App {
     /// makes sure of the signing secret and the admin, and starts the background jobs.
     pub async fn build(config: Config) -> anyhow::Result<App> {
         config.validate()?;
+        if config.max_connections.is_some() {
+            crate::http::warn_if_over_the_file_limit(&config.http());
+        }
         let listener = TcpListener::bind(&config.addr)
             .await
             .with_context(|| format!("cannot listen on {}", config.addr))?;
@@ -43,6 +51,7 @@ impl App {
             None => Sink::file(&config.events_file)?,
         };
         let metrics = metrics_handle()?;
+        ecommerce_api::hashing::configure(config.hashing());
         let (router, jobs) = match config.database_url.engine()? {
             Engine::Postgres => {
                 let store = PgStore::connect(config.database_url.as_str(), config.pool())
@@ -61,6 +70,7 @@ impl App {
             listener,
             local_addr,
             router,
+            http: config.http(),
             jobs,
         })
     }
@@ -78,19 +88,7 @@ impl App {
     /// Serves until `shutdown` completes, finishing the requests in flight, then stops the jobs.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         tracing::info!(addr = %self.local_addr, "serving; Swagger UI at http://{}/swagger-ui/", self.local_addr);
-        // `into_make_service…` hands each connection a clone of the built router; serving the
-        // router itself would rebuild its whole route table for every new connection.
-        // With the peer address of each connection: the rate limits key on it.
-        axum::serve(
-            self.listener,
-            self.router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            tracing::info!("shutting down: finishing requests in flight");
-        })
-        .await
-        .context("the HTTP server failed")?;
+        crate::http::serve(self.listener, self.router, self.http, shutdown).await;
         self.jobs.stop(JOB_GRACE).await;
         Ok(())
     }
@@ -128,14 +126,15 @@ async fn assemble<S: Store>(
 
 /// An admin exists after start-up: the configured one, or on a database with none, a new one
 /// whose password is printed once so that a newcomer can use the admin API straight away.
+///
+/// The generated password has 131 bits (22 letters and digits). Instances that start together
+/// on a fresh database each generate one, but only the instance whose insert created the account
+/// prints it, so the one printed is the one that works (audit L1).
 async fn ensure_admin<S: Store>(store: &S, config: &Config) -> anyhow::Result<()> {
     let (email, password, generated) = match (&config.admin_email, &config.admin_password) {
         (Some(email), Some(password)) => (email.clone(), password.expose().to_owned(), false),
         _ if store.admin_exists().await.context("cannot look for an admin")? => return Ok(()),
-        _ => {
-            let password: String = (0..12).map(|_| format!("{:x}", rand::random::<u8>() % 16)).collect();
-            ("admin@ecommerce.local".to_owned(), password, true)
-        }
+        _ => (GENERATED_ADMIN_EMAIL.to_owned(), generated_password(), true),
     };
     let email = parse_email(&email).map_err(|e| anyhow::anyhow!("ECOMMERCE_ADMIN_EMAIL: {e}"))?;
     check_password_length(&password).map_err(|e| anyhow::anyhow!("ECOMMERCE_ADMIN_PASSWORD: {e}"))?;
@@ -159,16 +158,36 @@ async fn ensure_admin<S: Store>(store: &S, config: &Config) -> anyhow::Result<()
         role: Role::Admin,
     };
     let mut tx = store.begin().await.context("cannot save the admin")?;
-    account::ensure_admin(&mut tx, &admin, Timestamp::now())
-        .await
-        .context("cannot save the admin")?;
+    let created = if generated {
+        // Only a new account: another instance may have created it a moment ago.
+        tx.insert_user(&admin, Timestamp::now())
+            .await
+            .context("cannot save the admin")?
+            .is_some()
+    } else {
+        account::ensure_admin(&mut tx, &admin, Timestamp::now())
+            .await
+            .context("cannot save the admin")?;
+        false
+    };
     tx.commit().await.context("cannot save the admin")?;
-    if generated {
+    if created {
         eprintln!(
             "ecommerce: created admin account {email} with password {password} (shown once; set ECOMMERCE_ADMIN_EMAIL/ECOMMERCE_ADMIN_PASSWORD to choose your own)"
         );
+    } else if generated {
+        tracing::info!("another instance created the admin account {email} and printed its password");
     }
     Ok(())
+}
+
+/// The email of the admin created on a database without one.
+const GENERATED_ADMIN_EMAIL: &str = "admin@ecommerce.local";
+
+/// 22 letters and digits from the OS's generator: log2(62^22) = 131 bits.
+fn generated_password() -> String {
+    use rand::distr::{Alphanumeric, SampleString};
+    Alphanumeric.sample_string(&mut rand::rng(), 22)
 }
 
 /// The process-wide Prometheus recorder, installed on first use (a process may build several
@@ -189,6 +208,19 @@ fn metrics_handle() -> anyhow::Result<PrometheusHandle> {
         .context("metrics buckets")?
         .install_recorder()
         .context("cannot install the metrics recorder")?;
+    crate::telemetry::describe_metrics();
+    // Histogram samples are only folded into their buckets by a scrape or by upkeep: without
+    // it, an instance that nothing scrapes keeps every sample (audit L2).
+    let upkeep = installed.clone();
+    std::thread::Builder::new()
+        .name("metrics-upkeep".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(METRICS_UPKEEP);
+                upkeep.run_upkeep();
+            }
+        })
+        .context("cannot start the metrics upkeep thread")?;
     *handle = Some(installed.clone());
     Ok(installed)
 }

@@ -14,9 +14,12 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+use ecommerce_api::hashing::HashingLimits;
 use ecommerce_api::rate_limit::RateLimitConfig;
 use ecommerce_api::{ApiConfig, CorsOrigins};
 use ecommerce_store::{Engine, PoolOptions};
+
+use crate::http::HttpLimits;
 
 /// Shortest accepted `ECOMMERCE_JWT_SECRET` (HS256 wants a key of at least 256 bits, RFC 7518).
 pub const MIN_JWT_SECRET_BYTES: usize = 32;
@@ -26,6 +29,14 @@ pub const MIN_JWT_SECRET_BYTES: usize = 32;
 pub const RATE_LIMIT_AUTH_DEFAULT: u32 = 30;
 pub const RATE_LIMIT_USER_DEFAULT: u32 = 20;
 pub const CATALOG_CACHE_MS_DEFAULT: u32 = 1_000;
+
+/// Connection limits, by default (see `Config::http`).
+pub const HEADER_TIMEOUT_MS_DEFAULT: u32 = 10_000;
+pub const IDLE_TIMEOUT_MS_DEFAULT: u32 = 75_000;
+pub const MAX_HEADER_BYTES_DEFAULT: u32 = 64 * 1024;
+pub const MAX_CONNECTIONS_DEFAULT: u32 = 10_000;
+/// Shortest accepted `ECOMMERCE_METRICS_TOKEN`.
+pub const MIN_METRICS_TOKEN_BYTES: usize = 16;
 
 /// How long the event stream keeps events for replay, by default.
 pub const EVENTS_MAX_AGE_DAYS_DEFAULT: u32 = 30;
@@ -267,6 +278,74 @@ pub struct Config {
     )]
     pub catalog_cache_ms: u32,
 
+    /// Password-hashing threads, i.e. sign-ins and sign-ups hashed at once; unset: one per core.
+    #[arg(
+        long,
+        env = "ECOMMERCE_HASH_THREADS",
+        value_name = "N",
+        value_parser = clap::value_parser!(u32).range(1..=256)
+    )]
+    pub hash_threads: Option<u32>,
+
+    /// Sign-ins and sign-ups that may wait for a hashing thread; the next one is answered 503
+    /// with Retry-After at once. Unset: 128 per hashing thread (about 2 s of work).
+    #[arg(
+        long,
+        env = "ECOMMERCE_HASH_QUEUE",
+        value_name = "N",
+        value_parser = clap::value_parser!(u32).range(0..=100_000)
+    )]
+    pub hash_queue: Option<u32>,
+
+    /// Longest time a client may take to send a request's head (request line and headers),
+    /// counted from the connection's opening or its first byte after an idle time, in
+    /// milliseconds; a slower connection is closed.
+    #[arg(
+        long,
+        env = "ECOMMERCE_HEADER_TIMEOUT_MS",
+        value_name = "MS",
+        default_value_t = HEADER_TIMEOUT_MS_DEFAULT,
+        value_parser = clap::value_parser!(u32).range(100..=600_000)
+    )]
+    pub header_timeout_ms: u32,
+
+    /// How long a keep-alive connection may stay idle between requests, in milliseconds; keep it
+    /// above the proxy's upstream keepalive_timeout (nginx.conf: 60 s).
+    #[arg(
+        long,
+        env = "ECOMMERCE_IDLE_TIMEOUT_MS",
+        value_name = "MS",
+        default_value_t = IDLE_TIMEOUT_MS_DEFAULT,
+        value_parser = clap::value_parser!(u32).range(100..=3_600_000)
+    )]
+    pub idle_timeout_ms: u32,
+
+    /// Largest request head (request line and headers), in bytes; a larger one is answered 431.
+    #[arg(
+        long,
+        env = "ECOMMERCE_MAX_HEADER_BYTES",
+        value_name = "BYTES",
+        default_value_t = MAX_HEADER_BYTES_DEFAULT,
+        value_parser = clap::value_parser!(u32).range(8_192..=1_048_576)
+    )]
+    pub max_header_bytes: u32,
+
+    /// Connections this instance holds open at once; past it, a new connection is answered 503
+    /// with Retry-After and closed at once. Keep it below the process's open-file limit. Unset:
+    /// 10000, or the open-file limit minus 128 when that is lower.
+    #[arg(
+        long,
+        env = "ECOMMERCE_MAX_CONNECTIONS",
+        value_name = "N",
+        value_parser = clap::value_parser!(u32).range(1..=1_000_000)
+    )]
+    pub max_connections: Option<u32>,
+
+    /// Bearer token that GET /metrics requires (`Authorization: Bearer <token>`), at least 16
+    /// bytes; unset: /metrics is open (restrict it at the proxy, as deploy/nginx.conf does).
+    #[arg(long, env = "ECOMMERCE_METRICS_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<Secret>,
+
     /// Log line format on stderr.
     #[arg(long, env = "ECOMMERCE_LOG_FORMAT", value_name = "FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -299,6 +378,15 @@ impl Config {
                 secret.0.len()
             );
         }
+        if let Some(token) = &self.metrics_token
+            && token.0.len() < MIN_METRICS_TOKEN_BYTES
+        {
+            bail!(
+                "ECOMMERCE_METRICS_TOKEN must be at least {MIN_METRICS_TOKEN_BYTES} bytes (it has {}); \
+                 generate one with `openssl rand -base64 24`",
+                token.0.len()
+            );
+        }
         match (&self.admin_email, &self.admin_password) {
             (Some(_), None) => bail!("ECOMMERCE_ADMIN_EMAIL is set without ECOMMERCE_ADMIN_PASSWORD"),
             (None, Some(_)) => bail!("ECOMMERCE_ADMIN_PASSWORD is set without ECOMMERCE_ADMIN_EMAIL"),
@@ -316,7 +404,33 @@ impl Config {
                 user_per_second: self.rate_limit_user,
                 trusted_proxies: ecommerce_api::rate_limit::TrustedProxies(self.trusted_proxies.0.clone()),
             },
+            metrics_token: self.metrics_token.as_ref().map(|token| token.expose().to_owned()),
             ..ApiConfig::default()
+        }
+    }
+
+    /// The size of the password-hashing pool.
+    pub fn hashing(&self) -> HashingLimits {
+        let defaults = HashingLimits::default();
+        let threads = self.hash_threads.map_or(defaults.threads, |n| n as usize);
+        HashingLimits {
+            threads,
+            queue: self
+                .hash_queue
+                .map_or(threads * ecommerce_api::hashing::QUEUE_PER_THREAD, |n| n as usize),
+        }
+    }
+
+    /// The connection limits of the HTTP server.
+    pub fn http(&self) -> HttpLimits {
+        HttpLimits {
+            header_timeout: Duration::from_millis(self.header_timeout_ms.into()),
+            idle_timeout: Duration::from_millis(self.idle_timeout_ms.into()),
+            max_header_bytes: self.max_header_bytes as usize,
+            max_connections: match self.max_connections {
+                Some(n) => n as usize,
+                None => crate::http::default_max_connections(MAX_CONNECTIONS_DEFAULT as usize),
+            },
         }
     }
 
@@ -365,6 +479,13 @@ impl fmt::Debug for Config {
             .field("trusted_proxies", &self.trusted_proxies)
             .field("cors_origins", &self.cors_origins)
             .field("catalog_cache_ms", &self.catalog_cache_ms)
+            .field("hash_threads", &self.hash_threads)
+            .field("hash_queue", &self.hash_queue)
+            .field("header_timeout_ms", &self.header_timeout_ms)
+            .field("idle_timeout_ms", &self.idle_timeout_ms)
+            .field("max_header_bytes", &self.max_header_bytes)
+            .field("max_connections", &self.max_connections)
+            .field("metrics_token", &self.metrics_token)
             .field("log_format", &self.log_format)
             .finish()
     }
@@ -656,6 +777,50 @@ mod tests {
             let text = err.to_string();
             assert!(text.contains(&format!("{value} is not in")), "{flag}={value}: {text}");
         }
+    }
+
+    #[test]
+    fn the_connection_and_hashing_limits_are_read_and_bounded() {
+        let config = Config::parse_from([
+            "ecommerce",
+            "--hash-threads=3",
+            "--header-timeout-ms=2500",
+            "--idle-timeout-ms=90000",
+            "--max-header-bytes=16384",
+            "--max-connections=50",
+        ])
+        .expect("valid settings");
+        assert_eq!(config.hashing(), HashingLimits { threads: 3, queue: 384 });
+        let http = config.http();
+        assert_eq!(
+            (
+                http.header_timeout,
+                http.idle_timeout,
+                http.max_header_bytes,
+                http.max_connections
+            ),
+            (Duration::from_millis(2_500), Duration::from_secs(90), 16_384, 50)
+        );
+        let queue = Config::parse_from(["ecommerce", "--hash-threads=2", "--hash-queue=0"]).expect("valid");
+        assert_eq!(queue.hashing(), HashingLimits { threads: 2, queue: 0 });
+        for (flag, value) in [
+            ("--hash-threads", "0"),
+            ("--header-timeout-ms", "99"),
+            ("--idle-timeout-ms", "99"),
+            ("--max-header-bytes", "8191"),
+            ("--max-connections", "0"),
+        ] {
+            let err = Config::parse_from(["ecommerce", &format!("{flag}={value}")]).unwrap_err();
+            assert!(
+                err.to_string().contains(&format!("{value} is not in")),
+                "{flag}={value}: {err}"
+            );
+        }
+        let short = Config::parse_from(["ecommerce", "--metrics-token", "short"]).expect("parses");
+        let err = short.validate().unwrap_err().to_string();
+        assert!(err.contains("at least 16 bytes") && !err.contains("short\""), "{err}");
+        let long = Config::parse_from(["ecommerce", "--metrics-token", &"t".repeat(16)]).expect("parses");
+        long.validate().expect("16 bytes are enough");
     }
 
     #[test]

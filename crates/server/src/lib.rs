@@ -7,10 +7,12 @@
 //! - [`jobs`]: order expiry, key purge, outbox relay and backlog gauges, each a `step()` that
 //!   tests call and a loop that the app runs.
 //! - [`events`]: the JetStream stream and `ecommerce events tail`.
+//! - [`http`]: the HTTP/1.1 server loop with its connection limits.
 //! - [`telemetry`]: logs on stderr.
 
 pub mod config;
 pub mod events;
+pub mod http;
 pub mod jobs;
 pub mod telemetry;
 

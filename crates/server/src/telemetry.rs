@@ -1,5 +1,6 @@
 //! Logs on stderr: `RUST_LOG` filters (default `info,sqlx=warn`), `ECOMMERCE_LOG_FORMAT` picks
-//! text or JSON lines, and colours are used only on a terminal without `NO_COLOR`.
+//! text or JSON lines, and colours are used only on a terminal without `NO_COLOR`. And the HELP
+//! texts of the metrics the server itself records ([`describe_metrics`]).
 
 use std::io::IsTerminal;
 
@@ -25,4 +26,31 @@ pub fn init(format: LogFormat) {
 fn use_colour() -> bool {
     let no_colour = std::env::var_os("NO_COLOR").is_some_and(|value| !value.is_empty());
     !no_colour && std::io::stderr().is_terminal()
+}
+
+/// The HELP text of every metric the binary records (the API's are in
+/// [`ecommerce_api::describe_metrics`]); call once the recorder is installed.
+pub fn describe_metrics() {
+    use metrics::{Unit, describe_counter, describe_gauge};
+    ecommerce_api::describe_metrics();
+    describe_gauge!("outbox_backlog", "Events in the outbox not yet delivered");
+    describe_gauge!(
+        "outbox_oldest_unsent_age_seconds",
+        Unit::Seconds,
+        "Age of the oldest undelivered event in the outbox, 0 when none"
+    );
+    describe_counter!("outbox_events_sent_total", "Events this instance delivered to the sink");
+    describe_counter!(
+        "outbox_publish_failures_total",
+        "Relay batches that stopped because the sink refused an event"
+    );
+    describe_gauge!("http_connections_open", "HTTP connections this instance holds open");
+    describe_counter!(
+        "http_connections_refused_total",
+        "HTTP connections answered 503 and closed because the connection limit was reached"
+    );
+    describe_counter!(
+        "http_connections_timed_out_total",
+        "HTTP connections closed by a timeout, by phase: header (a request head too slow) or idle"
+    );
 }

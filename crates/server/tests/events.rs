@@ -459,7 +459,49 @@ async fn pay_all(app: &TestApp, orders: &[(TestUser, i64)], instances: &[usize])
 engine_tests!(
     the_file_sink_gets_one_order_paid_per_payment_and_one_order_refunded_per_refund_in_the_documented_envelope,
     with_three_instances_every_paid_order_has_exactly_one_order_paid_across_their_files,
+    a_failed_relay_round_gives_its_lease_back_so_the_next_round_sends_at_once,
 );
+
+/// A sink that fails (the events file's path is a folder) must not keep the events leased for
+/// the lease's 10 s: the next round, once the sink works, sends them at once (audit L9). The
+/// events file is created readable by its owner only.
+async fn a_failed_relay_round_gives_its_lease_back_so_the_next_round_sends_at_once(engine: Engine) {
+    let app = TestApp::builder(engine)
+        .env("ECOMMERCE_RELAY_INTERVAL_MS", steps::NEVER_MS)
+        .spawn()
+        .await;
+    let shirt = app.new_product("Shirt", 1_000, 10).await;
+    let user = app.create_user().await;
+    app.fund(&user, 10_000).await;
+    let first = app.new_order(&user, &[(shirt, 1)]).await;
+    app.pay_ok(&user, first, None).await;
+    let second = app.new_order(&user, &[(shirt, 1)]).await;
+    app.pay_ok(&user, second, None).await;
+    assert_eq!(unsent_events(&app).await, 2);
+
+    let jobs = steps::Jobs::open(app.db()).await;
+    let broken = app.db().path("events-broken");
+    std::fs::create_dir_all(&broken).expect("a folder where the file should be");
+    let failed = jobs.relay_once(&Sink::file(&broken).expect("sink")).await;
+    assert!(failed.is_err(), "writing into a folder must fail: {failed:?}");
+    assert_eq!(unsent_events(&app).await, 2, "nothing was sent");
+
+    let file = app.db().path("events-repaired.jsonl");
+    let sink = Sink::file(&file).expect("sink");
+    assert_eq!(
+        jobs.relay_once(&sink).await.expect("the sink works again"),
+        2,
+        "the failed round's events are sent at once, not after their lease"
+    );
+    assert_eq!(unsent_events(&app).await, 0);
+    assert_eq!(read_event_file(&file).len(), 2);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).expect("the events file").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "events file mode {mode:o}");
+    }
+}
 
 async fn the_file_sink_gets_one_order_paid_per_payment_and_one_order_refunded_per_refund_in_the_documented_envelope(
     engine: Engine,

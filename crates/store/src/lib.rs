@@ -148,15 +148,55 @@ impl Default for PoolOptions {
     }
 }
 
-/// The one translation of sqlx errors: whether the database could not be reached (worth a 503
-/// and a retry) or something else went wrong.
+/// The one translation of sqlx errors: whether the database is unavailable for a moment (worth
+/// a 503 with `Retry-After` and a retry) or something else went wrong (a 500).
+///
+/// Unavailable: no connection (pool timed out or closed, I/O, TLS, a crashed SQLite worker); on
+/// PostgreSQL a connection the server ended or refused (57P01 admin shutdown, 57P02 crash
+/// shutdown, 57P03 cannot connect now, class 08 connection exceptions, 53300 too many
+/// connections) and a transaction it rolled back to break a conflict (40001 serialization
+/// failure, 40P01 deadlock); on SQLite a lock held past the busy timeout (`SQLITE_BUSY`,
+/// `SQLITE_LOCKED`, with any extended code).
 fn store_err(err: sqlx::Error) -> StoreError {
-    match err {
-        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => {
-            StoreError::unavailable(err)
-        }
-        other => StoreError::new(other),
+    if is_transient(&err) {
+        StoreError::unavailable(err)
+    } else {
+        StoreError::new(err)
     }
+}
+
+fn is_transient(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => {
+            if let Some(pg) = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+                is_transient_sqlstate(pg.code())
+            } else if let Some(lite) = db.try_downcast_ref::<sqlx::sqlite::SqliteError>() {
+                sqlx::error::DatabaseError::code(lite)
+                    .and_then(|code| code.parse::<i64>().ok())
+                    .is_some_and(is_transient_sqlite_code)
+            } else {
+                false
+            }
+        }
+        _ => false,
+    }
+}
+
+/// PostgreSQL SQLSTATEs of a passing condition (see [`store_err`]).
+fn is_transient_sqlstate(code: &str) -> bool {
+    code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "53300" | "40001" | "40P01")
+}
+
+/// SQLite result codes (primary or extended) of a lock held too long.
+fn is_transient_sqlite_code(code: i64) -> bool {
+    const SQLITE_BUSY: i64 = 5;
+    const SQLITE_LOCKED: i64 = 6;
+    matches!(code & 0xff, SQLITE_BUSY | SQLITE_LOCKED)
 }
 
 /// A stored value that no code path writes.
@@ -237,6 +277,26 @@ mod tests {
                 "{file} should start with {version:04}_"
             );
         }
+    }
+
+    #[test]
+    fn passing_database_conditions_are_unavailable_others_are_not() {
+        for code in ["57P01", "57P02", "57P03", "08006", "08001", "53300", "40001", "40P01"] {
+            assert!(is_transient_sqlstate(code), "{code}");
+        }
+        for code in ["23505", "22021", "42P01", "XX000"] {
+            assert!(!is_transient_sqlstate(code), "{code}");
+        }
+        // SQLITE_BUSY, SQLITE_BUSY_SNAPSHOT (517), SQLITE_LOCKED, SQLITE_LOCKED_SHAREDCACHE (262)
+        for code in [5, 517, 6, 262] {
+            assert!(is_transient_sqlite_code(code), "{code}");
+        }
+        // SQLITE_CONSTRAINT_UNIQUE (2067), SQLITE_READONLY (8), SQLITE_CORRUPT (11)
+        for code in [2067, 8, 11] {
+            assert!(!is_transient_sqlite_code(code), "{code}");
+        }
+        assert!(store_err(sqlx::Error::PoolTimedOut).unavailable);
+        assert!(!store_err(sqlx::Error::RowNotFound).unavailable);
     }
 
     #[test]

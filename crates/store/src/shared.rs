@@ -977,6 +977,34 @@ impl Store for EngineStore {
         tx.commit().await.map_err(store_err)
     }
 
+    async fn release_outbox(&self, seqs: &[i64]) -> StoreResult<()> {
+        if seqs.is_empty() {
+            return Ok(());
+        }
+        let mut query =
+            QueryBuilder::<Db>::new("update outbox set lease_until = null where sent_at is null and seq in (");
+        let mut list = query.separated(", ");
+        for seq in seqs {
+            list.push_bind(*seq);
+        }
+        query.push(")");
+        let mut tx = self.write().await?;
+        query.build().execute(&mut *tx).await.map_err(store_err)?;
+        tx.commit().await.map_err(store_err)
+    }
+
+    async fn purge_sent_outbox(&self, before: Timestamp) -> StoreResult<u64> {
+        let mut tx = self.write().await?;
+        let purged = sqlx::query::<Db>("delete from outbox where sent_at is not null and sent_at < $1")
+            .bind(before.millis())
+            .execute(&mut *tx)
+            .await
+            .map_err(store_err)?
+            .rows_affected();
+        tx.commit().await.map_err(store_err)?;
+        Ok(purged)
+    }
+
     async fn outbox_backlog(&self) -> StoreResult<OutboxBacklog> {
         let row = sqlx::query_as::<Db, BacklogRow>(
             "select count(*) as unsent, min(created_at) as oldest_created_at from outbox where sent_at is null",

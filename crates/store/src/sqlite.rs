@@ -99,6 +99,49 @@ async fn open_writer(connect: &SqliteConnectOptions) -> Result<SqlitePool, sqlx:
     }
 }
 
+/// Creates the database file (mode 0600) and its missing folders (mode 0700) when the file does
+/// not exist yet: it holds password hashes and possibly the token signing secret (audit M2).
+/// SQLite gives its `-wal` and `-shm` files the database file's mode. An existing file keeps its
+/// mode; one that others may read is reported.
+fn create_private(file: &std::path::Path) -> std::io::Result<()> {
+    let name = file.as_os_str();
+    if name.is_empty() || name == ":memory:" {
+        return Ok(());
+    }
+    if let Some(folder) = file.parent()
+        && !folder.as_os_str().is_empty()
+        && !folder.exists()
+    {
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder.create(folder)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(file) {
+        Ok(_) => Ok(()),
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
+            #[cfg(unix)]
+            if let Ok(meta) = std::fs::metadata(file) {
+                let mode = std::os::unix::fs::PermissionsExt::mode(&meta.permissions());
+                if mode & 0o077 != 0 {
+                    tracing::warn!(
+                        file = %file.display(),
+                        mode = format!("{:o}", mode & 0o777),
+                        "the database file may be read by other users; `chmod 600` it (and its -wal and -shm files)"
+                    );
+                }
+            }
+            Ok(())
+        }
+        Err(err) => Err(err),
+    }
+}
+
 /// `SQLITE_BUSY`, whatever its extended code.
 fn is_busy(err: &sqlx::Error) -> bool {
     const SQLITE_BUSY: i64 = 5;
@@ -121,11 +164,7 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
-        if let Some(folder) = connect.get_filename().parent()
-            && !folder.as_os_str().is_empty()
-        {
-            std::fs::create_dir_all(folder).map_err(StoreError::new)?;
-        }
+        create_private(connect.get_filename()).map_err(StoreError::new)?;
         let writer = open_writer(&connect).await.map_err(store_err)?;
         let store = Self {
             reader: SqlitePoolOptions::new()
@@ -194,5 +233,40 @@ mod tests {
         let outcome = connecting.await.expect("join");
         let _ = std::fs::remove_dir_all(&folder);
         outcome.expect("connect once the lock is gone");
+    }
+
+    /// The file holds password hashes and maybe the signing secret: only its owner may read it,
+    /// and SQLite's side files follow (audit M2).
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_new_database_file_and_its_folder_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = std::env::temp_dir().join(format!("ecommerce_sqlite_mode_{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let folder = root.join("data");
+        let file = folder.join("shop.db");
+        let store = SqliteStore::connect(&format!("sqlite://{}", file.display()), PoolOptions::default())
+            .await
+            .expect("connect");
+        sqlx::query("insert into app_setting (name, value) values ('probe', 'x')")
+            .execute(store.pool())
+            .await
+            .expect("a write, so that the -wal file exists");
+        let mode = |path: &std::path::Path| {
+            std::fs::metadata(path)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+                .permissions()
+                .mode()
+                & 0o777
+        };
+        let modes = [
+            mode(&folder),
+            mode(&file),
+            mode(&folder.join("shop.db-wal")),
+            mode(&folder.join("shop.db-shm")),
+        ];
+        drop(store);
+        let _ = std::fs::remove_dir_all(&root);
+        assert_eq!(modes, [0o700, 0o600, 0o600, 0o600], "folder, file, -wal, -shm");
     }
 }

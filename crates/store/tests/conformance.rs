@@ -37,6 +37,8 @@ conformance!(
     a_rolled_back_idempotency_key_is_free_again,
     a_stored_answer_that_cannot_be_read_back_is_an_error,
     purging_removes_only_keys_older_than_the_cutoff,
+    a_released_lease_lets_the_events_go_out_at_once,
+    purging_the_outbox_removes_only_events_sent_before_the_cutoff,
     the_cart_keeps_items_in_the_order_first_added,
     coupon_quantity_is_spread_over_shards_that_sum_to_the_total,
     take_coupon_starts_at_the_given_shard_and_moves_on_when_it_is_empty,
@@ -1595,6 +1597,46 @@ async fn a_leased_event_is_not_leased_again_until_the_lease_runs_out<S: Engine>(
             .expect("lease")
             .is_empty(),
         "a sent event is never leased again"
+    );
+}
+
+async fn a_released_lease_lets_the_events_go_out_at_once<S: Engine>(db: TestDb<S>) {
+    let store = db.connect().await;
+    append_events(&store, &[("e1", 7, at(0)), ("e2", 8, at(0))]).await;
+    let leased = store.lease_outbox(at(0), at(30), 10).await.expect("lease");
+    assert_eq!(event_ids(&leased), vec!["e1", "e2"]);
+    store.mark_outbox_sent(&[leased[0].seq], at(1)).await.expect("mark");
+    // The sink failed on e2: the relay gives its lease back.
+    store
+        .release_outbox(&[leased[0].seq, leased[1].seq])
+        .await
+        .expect("release");
+    let again = store.lease_outbox(at(2), at(32), 10).await.expect("lease");
+    assert_eq!(
+        event_ids(&again),
+        vec!["e2"],
+        "a released event is leased again before its lease ran out; a sent one is not"
+    );
+}
+
+async fn purging_the_outbox_removes_only_events_sent_before_the_cutoff<S: Engine>(db: TestDb<S>) {
+    let store = db.connect().await;
+    append_events(&store, &[("e1", 1, at(0)), ("e2", 2, at(0)), ("e3", 3, at(0))]).await;
+    let leased = store.lease_outbox(at(0), at(30), 10).await.expect("lease");
+    store.mark_outbox_sent(&[leased[0].seq], at(5)).await.expect("mark");
+    store.mark_outbox_sent(&[leased[1].seq], at(20)).await.expect("mark");
+    assert_eq!(store.purge_sent_outbox(at(10)).await.expect("purge"), 1);
+    assert_eq!(store.purge_sent_outbox(at(10)).await.expect("purge"), 0);
+    assert_eq!(
+        store.outbox_backlog().await.expect("backlog").unsent,
+        1,
+        "the unsent event is kept"
+    );
+    assert_eq!(store.purge_sent_outbox(at(1_000)).await.expect("purge"), 1);
+    store.release_outbox(&[leased[2].seq]).await.expect("release");
+    assert_eq!(
+        event_ids(&store.lease_outbox(at(40), at(70), 10).await.expect("lease")),
+        vec!["e3"]
     );
 }
 

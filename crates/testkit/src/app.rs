@@ -23,6 +23,7 @@ pub struct TestAppBuilder {
     engine: Engine,
     instances: usize,
     env: Vec<(String, String)>,
+    removed: Vec<String>,
 }
 
 impl TestAppBuilder {
@@ -40,10 +41,21 @@ impl TestAppBuilder {
         self
     }
 
+    /// Leaves a variable of the harness's own environment unset (e.g. `ECOMMERCE_ADMIN_EMAIL`,
+    /// to see what the server does without it).
+    pub fn without_env(mut self, key: &str) -> Self {
+        self.removed.push(key.to_owned());
+        self
+    }
+
     pub async fn spawn(self) -> TestApp {
         let db = TestDb::create(self.engine).await;
         let envs: Vec<_> = (0..self.instances)
-            .map(|index| instance_env(&db, index, &self.env))
+            .map(|index| {
+                let mut env = instance_env(&db, index, &self.env);
+                env.retain(|(key, _)| !self.removed.contains(key));
+                env
+            })
             .collect();
         let starts = envs.iter().enumerate().map(|(index, env)| Server::start(index, env));
         let servers = futures_util::future::join_all(starts).await;
@@ -131,6 +143,7 @@ impl TestApp {
             engine,
             instances: 1,
             env: Vec::new(),
+            removed: Vec::new(),
         }
     }
 

@@ -1,6 +1,7 @@
 //! The outbox relay: lease unsent events, publish them in commit order, mark them sent only once
-//! the sink has them. A sink outage delays events; the lease runs out and the events are tried
-//! again (here or on another instance), so none is lost. Duplicates after a crash carry the same
+//! the sink has them durably (the events file is synced to disk first). A sink outage delays
+//! events: a failed batch gives its lease back and is tried again after the back-off (here or on
+//! another instance), so none is lost; a relay that dies leaves its lease to run out. Duplicates after a crash carry the same
 //! event id (`Nats-Msg-Id`), which JetStream drops within its duplicate window.
 
 use std::path::{Path, PathBuf};
@@ -49,16 +50,22 @@ impl Sink {
     /// Gets the sink ready for a batch: the events file is opened once per batch, not per event.
     async fn open(&self) -> anyhow::Result<Open<'_>> {
         match self {
-            Sink::File(path) => tokio::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
+            Sink::File(path) => private_append(path)
                 .await
                 .map(Open::File)
                 .with_context(|| format!("cannot open the events file {}", path.display())),
             Sink::JetStream(js) => Ok(Open::JetStream(js)),
         }
     }
+}
+
+/// Opens the events file for appending, creating it readable by its owner only.
+async fn private_append(path: &Path) -> std::io::Result<tokio::fs::File> {
+    let mut options = tokio::fs::OpenOptions::new();
+    options.create(true).append(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    options.open(path).await
 }
 
 /// A sink ready to take the events of one batch.
@@ -68,6 +75,16 @@ enum Open<'a> {
 }
 
 impl Open<'_> {
+    /// Makes the batch's events durable before they are marked sent: the file's data reaches
+    /// the disk (an OS crash or power loss cannot take back lines marked sent); JetStream's
+    /// acknowledgements already mean that.
+    async fn sync(&mut self) -> anyhow::Result<()> {
+        match self {
+            Open::File(file) => file.sync_data().await.context("cannot sync the events file"),
+            Open::JetStream(_) => Ok(()),
+        }
+    }
+
     /// Publishes one event and waits for the sink to have it (a whole line in the file, or the
     /// broker's acknowledgement).
     async fn publish(&mut self, event: &OutboxEvent) -> anyhow::Result<()> {
@@ -117,6 +134,13 @@ pub async fn step<S: Store>(store: &S, sink: &Sink) -> anyhow::Result<usize> {
                     }
                 }
             }
+            if !sent.is_empty()
+                && let Err(err) = open.sync().await
+            {
+                // Not known to be durable: sent again later (at least once, same event ids).
+                sent.clear();
+                failure = Some(err);
+            }
         }
         Err(err) => failure = Some(err),
     }
@@ -128,6 +152,16 @@ pub async fn step<S: Store>(store: &S, sink: &Sink) -> anyhow::Result<usize> {
     match failure {
         Some(err) => {
             metrics::counter!("outbox_publish_failures_total").increment(1);
+            // Give the rest of the batch back, so that the next round (after the back-off, here
+            // or on another instance) retries it without waiting out the lease.
+            let unsent: Vec<i64> = events
+                .iter()
+                .map(|event| event.seq)
+                .filter(|seq| !sent.contains(seq))
+                .collect();
+            if let Err(release) = store.release_outbox(&unsent).await {
+                tracing::warn!(error = %release, "cannot release the lease of unsent events");
+            }
             Err(err)
         }
         None => Ok(sent.len()),

@@ -49,6 +49,14 @@ impl Jobs {
         drawn.expect("draw job")
     }
 
+    /// One relay round: how many events were sent, or why the round failed.
+    pub async fn relay_once(&self, sink: &Sink) -> anyhow::Result<usize> {
+        match self {
+            Jobs::Sqlite(store) => relay::step(store, sink).await,
+            Jobs::Postgres(store) => relay::step(store, sink).await,
+        }
+    }
+
     /// Relays until the outbox is empty; how many events were sent.
     pub async fn drain_outbox(&self, sink: &Sink) -> usize {
         let mut sent = 0;

@@ -70,6 +70,9 @@ pub struct ApiConfig {
     pub request_timeout: Duration,
     /// Origins whose pages may call the API from a browser (`ECOMMERCE_CORS_ORIGINS`).
     pub cors_origins: CorsOrigins,
+    /// Longest time a catalog fact kept in an instance's memory may lag the database
+    /// (`ECOMMERCE_CATALOG_CACHE_MS`); zero keeps nothing. The payment's sold-out gate uses it.
+    pub catalog_cache: Duration,
 }
 
 impl Default for ApiConfig {
@@ -79,6 +82,7 @@ impl Default for ApiConfig {
             popular_cache: Duration::from_secs(5),
             request_timeout: Duration::from_secs(30),
             cors_origins: CorsOrigins::None,
+            catalog_cache: Duration::from_secs(1),
         }
     }
 }
@@ -91,6 +95,7 @@ pub struct AppContext<S> {
     pub metrics: Option<PrometheusHandle>,
     pub popular: catalog::PopularCache,
     pub coupons: coupons::CouponCache,
+    pub sold_out: orders::SoldOutGate,
     pub readiness: ops::Readiness,
 }
 
@@ -120,6 +125,7 @@ impl<S: Store> AppState<S> {
             metrics,
             popular: catalog::PopularCache::default(),
             coupons: coupons::CouponCache::default(),
+            sold_out: orders::SoldOutGate::default(),
             readiness: ops::Readiness::default(),
         }))
     }

@@ -301,6 +301,7 @@ impl Config {
             order_ttl_seconds: self.order_ttl_seconds,
             popular_cache: Duration::from_secs(self.popular_cache_seconds.into()),
             cors_origins: self.cors_origins.clone(),
+            catalog_cache: Duration::from_millis(self.catalog_cache_ms.into()),
             ..ApiConfig::default()
         }
     }

@@ -113,7 +113,8 @@ pub async fn pay(
 /// the order is the actor's and pending, the coupon is the owner's and usable, the per-customer
 /// limit allows it. This decides that from reads alone, with no write: `Some(OutOfStock)` is
 /// the answer to give, `None` means the payment must run (to succeed, or to fail on something
-/// else, which it then reports in the contract's order).
+/// else, which it then reports in the contract's order). An order whose units were set aside
+/// beforehand (a draw winner's) takes no stock at payment and must never be refused here.
 pub async fn refusal_without_writes(
     store: &impl Store,
     id: OrderId,

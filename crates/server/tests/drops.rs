@@ -676,7 +676,7 @@ async fn issuing_outside_the_window_is_not_issuable(app: TestApp) {
 
 async fn coupon_issue_errors_come_in_contract_order_also_once_sold_out(app: TestApp) {
     let (holder, late) = (app.create_user().await, app.create_user().await);
-    let ends = from_now(3_000);
+    let ends = from_now(5_000);
     let coupon = id_of(
         &app.create_coupon(&windowed_coupon(1, None, Some(&ends)))
             .await

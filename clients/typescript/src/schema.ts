@@ -464,7 +464,9 @@ export interface paths {
          *     products removed from the cart and an `order.paid` event recorded. On any failure nothing
          *     changes and the order stays `PENDING_PAYMENT`. Errors come in this order: order state,
          *     coupon, `PURCHASE_LIMIT_EXCEEDED` (several pending orders of one user paid at once stop
-         *     exactly at the limit), stock, balance. The body is optional (none, `{}` and
+         *     exactly at the limit), stock, balance. Once a product is sold out, an instance refuses its
+         *     payments `OUT_OF_STOCK` without a write; a restock or refund makes it sellable again on every
+         *     instance within `ECOMMERCE_CATALOG_CACHE_MS`. The body is optional (none, `{}` and
          *     `{"user_coupon_id": null}` mean no coupon), and so is `Idempotency-Key`, with the rules
          *     of balance charges.
          */

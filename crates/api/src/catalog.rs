@@ -261,6 +261,7 @@ pub async fn restock_product<S: Store>(
     let mut tx = app.store.begin().await?;
     let product = catalog::restock(&mut tx, id, quantity).await?;
     tx.commit().await?;
+    app.sold_out.forget([id]);
     Ok(axum::Json(product.into()))
 }
 

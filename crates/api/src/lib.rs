@@ -80,6 +80,9 @@ pub struct ApiConfig {
     pub token_check_ttl: Duration,
     /// The bearer token `/metrics` requires (`ECOMMERCE_METRICS_TOKEN`); `None`: open.
     pub metrics_token: Option<String>,
+    /// Longest time a catalog fact kept in an instance's memory may lag the database
+    /// (`ECOMMERCE_CATALOG_CACHE_MS`); zero keeps nothing. The payment's sold-out gate uses it.
+    pub catalog_cache: Duration,
 }
 
 impl Default for ApiConfig {
@@ -92,6 +95,7 @@ impl Default for ApiConfig {
             rate_limits: rate_limit::RateLimitConfig::default(),
             token_check_ttl: auth::TOKEN_CHECK_TTL,
             metrics_token: None,
+            catalog_cache: Duration::from_secs(1),
         }
     }
 }
@@ -104,6 +108,7 @@ pub struct AppContext<S> {
     pub metrics: Option<PrometheusHandle>,
     pub popular: catalog::PopularCache,
     pub coupons: coupons::CouponCache,
+    pub sold_out: orders::SoldOutGate,
     pub readiness: ops::Readiness,
     /// This instance's counters for the live figures (`GET /api/v1/admin/live`).
     pub live: Arc<admin::LiveCounters>,
@@ -137,6 +142,7 @@ impl<S: Store> AppState<S> {
             metrics,
             popular: catalog::PopularCache::default(),
             coupons: coupons::CouponCache::default(),
+            sold_out: orders::SoldOutGate::default(),
             readiness: ops::Readiness::default(),
             live: Arc::default(),
             tokens: auth::TokenCheck::new(config.token_check_ttl),

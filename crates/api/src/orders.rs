@@ -1,4 +1,18 @@
 //! Orders and their life: create (direct or from the cart), pay, cancel, refund, read.
+//!
+//! **Hot products.** Once a payment fails `OUT_OF_STOCK`, this instance remembers the stock it
+//! then read for the product ([`SoldOutGate`]); a payment that needs more than that is refused
+//! from reads alone ([`payment::refusal_without_writes`]: order, coupon and limit, in the
+//! contract's order), with no transaction and no row lock, so a sold-out drop does not queue
+//! thousands of doomed payments on the product's row. What it remembers is looked at again in
+//! the database once older than `ECOMMERCE_CATALOG_CACHE_MS`, and forgotten at once on a
+//! refund or restock through this instance: a product made sellable again is sellable on every
+//! instance within that bound. `0` turns the gate off, and payments with an `Idempotency-Key`
+//! always run (their replays and key errors come first).
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+use std::time::{Duration, Instant};
 
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -19,6 +33,92 @@ use crate::extract::{
 };
 use crate::idempotency::{self, KeyedRequest, Route, parse_body};
 use crate::openapi::operations;
+
+/// Per-instance: the stock last seen of products that failed a payment `OUT_OF_STOCK`.
+#[derive(Default)]
+pub struct SoldOutGate {
+    seen: RwLock<HashMap<ProductId, (i64, Instant)>>,
+}
+
+impl SoldOutGate {
+    fn is_empty(&self) -> bool {
+        self.seen.read().map_or(true, |seen| seen.is_empty())
+    }
+
+    /// The remembered stock of `product`, with how long ago it was read.
+    fn get(&self, product: ProductId) -> Option<(i64, Duration)> {
+        let seen = self.seen.read().ok()?;
+        seen.get(&product).map(|&(stock, at)| (stock, at.elapsed()))
+    }
+
+    fn saw(&self, product: ProductId, stock: i64) {
+        if let Ok(mut seen) = self.seen.write() {
+            seen.insert(product, (stock, Instant::now()));
+        }
+    }
+
+    /// Forgets the products (a refund or restock made them sellable again).
+    pub fn forget(&self, products: impl IntoIterator<Item = ProductId>) {
+        if let Ok(mut seen) = self.seen.write() {
+            for product in products {
+                seen.remove(&product);
+            }
+        }
+    }
+
+    /// The stock of each remembered product of `products`, read again from the database when
+    /// older than `max_age`; products it does not remember are absent.
+    async fn fresh_stock<S: Store>(
+        &self,
+        store: &S,
+        products: &[ProductId],
+        max_age: Duration,
+    ) -> Result<HashMap<ProductId, i64>> {
+        let mut known = HashMap::new();
+        for &product in products {
+            match self.get(product) {
+                None => {}
+                Some((stock, age)) if age < max_age => {
+                    known.insert(product, stock);
+                }
+                Some(_) => match store.product(product).await? {
+                    Some(now) => {
+                        self.saw(product, now.stock);
+                        known.insert(product, now.stock);
+                    }
+                    None => self.forget([product]),
+                },
+            }
+        }
+        Ok(known)
+    }
+}
+
+/// The answer of a payment the gate can refuse without a write, if it is one.
+async fn gate_refusal<S: Store>(
+    app: &AppState<S>,
+    id: OrderId,
+    actor: Actor,
+    coupon: Option<UserCouponId>,
+) -> Result<Option<ApiError>> {
+    let max_age = app.config.catalog_cache;
+    if max_age.is_zero() || app.sold_out.is_empty() {
+        return Ok(None);
+    }
+    let Some(order) = app.store.order(id).await? else {
+        return Ok(None);
+    };
+    let products: Vec<ProductId> = order.lines.iter().map(|l| l.product_id).collect();
+    let known = app.sold_out.fresh_stock(&app.store, &products, max_age).await?;
+    if known.is_empty() {
+        return Ok(None);
+    }
+    let refusal = payment::refusal_without_writes(&app.store, id, actor, coupon, Timestamp::now(), |p| {
+        known.get(&p).copied()
+    })
+    .await?;
+    Ok(refusal.map(ApiError::from))
+}
 
 operations!(
     create_order::<S>,
@@ -229,7 +329,9 @@ pub async fn get_order<S: Store>(
 /// products removed from the cart and an `order.paid` event recorded. On any failure nothing
 /// changes and the order stays `PENDING_PAYMENT`. Errors come in this order: order state,
 /// coupon, `PURCHASE_LIMIT_EXCEEDED` (several pending orders of one user paid at once stop
-/// exactly at the limit), stock, balance. The body is optional (none, `{}` and
+/// exactly at the limit), stock, balance. Once a product is sold out, an instance refuses its
+/// payments `OUT_OF_STOCK` without a write; a restock or refund makes it sellable again on every
+/// instance within `ECOMMERCE_CATALOG_CACHE_MS`. The body is optional (none, `{}` and
 /// `{"user_coupon_id": null}` mean no coupon), and so is `Idempotency-Key`, with the rules
 /// of balance charges.
 #[utoipa::path(post, path = "/api/v1/orders/{order_id}/payment", tag = "orders",
@@ -263,14 +365,24 @@ pub async fn pay_order<S: Store>(
     {
         return Err(ApiError::validation("user_coupon_id must be a positive 64-bit integer"));
     }
+    let coupon = request.user_coupon_id.map(UserCouponId);
+    if key.is_none()
+        && let Some(refusal) = gate_refusal(&app, id, actor, coupon).await?
+    {
+        metrics::counter!("payment_failures_total", "reason" => refusal.code).increment(1);
+        return Err(refusal);
+    }
     let keyed =
         key.map(|key| KeyedRequest::new(Route::OrderPayment, actor.user_id, key, &[&raw_id.to_string()], &body));
-    let coupon = request.user_coupon_id.map(UserCouponId);
+    let mut sold_out = None;
     let answer = idempotency::once(&app.store, keyed.as_ref(), async |tx| {
         let now = Timestamp::now();
         match payment::pay(tx, id, actor, coupon, now, new_event_id()).await {
             Ok(settled) => Ok(OrderResponse::new(settled.order, now)),
             Err(err) => {
+                if let Error::OutOfStock(product) = err {
+                    sold_out = Some(product);
+                }
                 let err = ApiError::from(err);
                 metrics::counter!("payment_failures_total", "reason" => err.code).increment(1);
                 app.live.payment_failed(err.code);
@@ -278,7 +390,14 @@ pub async fn pay_order<S: Store>(
             }
         }
     })
-    .await?;
+    .await;
+    if let Some(product) = sold_out
+        && !app.config.catalog_cache.is_zero()
+        && let Ok(Some(now)) = app.store.product(product).await
+    {
+        app.sold_out.saw(product, now.stock);
+    }
+    let answer = answer?;
     if !answer.replayed {
         metrics::counter!("orders_paid_total").increment(1);
         app.live.order_paid();
@@ -379,10 +498,13 @@ pub async fn refund_order<S: Store>(
     Auth(actor): Auth,
     params: PathParams,
 ) -> Result<axum::Json<OrderResponse>> {
-    transition_order(&app, actor, &params, async |tx, id, actor, now| {
+    let refunded = transition_order(&app, actor, &params, async |tx, id, actor, now| {
         payment::refund(tx, id, actor, now, new_event_id())
             .await
             .map(|s| s.order)
     })
-    .await
+    .await?;
+    app.sold_out
+        .forget(refunded.0.items.iter().map(|l| ProductId(l.product_id)));
+    Ok(refunded)
 }

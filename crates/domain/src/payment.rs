@@ -13,7 +13,7 @@
 use crate::account::Actor;
 use crate::events::{self, Event};
 use crate::order::{Order, OrderStatus, visible_order};
-use crate::store::Tx;
+use crate::store::{Store, Tx};
 use crate::wallet::{EntryKind, NewBalanceEntry};
 use crate::{Error, OrderId, ProductId, Timestamp, UserCouponId};
 
@@ -107,6 +107,61 @@ pub async fn pay(
     let event = events::order_paid(&order, now, event_id);
     tx.append_outbox(&event).await?;
     Ok(Settled { order, event })
+}
+
+/// The sold-out gate of a hot product: when `known_stock` says (from a recent look at the
+/// database) that a product of the order has less stock than the order needs, the payment's
+/// answer is `OUT_OF_STOCK` as long as everything the contract checks before the stock holds —
+/// the order is the actor's and pending, the coupon is the owner's and usable, the per-customer
+/// limit allows it. This decides that from reads alone, with no write: `Some(OutOfStock)` is
+/// the answer to give, `None` means the payment must run (to succeed, or to fail on something
+/// else, which it then reports in the contract's order). An order whose units were set aside
+/// beforehand (a draw winner's) takes no stock at payment and must never be refused here.
+pub async fn refusal_without_writes(
+    store: &impl Store,
+    id: OrderId,
+    actor: Actor,
+    user_coupon: Option<UserCouponId>,
+    now: Timestamp,
+    known_stock: impl Fn(ProductId) -> Option<i64>,
+) -> Result<Option<Error>, Error> {
+    let Some(order) = store.order(id).await?.filter(|o| actor.may_access(o.user_id)) else {
+        return Ok(None);
+    };
+    if order.draw_id.is_some() {
+        // A draw's order holds its unit already: it never fails on stock.
+        return Ok(None);
+    }
+    let lines = lines_by_product(&order);
+    let Some(&(sold_out, _)) = lines
+        .iter()
+        .find(|&&(product, quantity)| known_stock(product).is_some_and(|stock| stock < quantity))
+    else {
+        return Ok(None);
+    };
+    if order.check_pending(now).is_err() {
+        return Ok(None);
+    }
+    if let Some(coupon_id) = user_coupon {
+        let usable = store
+            .user_coupon(coupon_id)
+            .await?
+            .is_some_and(|c| c.user_id == order.user_id && c.check_usable(now).is_ok());
+        if !usable {
+            return Ok(None);
+        }
+    }
+    for &(product, quantity) in &lines {
+        let Some(product) = store.product(product).await? else {
+            return Ok(None);
+        };
+        if product.max_per_user.is_some()
+            && !product.allows_purchase(store.purchased_quantity(order.user_id, product.id).await?, quantity)
+        {
+            return Ok(None);
+        }
+    }
+    Ok(Some(Error::OutOfStock(sold_out)))
 }
 
 /// Gives back the paid amount, the stock (up to [`crate::catalog::MAX_STOCK`]: a refund never fails on

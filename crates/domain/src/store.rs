@@ -108,6 +108,9 @@ pub trait Store: Clone + Send + Sync + 'static {
     fn cart(&self, user: UserId) -> impl Future<Output = StoreResult<Vec<CartItem>>> + Send;
 
     fn coupon(&self, id: CouponId) -> impl Future<Output = StoreResult<Option<Coupon>>> + Send;
+    fn user_coupon(&self, id: UserCouponId) -> impl Future<Output = StoreResult<Option<UserCoupon>>> + Send;
+    /// The quantity of `product` in the user's `PAID` orders (the purchase tally; 0 when none).
+    fn purchased_quantity(&self, user: UserId, product: ProductId) -> impl Future<Output = StoreResult<i64>> + Send;
     /// Coupons with stock left whose issue window has not ended at `now` (`issue_ends_at` unset
     /// or after `now`), newest first.
     fn coupons_in_stock(&self, page: Page, now: Timestamp) -> impl Future<Output = StoreResult<Vec<Coupon>>> + Send;

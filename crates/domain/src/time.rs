@@ -52,9 +52,15 @@ impl Timestamp {
         let parsed = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
             .map_err(|_| crate::Error::validation(format!("{what} must be an RFC 3339 date-time")))?;
         let millis = parsed.unix_timestamp_nanos().div_euclid(1_000_000);
+        // Also in range once in UTC (years 0000 to 9999), so that it is answered as sent.
         i64::try_from(millis)
+            .ok()
+            .filter(|&m| {
+                time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(m) * 1_000_000)
+                    .is_ok_and(|t| (0..=9999).contains(&t.year()))
+            })
             .map(Self)
-            .map_err(|_| crate::Error::validation(format!("{what} is out of range")))
+            .ok_or_else(|| crate::Error::validation(format!("{what} is out of range")))
     }
 }
 
@@ -86,6 +92,9 @@ mod tests {
         ] {
             assert!(parse(bad).is_err(), "{bad:?} parsed");
         }
+        assert!(parse("9999-12-31T23:59:59-01:00").is_err(), "year 10000 in UTC");
+        assert!(parse("0000-01-01T00:00:00+01:00").is_err(), "year -1 in UTC");
+        assert!(parse("9999-12-31T23:59:59Z").is_ok());
         let text = Timestamp(1_795_000_000_123).to_rfc3339();
         assert_eq!(parse(&text).unwrap(), Timestamp(1_795_000_000_123));
     }

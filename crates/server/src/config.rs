@@ -405,6 +405,7 @@ impl Config {
                 trusted_proxies: ecommerce_api::rate_limit::TrustedProxies(self.trusted_proxies.0.clone()),
             },
             metrics_token: self.metrics_token.as_ref().map(|token| token.expose().to_owned()),
+            catalog_cache: Duration::from_millis(self.catalog_cache_ms.into()),
             ..ApiConfig::default()
         }
     }

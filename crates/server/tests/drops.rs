@@ -72,6 +72,8 @@ engine_tests!(
     issuing_outside_the_window_is_not_issuable,
     coupon_issue_errors_come_in_contract_order_also_once_sold_out,
     the_coupon_list_leaves_out_ended_windows_and_keeps_future_ones,
+    a_sold_out_product_refuses_payments_without_a_write_until_restocked_or_refunded,
+    the_sold_out_gate_keeps_the_contracts_order_of_errors,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -674,7 +676,7 @@ async fn issuing_outside_the_window_is_not_issuable(app: TestApp) {
 
 async fn coupon_issue_errors_come_in_contract_order_also_once_sold_out(app: TestApp) {
     let (holder, late) = (app.create_user().await, app.create_user().await);
-    let ends = from_now(3_000);
+    let ends = from_now(5_000);
     let coupon = id_of(
         &app.create_coupon(&windowed_coupon(1, None, Some(&ends)))
             .await
@@ -759,12 +761,132 @@ async fn the_coupon_list_leaves_out_ended_windows_and_keeps_future_ones(app: Tes
 }
 
 // ---------------------------------------------------------------------------------------------
+// Hot products: the sold-out gate (ECOMMERCE_CATALOG_CACHE_MS > 0)
+// ---------------------------------------------------------------------------------------------
+
+/// A single instance whose catalog facts may lag by a minute: the gate's memory never expires
+/// within a test, so every refusal below comes from it.
+async fn gated(engine: Engine) -> TestApp {
+    TestApp::builder(engine)
+        .env("ECOMMERCE_CATALOG_CACHE_MS", 60_000)
+        .spawn()
+        .await
+}
+
+/// Pays with no write to products possible; the answer must come without waiting for the block.
+async fn pay_while_products_are_blocked(app: &TestApp, user: &TestUser, order: i64) -> TestResponse {
+    let block = app.db().block_product_writes().await;
+    let answer = tokio::time::timeout(std::time::Duration::from_secs(20), app.pay(user, order, None)).await;
+    block.release().await;
+    answer.expect("the payment waited for the blocked product table: it tried to write")
+}
+
+async fn a_sold_out_product_refuses_payments_without_a_write_until_restocked_or_refunded(engine: Engine) {
+    let app = gated(engine).await;
+    let id = app.new_drop_product(1, None, None).await;
+    let (first, second, third) = (app.buyer().await, app.buyer().await, app.buyer().await);
+    let first_order = app.new_order(&first, &[(id, 1)]).await;
+    let second_order = app.new_order(&second, &[(id, 1)]).await;
+    let third_order = app.new_order(&third, &[(id, 1)]).await;
+    app.pay_ok(&first, first_order, None).await;
+    // The first refusal goes to the database and teaches the instance the product is sold out.
+    app.pay(&second, second_order, None)
+        .await
+        .assert_problem(409, "OUT_OF_STOCK");
+    // From then on refusals need no write: they answer while writes to products are blocked.
+    pay_while_products_are_blocked(&app, &second, second_order)
+        .await
+        .assert_problem(409, "OUT_OF_STOCK");
+    pay_while_products_are_blocked(&app, &third, third_order)
+        .await
+        .assert_problem(409, "OUT_OF_STOCK");
+    assert_eq!(app.order_status(&second, second_order).await, "PENDING_PAYMENT");
+    let balance = app.balance(&second).await;
+
+    // A restock makes it sellable at once on this instance.
+    app.restock(id, 1).await.expect_status(200);
+    app.pay_ok(&second, second_order, None).await;
+    assert_eq!(app.balance(&second).await, balance - 1_000);
+    app.pay(&third, third_order, None)
+        .await
+        .assert_problem(409, "OUT_OF_STOCK");
+    pay_while_products_are_blocked(&app, &third, third_order)
+        .await
+        .assert_problem(409, "OUT_OF_STOCK");
+    // So does a refund.
+    app.refund_ok(&first, first_order).await;
+    app.pay_ok(&third, third_order, None).await;
+    // The stock shown to readers stays the database's.
+    assert_eq!(app.stock_of(id).await, 0);
+    app.db().assert_invariants().await;
+    app.db().assert_stock_accounts_for(&[(id, 2)]).await;
+}
+
+async fn the_sold_out_gate_keeps_the_contracts_order_of_errors(engine: Engine) {
+    let app = gated(engine).await;
+    let id = app.new_drop_product(2, None, Some(1)).await;
+    let (winner, late) = (app.buyer().await, app.buyer().await);
+    let winner_second = app.new_order(&winner, &[(id, 1)]).await;
+    app.buy(&winner, &[(id, 1)]).await;
+    let late_order = app.new_order(&late, &[(id, 1)]).await;
+    let late_cancelled = app.new_order(&late, &[(id, 1)]).await;
+    let big = app.new_order(&late, &[(id, 1)]).await;
+    let other = app.buyer().await;
+    app.buy(&other, &[(id, 1)]).await;
+    app.pay(&late, late_order, None)
+        .await
+        .assert_problem(409, "OUT_OF_STOCK");
+
+    // Every error that comes before OUT_OF_STOCK still comes first.
+    app.pay(&winner, winner_second, None)
+        .await
+        .assert_problem(409, "PURCHASE_LIMIT_EXCEEDED");
+    app.cancel(&late, late_cancelled).await.expect_status(200);
+    app.pay(&late, late_cancelled, None)
+        .await
+        .assert_problem(409, "ORDER_NOT_PENDING");
+    app.pay(&late, big, Some(999_999))
+        .await
+        .assert_problem(404, "COUPON_NOT_FOUND");
+    let coupon = app.new_coupon("FIXED", 100, 10, 3_600).await;
+    let their_coupon = id_of(&app.issue_ok(&other, coupon).await);
+    app.pay(&late, big, Some(their_coupon))
+        .await
+        .assert_problem(404, "COUPON_NOT_FOUND");
+    let stranger = app.create_user().await;
+    app.pay(&stranger, big, None)
+        .await
+        .assert_problem(404, "ORDER_NOT_FOUND");
+    // With an Idempotency-Key the payment runs as usual (its replays come first).
+    let keyed = app.pay_with_key(&late, big, &unique_key(), &json!({})).await;
+    keyed.assert_problem(409, "OUT_OF_STOCK");
+    // A usable coupon and the limit allowing it: the gate's own answer.
+    let own_coupon = id_of(&app.issue_ok(&late, coupon).await);
+    pay_while_products_are_blocked(&app, &late, big)
+        .await
+        .assert_problem(409, "OUT_OF_STOCK");
+    let with_coupon = {
+        let block = app.db().block_product_writes().await;
+        let answer = tokio::time::timeout(
+            std::time::Duration::from_secs(20),
+            app.pay(&late, big, Some(own_coupon)),
+        )
+        .await;
+        block.release().await;
+        answer.expect("the payment tried to write")
+    };
+    with_coupon.assert_problem(409, "OUT_OF_STOCK");
+    app.db().assert_invariants().await;
+}
+
+// ---------------------------------------------------------------------------------------------
 // Three instances on one PostgreSQL database
 // ---------------------------------------------------------------------------------------------
 
 postgres_tests!(
     one_users_pending_orders_paid_at_once_across_three_instances_stop_exactly_at_the_limit,
     a_scheduled_product_is_released_on_every_instance_at_its_instant,
+    a_restocked_product_is_sellable_on_every_instance_within_the_catalog_cache_bound,
 );
 
 const INSTANCES: usize = 3;
@@ -888,4 +1010,58 @@ async fn a_scheduled_product_is_released_on_every_instance_at_its_instant(engine
     }
     assert_eq!(app.stock_of(id).await, 10 - INSTANCES as i64);
     app.db().assert_invariants().await;
+}
+
+async fn a_restocked_product_is_sellable_on_every_instance_within_the_catalog_cache_bound(engine: Engine) {
+    let _one = ONE_RACE_AT_A_TIME.lock().await;
+    const BOUND_MS: i64 = 1_500;
+    let app = TestApp::builder(engine)
+        .instances(INSTANCES)
+        .env("ECOMMERCE_CATALOG_CACHE_MS", BOUND_MS)
+        .spawn()
+        .await;
+    let id = app.new_drop_product(3, None, None).await;
+    let buyers = app.create_users(2 * INSTANCES).await;
+    app.fund_all(&buyers, 10_000).await;
+    let mut orders = Vec::new();
+    for (k, buyer) in buyers.iter().enumerate() {
+        orders.push(id_of(&app.place_order_on(k, buyer, &[(id, 1)]).await));
+    }
+    // Everyone pays at once: three win, and every instance learns the product is sold out.
+    let answers = join_all(
+        buyers
+            .iter()
+            .zip(&orders)
+            .enumerate()
+            .map(|(k, (buyer, order))| app.pay_on(k, buyer, *order, None)),
+    )
+    .await;
+    assert_eq!(
+        tally(&answers),
+        counts(&[("200", INSTANCES), ("409 OUT_OF_STOCK", INSTANCES)])
+    );
+    let waiting: Vec<(usize, &TestUser, i64)> = buyers
+        .iter()
+        .zip(&orders)
+        .zip(&answers)
+        .filter(|(_, answer)| answer.status != 200)
+        .map(|((buyer, order), _)| (buyer, *order))
+        .enumerate()
+        .map(|(k, (buyer, order))| (k, buyer, order))
+        .collect();
+    for &(k, buyer, order) in &waiting {
+        app.pay_on(k, buyer, order, None)
+            .await
+            .assert_problem(409, "OUT_OF_STOCK");
+    }
+    // A restock through one instance: once the bound has passed, every instance sells again.
+    let restocked_at = now_millis();
+    app.restock(id, INSTANCES as i64).await.expect_status(200);
+    wait_past(&json!(rfc3339_at(restocked_at + BOUND_MS))).await;
+    for &(k, buyer, order) in &waiting {
+        app.pay_on(k, buyer, order, None).await.expect_status(200);
+    }
+    assert_eq!(app.stock_of(id).await, 0);
+    app.db().assert_invariants().await;
+    app.db().assert_stock_accounts_for(&[(id, 3 + INSTANCES as i64)]).await;
 }

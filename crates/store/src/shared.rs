@@ -596,6 +596,17 @@ async fn fetch_draw_entrants(conn: &mut Conn, draw: DrawId) -> StoreResult<Vec<U
     Ok(users.into_iter().map(UserId).collect())
 }
 
+async fn fetch_purchased_quantity(conn: &mut Conn, user: UserId, product: ProductId) -> StoreResult<i64> {
+    let quantity =
+        sqlx::query_scalar::<Db, i64>("select quantity from purchase_tally where user_id = $1 and product_id = $2")
+            .bind(user.0)
+            .bind(product.0)
+            .fetch_optional(conn)
+            .await
+            .map_err(store_err)?;
+    Ok(quantity.unwrap_or(0))
+}
+
 impl EngineStore {
     async fn conn(&self) -> StoreResult<sqlx::pool::PoolConnection<Db>> {
         self.reader().acquire().await.map_err(store_err)
@@ -777,6 +788,14 @@ impl Store for EngineStore {
 
     async fn coupon(&self, id: CouponId) -> StoreResult<Option<Coupon>> {
         fetch_coupon(&mut *self.conn().await?, id).await
+    }
+
+    async fn user_coupon(&self, id: UserCouponId) -> StoreResult<Option<UserCoupon>> {
+        fetch_user_coupon(&mut *self.conn().await?, id).await
+    }
+
+    async fn purchased_quantity(&self, user: UserId, product: ProductId) -> StoreResult<i64> {
+        fetch_purchased_quantity(&mut *self.conn().await?, user, product).await
     }
 
     async fn coupons_in_stock(&self, page: Page, now: Timestamp) -> StoreResult<Vec<Coupon>> {
@@ -1747,14 +1766,7 @@ impl Tx for EngineTx {
     }
 
     async fn purchased_quantity(&mut self, user: UserId, product: ProductId) -> StoreResult<i64> {
-        let quantity =
-            sqlx::query_scalar::<Db, i64>("select quantity from purchase_tally where user_id = $1 and product_id = $2")
-                .bind(user.0)
-                .bind(product.0)
-                .fetch_optional(self.conn())
-                .await
-                .map_err(store_err)?;
-        Ok(quantity.unwrap_or(0))
+        fetch_purchased_quantity(self.conn(), user, product).await
     }
 
     async fn add_purchase(

@@ -172,6 +172,32 @@ impl TestDb {
         values
     }
 
+    /// Blocks every write to the `product` table until [`ProductWriteBlock::release`]: SQLite
+    /// holds the database's write lock (`BEGIN IMMEDIATE`), PostgreSQL
+    /// `LOCK TABLE product IN EXCLUSIVE MODE`. Reads go on. A request that answers while it is
+    /// held wrote nothing to products (on SQLite, nothing at all).
+    pub async fn block_product_writes(&self) -> ProductWriteBlock {
+        match self.engine {
+            Engine::Sqlite => {
+                let mut conn = sqlx::SqliteConnection::connect(&self.url)
+                    .await
+                    .unwrap_or_else(|err| panic!("open {}: {err}", self.url));
+                conn.execute("begin immediate").await.expect("take the write lock");
+                ProductWriteBlock::Sqlite(conn)
+            }
+            Engine::Postgres => {
+                let mut conn = sqlx::PgConnection::connect(&self.url)
+                    .await
+                    .unwrap_or_else(|err| panic!("connect to {}: {err}", self.url));
+                conn.execute("begin").await.expect("begin");
+                conn.execute("lock table product in exclusive mode")
+                    .await
+                    .expect("lock the product table");
+                ProductWriteBlock::Postgres(conn)
+            }
+        }
+    }
+
     /// Asserts every invariant of [`crate::invariants::database`] on this database.
     #[track_caller]
     pub fn assert_invariants(&self) -> impl std::future::Future<Output = ()> + '_ {
@@ -253,6 +279,28 @@ impl Drop for TestDb {
         .join();
         if !matches!(dropped, Ok(Ok(()))) {
             eprintln!("warning: could not drop a test database: {dropped:?}");
+        }
+    }
+}
+
+/// A held write block of [`TestDb::block_product_writes`].
+pub enum ProductWriteBlock {
+    Sqlite(sqlx::SqliteConnection),
+    Postgres(sqlx::PgConnection),
+}
+
+impl ProductWriteBlock {
+    /// Rolls back and closes the connection: writes go on.
+    pub async fn release(self) {
+        match self {
+            ProductWriteBlock::Sqlite(mut conn) => {
+                conn.execute("rollback").await.expect("roll back");
+                conn.close().await.expect("close");
+            }
+            ProductWriteBlock::Postgres(mut conn) => {
+                conn.execute("rollback").await.expect("roll back");
+                conn.close().await.expect("close");
+            }
         }
     }
 }

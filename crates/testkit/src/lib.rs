@@ -43,7 +43,7 @@ pub mod routes;
 pub mod server;
 
 pub use app::{Method, TestApp, TestAppBuilder, TestUser};
-pub use db::{Engine, TestDb, pg_admin_execute, pg_admin_url, unique_suffix};
+pub use db::{Engine, ProductWriteBlock, TestDb, pg_admin_execute, pg_admin_url, unique_suffix};
 pub use json::*;
 pub use response::{Fetch, TestResponse};
 pub use routes::{cart_item_path, cart_path, coupon_body, draw_body, orders_path, rfc3339_in};

@@ -18,6 +18,7 @@ use tower_http::trace::TraceLayer;
 
 pub mod accounts;
 pub mod auth;
+pub mod cache;
 pub mod cart;
 pub mod catalog;
 mod compression;
@@ -66,6 +67,9 @@ pub struct ApiConfig {
     pub order_ttl_seconds: i64,
     /// Longest staleness of `/products/popular`; zero disables the cache.
     pub popular_cache: Duration,
+    /// Longest staleness of a product read through another instance's change (the catalog
+    /// cache, `ECOMMERCE_CATALOG_CACHE_MS`); zero disables the cache.
+    pub catalog_cache: Duration,
     /// A request running longer is answered 503.
     pub request_timeout: Duration,
     /// Origins whose pages may call the API from a browser (`ECOMMERCE_CORS_ORIGINS`).
@@ -77,6 +81,7 @@ impl Default for ApiConfig {
         Self {
             order_ttl_seconds: 900,
             popular_cache: Duration::from_secs(5),
+            catalog_cache: Duration::from_millis(1_000),
             request_timeout: Duration::from_secs(30),
             cors_origins: CorsOrigins::None,
         }
@@ -86,10 +91,13 @@ impl Default for ApiConfig {
 /// What every request can reach: the store, the token keys, the settings and the caches.
 pub struct AppContext<S> {
     pub store: S,
+    /// The store token-free catalog reads use ([`Store::catalog_reads`]: a replica, or `store`).
+    pub catalog_store: S,
     pub auth: auth::TokenKeys,
     pub config: ApiConfig,
     pub metrics: Option<PrometheusHandle>,
     pub popular: catalog::PopularCache,
+    pub catalog: Arc<cache::CatalogCache>,
     pub coupons: coupons::CouponCache,
     pub readiness: ops::Readiness,
 }
@@ -113,12 +121,18 @@ impl<S> Deref for AppState<S> {
 
 impl<S: Store> AppState<S> {
     pub fn new(store: S, jwt_secret: &[u8], config: ApiConfig, metrics: Option<PrometheusHandle>) -> Self {
+        let catalog = Arc::new(cache::CatalogCache::new(config.catalog_cache));
+        if catalog.is_enabled() {
+            store.product_changes().subscribe(catalog.clone());
+        }
         Self(Arc::new(AppContext {
+            catalog_store: store.catalog_reads(),
             store,
             auth: auth::TokenKeys::new(jwt_secret),
             config,
             metrics,
             popular: catalog::PopularCache::default(),
+            catalog,
             coupons: coupons::CouponCache::default(),
             readiness: ops::Readiness::default(),
         }))

@@ -14,6 +14,7 @@ mod macros;
 pub mod account;
 pub mod cart;
 pub mod catalog;
+pub mod changes;
 pub mod coupon;
 pub mod error;
 pub mod events;

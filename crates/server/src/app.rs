@@ -27,6 +27,8 @@ pub struct App {
     local_addr: SocketAddr,
     router: Router,
     jobs: Jobs,
+    /// The PostgreSQL product-change listener, when the catalog cache is on.
+    listener_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl App {
@@ -43,11 +45,21 @@ impl App {
             None => Sink::file(&config.events_file)?,
         };
         let metrics = metrics_handle()?;
+        let mut listener_task = None;
         let (router, jobs) = match config.database_url.engine()? {
             Engine::Postgres => {
-                let store = PgStore::connect(config.database_url.as_str(), config.pool())
+                let mut store = PgStore::connect(config.database_url.as_str(), config.pool())
                     .await
                     .context("cannot open the PostgreSQL database")?;
+                if let Some(read_url) = &config.database_read_url {
+                    store = store
+                        .with_read_replica(read_url.as_str(), config.pool())
+                        .context("cannot use DATABASE_READ_URL")?;
+                }
+                if config.catalog_cache_ms > 0 {
+                    // Other instances' product changes reach this one's catalog cache.
+                    listener_task = Some(store.spawn_change_listener());
+                }
                 assemble(store, &config, sink, metrics).await?
             }
             Engine::Sqlite => {
@@ -62,6 +74,7 @@ impl App {
             local_addr,
             router,
             jobs,
+            listener_task,
         })
     }
 
@@ -88,6 +101,9 @@ impl App {
             .await
             .context("the HTTP server failed")?;
         self.jobs.stop(JOB_GRACE).await;
+        if let Some(task) = self.listener_task {
+            task.abort();
+        }
         Ok(())
     }
 }
@@ -117,6 +133,7 @@ async fn assemble<S: Store>(
         expiry_interval: config.expiry_interval(),
         relay_interval: config.relay_interval(),
         events_max_age: config.events_max_age(),
+        events_replicas: config.events_replicas as usize,
     };
     Ok((router, Jobs::start(store, sink, &settings)))
 }

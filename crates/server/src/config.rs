@@ -123,6 +123,12 @@ pub struct Config {
     )]
     pub database_url: DatabaseUrl,
 
+    /// postgres://… of a streaming replica of DATABASE_URL's database: token-free catalog reads
+    /// (products, pages of products) go there; everything else stays on the primary.
+    /// PostgreSQL only.
+    #[arg(long, env = "DATABASE_READ_URL", value_name = "URL", hide_env_values = true)]
+    pub database_read_url: Option<DatabaseUrl>,
+
     /// Connection pool size per instance.
     #[arg(
         long,
@@ -195,6 +201,17 @@ pub struct Config {
     )]
     pub events_max_age_days: u32,
 
+    /// Copies of the JetStream stream kept by a NATS cluster (1, 3 or 5; at most the cluster's
+    /// size). Applied when the relay creates or updates the stream.
+    #[arg(
+        long,
+        env = "ECOMMERCE_EVENTS_REPLICAS",
+        value_name = "N",
+        default_value_t = 1,
+        value_parser = clap::value_parser!(u32).range(1..=5)
+    )]
+    pub events_replicas: u32,
+
     /// How often overdue orders are marked EXPIRED, in milliseconds.
     #[arg(
         long,
@@ -247,7 +264,7 @@ pub struct Config {
     pub cors_origins: CorsOrigins,
 
     /// Longest lag of a product read behind a change made on another instance, in
-    /// milliseconds; 0 turns the catalog cache off. [contract v2: not used yet]
+    /// milliseconds; 0 turns the catalog cache off.
     #[arg(
         long,
         env = "ECOMMERCE_CATALOG_CACHE_MS",
@@ -279,7 +296,17 @@ impl Config {
     /// Checks what clap's ranges cannot: the database URL's scheme, the JWT secret's strength,
     /// and the admin pair.
     pub fn validate(&self) -> anyhow::Result<()> {
-        self.database_url.engine()?;
+        let engine = self.database_url.engine()?;
+        if let Some(read_url) = &self.database_read_url {
+            if engine != Engine::Postgres {
+                bail!(
+                    "DATABASE_READ_URL is set but DATABASE_URL is SQLite: read replicas are for PostgreSQL only                      (SQLite readers already run beside the writer); unset DATABASE_READ_URL"
+                );
+            }
+            if read_url.engine().ok() != Some(Engine::Postgres) {
+                bail!("DATABASE_READ_URL must start with postgres:// (a streaming replica of DATABASE_URL's database)");
+            }
+        }
         if let Some(secret) = &self.jwt_secret
             && secret.0.len() < MIN_JWT_SECRET_BYTES
         {
@@ -300,6 +327,7 @@ impl Config {
         ApiConfig {
             order_ttl_seconds: self.order_ttl_seconds,
             popular_cache: Duration::from_secs(self.popular_cache_seconds.into()),
+            catalog_cache: Duration::from_millis(self.catalog_cache_ms.into()),
             cors_origins: self.cors_origins.clone(),
             ..ApiConfig::default()
         }
@@ -329,6 +357,7 @@ impl fmt::Debug for Config {
         f.debug_struct("Config")
             .field("addr", &self.addr)
             .field("database_url", &self.database_url)
+            .field("database_read_url", &self.database_read_url)
             .field("db_max_connections", &self.db_max_connections)
             .field("admin_email", &self.admin_email)
             .field("admin_password", &self.admin_password)
@@ -345,6 +374,7 @@ impl fmt::Debug for Config {
             .field("trusted_proxies", &self.trusted_proxies)
             .field("cors_origins", &self.cors_origins)
             .field("catalog_cache_ms", &self.catalog_cache_ms)
+            .field("events_replicas", &self.events_replicas)
             .field("log_format", &self.log_format)
             .finish()
     }

@@ -25,8 +25,25 @@ pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(300);
 /// Events per pull of `events tail`.
 const TAIL_BATCH: usize = 100;
 
-/// The stream as the server creates it: `max_age` zero keeps events forever.
-pub fn stream_config(max_age: Duration) -> stream::Config {
+/// How the server creates the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamSettings {
+    /// Zero keeps events forever (`ECOMMERCE_EVENTS_MAX_AGE_DAYS`).
+    pub max_age: Duration,
+    /// Copies kept by a NATS cluster (`ECOMMERCE_EVENTS_REPLICAS`); 1 on a single server.
+    pub replicas: usize,
+}
+
+impl StreamSettings {
+    /// One copy, kept this long.
+    pub fn single(max_age: Duration) -> Self {
+        Self { max_age, replicas: 1 }
+    }
+}
+
+/// The stream as the server creates it.
+pub fn stream_config(settings: StreamSettings) -> stream::Config {
+    let StreamSettings { max_age, replicas } = settings;
     stream::Config {
         name: STREAM.into(),
         subjects: vec![SUBJECTS.into()],
@@ -34,14 +51,15 @@ pub fn stream_config(max_age: Duration) -> stream::Config {
         storage: stream::StorageType::File,
         max_age,
         duplicate_window: DUPLICATE_WINDOW,
+        num_replicas: replicas,
         ..Default::default()
     }
 }
 
 /// Creates the stream, or brings an existing one to this configuration (a changed
-/// `ECOMMERCE_EVENTS_MAX_AGE_DAYS` takes effect on the next start).
-pub async fn ensure_stream(js: &jetstream::Context, max_age: Duration) -> anyhow::Result<()> {
-    js.create_or_update_stream(stream_config(max_age))
+/// `ECOMMERCE_EVENTS_MAX_AGE_DAYS` or `ECOMMERCE_EVENTS_REPLICAS` takes effect on the next start).
+pub async fn ensure_stream(js: &jetstream::Context, settings: StreamSettings) -> anyhow::Result<()> {
+    js.create_or_update_stream(stream_config(settings))
         .await
         .map(drop)
         .with_context(|| format!("cannot create or update the stream {STREAM}"))

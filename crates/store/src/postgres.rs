@@ -5,8 +5,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use ecommerce_domain::StoreError;
+use ecommerce_domain::changes::{ProductChange, ProductChanges, decode_change};
 use ecommerce_domain::store::StoreResult;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
 use crate::{EngineSql, PoolOptions, migrator, refusing_writes, store_err};
@@ -19,9 +20,18 @@ mod shared;
 
 pub use shared::EngineTx as PgTx;
 
+/// The channel on which committed product changes are announced (`NOTIFY`).
+pub const CHANGES_CHANNEL: &str = "ecommerce_product_changes";
+
 #[derive(Clone)]
 pub struct PgStore {
+    /// The primary: transactions, and the reads outside one unless this is a catalog store.
     pool: PgPool,
+    /// What reads outside a transaction use: `pool`, or the replica in [`Store::catalog_reads`].
+    reads: PgPool,
+    /// A streaming replica for token-free catalog reads (`DATABASE_READ_URL`).
+    replica: Option<PgPool>,
+    changes: ProductChanges,
 }
 
 impl EngineSql for PgStore {
@@ -31,7 +41,31 @@ impl EngineSql for PgStore {
     row_claiming_statements!(" for update skip locked");
 
     fn reader(&self) -> &PgPool {
-        &self.pool
+        &self.reads
+    }
+
+    fn changes(&self) -> &ProductChanges {
+        &self.changes
+    }
+
+    fn catalog_store(&self) -> Self {
+        match &self.replica {
+            Some(replica) => Self {
+                reads: replica.clone(),
+                ..self.clone()
+            },
+            None => self.clone(),
+        }
+    }
+
+    async fn announce_changes(conn: &mut PgConnection, payload: &str) -> StoreResult<()> {
+        sqlx::query::<Postgres>("select pg_notify($1, $2)")
+            .bind(CHANGES_CHANNEL)
+            .bind(payload)
+            .execute(conn)
+            .await
+            .map(drop)
+            .map_err(store_err)
     }
 
     async fn begin_write(&self) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
@@ -76,19 +110,80 @@ impl EngineSql for PgStore {
     }
 }
 
+fn lazy_pool(url: &str, options: PoolOptions) -> Result<PgPool, StoreError> {
+    let connect = PgConnectOptions::from_str(url).map_err(store_err)?;
+    Ok(PgPoolOptions::new()
+        .max_connections(options.max_connections)
+        .min_connections(0)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_lazy_with(connect))
+}
+
 impl PgStore {
     /// Connects and migrates. Safe when several instances start at once: the migrator holds an
     /// advisory lock while it runs.
     pub async fn connect(url: &str, options: PoolOptions) -> Result<Self, StoreError> {
-        let connect = PgConnectOptions::from_str(url).map_err(store_err)?;
-        let pool = PgPoolOptions::new()
-            .max_connections(options.max_connections)
-            .min_connections(0)
-            .acquire_timeout(Duration::from_secs(5))
-            .connect_lazy_with(connect);
-        let store = Self { pool };
+        let pool = lazy_pool(url, options)?;
+        let store = Self {
+            reads: pool.clone(),
+            pool,
+            replica: None,
+            changes: ProductChanges::default(),
+        };
         store.migrate().await?;
         Ok(store)
+    }
+
+    /// Sends token-free catalog reads ([`Store::catalog_reads`]) to the server at `url`, a
+    /// streaming replica of this store's database (`DATABASE_READ_URL`). Connects lazily: a
+    /// replica that is down fails those reads (503), not the start-up.
+    pub fn with_read_replica(mut self, url: &str, options: PoolOptions) -> Result<Self, StoreError> {
+        self.replica = Some(lazy_pool(url, options)?);
+        Ok(self)
+    }
+
+    /// Follows the product changes other instances announce, publishing them on this store's
+    /// feed, until the task is aborted. It listens on a connection of its own to the primary
+    /// and reconnects after a loss; since notifications may have been missed meanwhile, every
+    /// (re)connection publishes [`ProductChange::All`] (the caches' time bound covers the gap).
+    pub fn spawn_change_listener(&self) -> tokio::task::JoinHandle<()> {
+        let store = self.clone();
+        tokio::spawn(async move {
+            let mut pause = Duration::from_millis(100);
+            loop {
+                match store.listen_until_lost().await {
+                    Ok(()) => {
+                        tracing::warn!("lost the product change listener's connection; reconnecting");
+                        pause = Duration::from_millis(100);
+                    }
+                    Err(err) => {
+                        tracing::warn!(error = %err, retry_in = ?pause, "cannot listen for product changes");
+                    }
+                }
+                store.changes.publish(ProductChange::All);
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+        })
+    }
+
+    /// One connection's life: `Ok` when it was lost, `Err` when it could not be made.
+    async fn listen_until_lost(&self) -> Result<(), sqlx::Error> {
+        let mut listener = PgListener::connect_with(&self.pool).await?;
+        listener.ignore_pool_close_event(true);
+        listener.listen(CHANGES_CHANNEL).await?;
+        // Anything committed before this point and not yet seen is covered here.
+        self.changes.publish(ProductChange::All);
+        loop {
+            match listener.try_recv().await {
+                Ok(Some(notification)) => match decode_change(notification.payload()) {
+                    Some(ids) => self.changes.publish(ProductChange::Products(&ids)),
+                    None => self.changes.publish(ProductChange::All),
+                },
+                Ok(None) => return Ok(()),
+                Err(err) => return Err(err),
+            }
+        }
     }
 
     pub async fn migrate(&self) -> Result<(), StoreError> {

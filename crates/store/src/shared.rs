@@ -12,6 +12,7 @@
 use ecommerce_domain::account::{Credentials, NewUser, Role, User};
 use ecommerce_domain::cart::CartItem;
 use ecommerce_domain::catalog::{MAX_STOCK, NewProduct, Product, ProductPatch, ProductStatus};
+use ecommerce_domain::changes::{ProductChange, ProductChanges, encode_change};
 use ecommerce_domain::coupon::{
     Coupon, Discount, DiscountType, NewCoupon, NewUserCoupon, UserCoupon, UserCouponStatus,
 };
@@ -32,8 +33,17 @@ type Conn = <Db as Database>::Connection;
 type DbRow = <Db as Database>::Row;
 
 /// One write transaction. Dropping it without [`Tx::commit`] rolls back.
+///
+/// Every method that changes a product row calls [`EngineTx::product_changed`]; the commit
+/// announces those ids to the other instances (in the transaction, so only if it commits) and
+/// then publishes them on the store's [`ProductChanges`] feed, which the catalog caches follow.
+/// A unit test (`lib.rs`) fails when a statement that writes `product` sits in a method that
+/// does not call it.
 pub struct EngineTx {
     tx: Transaction<'static, Db>,
+    /// Products whose rows this transaction changed, in the order first changed.
+    changed: Vec<ProductId>,
+    feed: ProductChanges,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -436,6 +446,8 @@ impl Store for EngineStore {
     async fn begin(&self) -> StoreResult<EngineTx> {
         Ok(EngineTx {
             tx: self.write().await?,
+            changed: Vec::new(),
+            feed: self.changes().clone(),
         })
     }
 
@@ -449,6 +461,14 @@ impl Store for EngineStore {
 
     async fn check_writable(&self) -> StoreResult<()> {
         self.probe_writes().await
+    }
+
+    fn product_changes(&self) -> &ProductChanges {
+        self.changes()
+    }
+
+    fn catalog_reads(&self) -> Self {
+        self.catalog_store()
     }
 
     async fn setting_or_insert(&self, key: &str, value: &str) -> StoreResult<String> {
@@ -758,14 +778,27 @@ impl EngineTx {
         &mut self.tx
     }
 
+    /// Records that this transaction changed the product's row (see [`EngineTx`]).
+    fn product_changed(&mut self, id: ProductId) {
+        if !self.changed.contains(&id) {
+            self.changed.push(id);
+        }
+    }
+
     async fn execute(&mut self, query: sqlx::query::Query<'_, Db, <Db as Database>::Arguments>) -> StoreResult<u64> {
         Ok(query.execute(self.conn()).await.map_err(store_err)?.rows_affected())
     }
 }
 
 impl Tx for EngineTx {
-    async fn commit(self) -> StoreResult<()> {
-        self.tx.commit().await.map_err(store_err)
+    async fn commit(mut self) -> StoreResult<()> {
+        if !self.changed.is_empty() {
+            EngineStore::announce_changes(&mut self.tx, &encode_change(&self.changed)).await?;
+        }
+        let committed = self.tx.commit().await;
+        // Also when the commit's answer was lost: emptying a cache entry is always safe.
+        self.feed.publish(ProductChange::Products(&self.changed));
+        committed.map_err(store_err)
     }
 
     async fn rollback(self) -> StoreResult<()> {
@@ -889,7 +922,7 @@ impl Tx for EngineTx {
             "insert into product (name, price, stock, status, created_at) values ($1, $2, $3, 'ON_SALE', $4) returning ",
             product_columns!()
         );
-        sqlx::query_as::<Db, ProductRow>(SQL)
+        let created = sqlx::query_as::<Db, ProductRow>(SQL)
             .bind(&product.name)
             .bind(product.price.0)
             .bind(product.stock)
@@ -897,10 +930,14 @@ impl Tx for EngineTx {
             .fetch_one(self.conn())
             .await
             .map_err(store_err)?
-            .into_product()
+            .into_product()?;
+        // A cache may hold "not found" for the new id.
+        self.product_changed(created.id);
+        Ok(created)
     }
 
     async fn update_product(&mut self, id: ProductId, patch: &ProductPatch) -> StoreResult<Option<Product>> {
+        self.product_changed(id);
         const SQL: &str = concat!(
             "update product set name = coalesce($2, name), price = coalesce($3, price), status = coalesce($4, status) \
              where id = $1 returning ",
@@ -919,6 +956,7 @@ impl Tx for EngineTx {
     }
 
     async fn add_stock(&mut self, id: ProductId, quantity: i64) -> StoreResult<Option<Product>> {
+        self.product_changed(id);
         const SQL: &str = concat!(
             "update product set stock = stock + $2 where id = $1 and stock <= $3 - $2 returning ",
             product_columns!()
@@ -935,6 +973,7 @@ impl Tx for EngineTx {
     }
 
     async fn return_stock(&mut self, id: ProductId, quantity: i64) -> StoreResult<()> {
+        self.product_changed(id);
         // Capped at the maximum, and never lowered by it.
         self.execute(
             sqlx::query::<Db>(
@@ -954,6 +993,7 @@ impl Tx for EngineTx {
     }
 
     async fn take_stock(&mut self, id: ProductId, quantity: i64) -> StoreResult<bool> {
+        self.product_changed(id);
         let taken = self
             .execute(
                 sqlx::query::<Db>("update product set stock = stock - $2 where id = $1 and stock >= $2")

@@ -976,9 +976,12 @@ async fn events_tail_without_nats_url_fails_and_says_to_set_it() {
 async fn stream_with_events(nats: &NatsServer, count: u64) -> async_nats::jetstream::Context {
     let client = async_nats::connect(nats.url()).await.expect("connect to NATS");
     let js = async_nats::jetstream::new(client);
-    ecommerce::events::ensure_stream(&js, ecommerce::events::StreamSettings::single(Duration::from_secs(3600)))
-        .await
-        .expect("create the stream as the server does");
+    ecommerce::events::ensure_stream(
+        &js,
+        ecommerce::events::StreamSettings::single(Duration::from_secs(3600)),
+    )
+    .await
+    .expect("create the stream as the server does");
     publish_events(&js, 1..=count).await;
     js
 }

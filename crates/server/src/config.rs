@@ -642,6 +642,44 @@ mod tests {
     }
 
     #[test]
+    fn a_read_replica_is_for_postgresql_only() {
+        let sqlite = Config::parse_from([
+            "ecommerce",
+            "--database-url",
+            "sqlite://data/x.db",
+            "--database-read-url",
+            "postgres://u:secret@replica/db",
+        ])
+        .expect("parses");
+        let err = sqlite.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("DATABASE_READ_URL") && err.contains("PostgreSQL only") && !err.contains("secret"),
+            "{err}"
+        );
+        let not_pg = Config::parse_from([
+            "ecommerce",
+            "--database-url",
+            "postgres://h/db",
+            "--database-read-url",
+            "sqlite://x.db",
+        ])
+        .expect("parses");
+        assert!(not_pg.validate().is_err());
+        let pg = Config::parse_from([
+            "ecommerce",
+            "--database-url",
+            "postgres://h/db",
+            "--database-read-url",
+            "postgres://replica/db",
+        ])
+        .expect("parses");
+        pg.validate().expect("a PostgreSQL replica of a PostgreSQL primary");
+        let replicas = Config::parse_from(["ecommerce", "--events-replicas", "3"]).expect("parses");
+        assert_eq!(replicas.events_replicas, 3);
+        assert!(Config::parse_from(["ecommerce", "--events-replicas", "0"]).is_err());
+    }
+
+    #[test]
     fn short_jwt_secrets_and_half_admin_pairs_are_refused() {
         let short = Config::parse_from(["ecommerce", "--jwt-secret", "change-me"]).expect("parses");
         let err = short.validate().unwrap_err().to_string();

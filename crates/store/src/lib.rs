@@ -98,6 +98,17 @@ trait EngineSql {
     /// The store's product-change feed (see [`ecommerce_domain::changes`]).
     fn changes(&self) -> &ecommerce_domain::changes::ProductChanges;
 
+    /// The pool a catalog read ([`ecommerce_domain::store::Store::product`],
+    /// [`ecommerce_domain::store::Store::products_on_sale`]) outside a transaction uses: the
+    /// reader, unless it is a replica that has not yet replayed a change this instance wrote or
+    /// heard of (then the primary, so that such a change shows in the next read).
+    fn catalog_reader(&self) -> impl Future<Output = StoreResult<&Pool<Self::Db>>> + Send;
+
+    /// Runs after a transaction that changed products committed (PostgreSQL with a replica:
+    /// notes the primary's WAL position that the replica must reach before it serves catalog
+    /// reads again).
+    fn after_product_commit(&self) -> impl Future<Output = ()> + Send;
+
     /// The same store with the reader that token-free catalog reads use (a replica's pool when
     /// there is one).
     fn catalog_store(&self) -> Self;

@@ -43,7 +43,7 @@ pub struct EngineTx {
     tx: Transaction<'static, Db>,
     /// Products whose rows this transaction changed, in the order first changed.
     changed: Vec<ProductId>,
-    feed: ProductChanges,
+    store: EngineStore,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -447,7 +447,7 @@ impl Store for EngineStore {
         Ok(EngineTx {
             tx: self.write().await?,
             changed: Vec::new(),
-            feed: self.changes().clone(),
+            store: self.clone(),
         })
     }
 
@@ -530,7 +530,8 @@ impl Store for EngineStore {
     }
 
     async fn product(&self, id: ProductId) -> StoreResult<Option<Product>> {
-        fetch_product(&mut *self.conn().await?, id).await
+        let mut conn = self.catalog_reader().await?.acquire().await.map_err(store_err)?;
+        fetch_product(&mut conn, id).await
     }
 
     async fn products_on_sale(&self, page: Page) -> StoreResult<Vec<Product>> {
@@ -542,7 +543,7 @@ impl Store for EngineStore {
         let rows = sqlx::query_as::<Db, ProductRow>(SQL)
             .bind(page.after.unwrap_or(0))
             .bind(page.limit)
-            .fetch_all(self.reader())
+            .fetch_all(self.catalog_reader().await?)
             .await
             .map_err(store_err)?;
         rows.into_iter().map(ProductRow::into_product).collect()
@@ -796,8 +797,11 @@ impl Tx for EngineTx {
             EngineStore::announce_changes(&mut self.tx, &encode_change(&self.changed)).await?;
         }
         let committed = self.tx.commit().await;
-        // Also when the commit's answer was lost: emptying a cache entry is always safe.
-        self.feed.publish(ProductChange::Products(&self.changed));
+        if !self.changed.is_empty() {
+            self.store.after_product_commit().await;
+            // Also when the commit's answer was lost: emptying a cache entry is always safe.
+            self.store.changes().publish(ProductChange::Products(&self.changed));
+        }
         committed.map_err(store_err)
     }
 

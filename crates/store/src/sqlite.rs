@@ -54,6 +54,12 @@ impl EngineSql for SqliteStore {
         self.clone()
     }
 
+    async fn catalog_reader(&self) -> StoreResult<&SqlitePool> {
+        Ok(&self.reader)
+    }
+
+    async fn after_product_commit(&self) {}
+
     /// Another process on the same file hears of nothing; the caches' time bound covers it.
     async fn announce_changes(_conn: &mut SqliteConnection, _payload: &str) -> StoreResult<()> {
         Ok(())

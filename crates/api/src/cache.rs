@@ -165,18 +165,21 @@ impl<K: Eq + Hash, V: Clone> Generational<K, V> {
     }
 }
 
+/// A page of the list: `(after, limit)`.
+type PageKey = (Option<i64>, i64);
+
 /// The per-instance cache of products and pages of products on sale. Off (every read goes to
 /// the store) when the bound is zero.
 pub struct CatalogCache {
     max_age: Duration,
     details: RwLock<Generational<ProductId, Option<Product>>>,
-    pages: RwLock<Generational<(Option<i64>, i64), Arc<Vec<Product>>>>,
+    pages: RwLock<Generational<PageKey, Arc<Vec<Product>>>>,
     /// Changed under `details`' write lock.
     detail_generations: [AtomicU64; STRIPES],
     /// Changed under `pages`' write lock.
     page_generation: AtomicU64,
     detail_flights: SingleFlight<ProductId, Option<Product>>,
-    page_flights: SingleFlight<(Option<i64>, i64), Arc<Vec<Product>>>,
+    page_flights: SingleFlight<PageKey, Arc<Vec<Product>>>,
     loads: AtomicU64,
 }
 

@@ -177,8 +177,8 @@ pub struct Config {
     )]
     pub popular_cache_seconds: u32,
 
-    /// NATS server for the order events (JetStream stream ECOMMERCE_ORDERS); unset: the events
-    /// go to --events-file.
+    /// NATS server for the order events (JetStream stream ECOMMERCE_ORDERS), or the nodes of a
+    /// cluster separated by commas; unset: the events go to --events-file.
     #[arg(long, env = "NATS_URL", value_name = "URL", hide_env_values = true)]
     pub nats_url: Option<String>,
 
@@ -364,7 +364,13 @@ impl fmt::Debug for Config {
             .field("jwt_secret", &self.jwt_secret)
             .field("order_ttl_seconds", &self.order_ttl_seconds)
             .field("popular_cache_seconds", &self.popular_cache_seconds)
-            .field("nats_url", &self.nats_url.as_deref().map(redact_url))
+            .field(
+                "nats_url",
+                &self
+                    .nats_url
+                    .as_deref()
+                    .map(|url| url.split(',').map(redact_url).collect::<Vec<_>>().join(",")),
+            )
             .field("events_file", &self.events_file)
             .field("events_max_age_days", &self.events_max_age_days)
             .field("expiry_interval_ms", &self.expiry_interval_ms)

@@ -68,7 +68,7 @@ pub async fn ensure_stream(js: &jetstream::Context, settings: StreamSettings) ->
 /// A JetStream context on `url` that connects (and reconnects) in the background, logging
 /// connection changes once each, with the broker's address (its password hidden).
 pub async fn jetstream(url: &str) -> anyhow::Result<jetstream::Context> {
-    let shown = redact_url(url);
+    let shown = redact_urls(url);
     let logged = shown.clone();
     let client = async_nats::ConnectOptions::new()
         .name("ecommerce")
@@ -87,12 +87,31 @@ pub async fn jetstream(url: &str) -> anyhow::Result<jetstream::Context> {
                 }
             }
         })
-        .connect(url)
+        .connect(server_list(url))
         .await
         .with_context(|| format!("cannot use NATS at {shown}"))?;
     let mut js = jetstream::new(client);
     js.set_timeout(Duration::from_secs(3));
     Ok(js)
+}
+
+/// The brokers of `NATS_URL`: one URL, or several separated by commas (the nodes of a cluster;
+/// the client also learns the others from the one it reaches).
+pub fn server_list(url: &str) -> Vec<String> {
+    url.split(',')
+        .map(str::trim)
+        .filter(|one| !one.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// [`server_list`] with every password hidden.
+fn redact_urls(url: &str) -> String {
+    server_list(url)
+        .iter()
+        .map(|one| redact_url(one))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// `ecommerce events tail`: prints the events of the stream as JSON lines, one per event, from
@@ -103,11 +122,11 @@ pub async fn tail(args: TailArgs) -> anyhow::Result<()> {
     let Some(url) = args.nats_url.as_deref() else {
         bail!("set NATS_URL (or --nats-url) to the broker to tail, e.g. nats://127.0.0.1:4222");
     };
-    let shown = redact_url(url);
+    let shown = redact_urls(url);
     let client = async_nats::ConnectOptions::new()
         .name("ecommerce events tail")
         .connection_timeout(Duration::from_secs(5))
-        .connect(url)
+        .connect(server_list(url))
         .await
         .with_context(|| format!("cannot reach NATS at {shown}"))?;
     let js = jetstream::new(client);

@@ -18,6 +18,7 @@ use ecommerce_domain::{Krw, ProductId, Timestamp};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use crate::cache::SingleFlight;
 use crate::error::{ApiError, Result};
 use crate::extract::{Admin, Json, MaybeAuth, PageQuery, Paging, PathParams, non_null, nullable, query_rejection};
 use crate::openapi::operations;
@@ -141,10 +142,13 @@ pub async fn list_products<S: Store>(
     MaybeAuth(actor): MaybeAuth,
     Paging(page): Paging,
 ) -> Result<axum::Json<ProductPage>> {
-    let products = catalog::list_products(&app.store, Audience::of(actor), Timestamp::now(), page).await?;
+    // Catalog cache hook (crate::cache): non-admins read through the cache.
+    let products = app
+        .read_products_on_sale(Audience::of(actor), Timestamp::now(), page)
+        .await?;
     let next_after = page.next_after(&products, |p| p.id.0);
     Ok(axum::Json(ProductPage {
-        items: products.into_iter().map(Into::into).collect(),
+        items: products.iter().cloned().map(Into::into).collect(),
         next_after,
     }))
 }
@@ -165,7 +169,8 @@ pub async fn get_product<S: Store>(
     params: PathParams,
 ) -> Result<axum::Json<ProductResponse>> {
     let id = ProductId(params.id("product_id")?);
-    let product = catalog::get_product(&app.store, id, Audience::of(actor), Timestamp::now()).await?;
+    // Catalog cache hook (crate::cache): non-admins read through the cache.
+    let product = app.read_product(Audience::of(actor), id, Timestamp::now()).await?;
     Ok(axum::Json(product.into()))
 }
 
@@ -301,9 +306,12 @@ pub struct PopularResponse {
 }
 
 /// Per-instance cache of the serialized answer, by `(days, limit)`.
+/// Misses of one window share one load ([`SingleFlight`]): when the answer expires, one request
+/// per instance queries the database and the others wait for its answer.
 #[derive(Default)]
 pub struct PopularCache {
     entries: RwLock<HashMap<Window, (Instant, Bytes)>>,
+    flights: SingleFlight<Window, Bytes>,
 }
 
 impl PopularCache {
@@ -352,28 +360,20 @@ pub async fn popular_products<S: Store>(
     };
     let bytes = match cached {
         Some(bytes) => bytes,
+        None if max_age.is_zero() => popular_answer(&app, window).await?,
         None => {
-            let entries = ranking::best_sellers(&app.store, window, Timestamp::now()).await?;
-            let items = entries
-                .into_iter()
-                .zip(1..)
-                .map(|(e, rank)| PopularItem {
-                    rank,
-                    product_id: e.product_id.0,
-                    name: e.name,
-                    price: e.price.0,
-                    sold_quantity: e.sold_quantity,
+            app.popular
+                .flights
+                .run(window, 0, || async {
+                    // A request that waited for the lock may find the answer already stored.
+                    if let Some(bytes) = app.popular.get(window, max_age) {
+                        return Ok(bytes);
+                    }
+                    let bytes = popular_answer(&app, window).await?;
+                    app.popular.put(window, bytes.clone());
+                    Ok::<_, ApiError>(bytes)
                 })
-                .collect();
-            let response = PopularResponse {
-                days: window.days,
-                items,
-            };
-            let bytes = Bytes::from(serde_json::to_vec(&response).map_err(ApiError::internal)?);
-            if !max_age.is_zero() {
-                app.popular.put(window, bytes.clone());
-            }
-            bytes
+                .await?
         }
     };
     Ok((
@@ -381,4 +381,25 @@ pub async fn popular_products<S: Store>(
         bytes,
     )
         .into_response())
+}
+
+/// The serialized best sellers of `window`, from the database.
+async fn popular_answer<S: Store>(app: &AppState<S>, window: Window) -> Result<Bytes> {
+    let entries = ranking::best_sellers(&app.store, window, Timestamp::now()).await?;
+    let items = entries
+        .into_iter()
+        .zip(1..)
+        .map(|(e, rank)| PopularItem {
+            rank,
+            product_id: e.product_id.0,
+            name: e.name,
+            price: e.price.0,
+            sold_quantity: e.sold_quantity,
+        })
+        .collect();
+    let response = PopularResponse {
+        days: window.days,
+        items,
+    };
+    Ok(Bytes::from(serde_json::to_vec(&response).map_err(ApiError::internal)?))
 }

@@ -19,6 +19,7 @@ use tower_http::trace::TraceLayer;
 pub mod accounts;
 pub mod admin;
 pub mod auth;
+pub mod cache;
 pub mod cart;
 pub mod catalog;
 mod compression;
@@ -70,6 +71,10 @@ pub struct ApiConfig {
     pub order_ttl_seconds: i64,
     /// Longest staleness of `/products/popular`; zero disables the cache.
     pub popular_cache: Duration,
+    /// Longest staleness of a product read through another instance's change (the catalog
+    /// cache, `ECOMMERCE_CATALOG_CACHE_MS`), also the longest a sold-out product's remembered
+    /// stock is trusted by the payment's gate; zero disables both.
+    pub catalog_cache: Duration,
     /// A request running longer is answered 503.
     pub request_timeout: Duration,
     /// Origins whose pages may call the API from a browser (`ECOMMERCE_CORS_ORIGINS`).
@@ -80,9 +85,6 @@ pub struct ApiConfig {
     pub token_check_ttl: Duration,
     /// The bearer token `/metrics` requires (`ECOMMERCE_METRICS_TOKEN`); `None`: open.
     pub metrics_token: Option<String>,
-    /// Longest time a catalog fact kept in an instance's memory may lag the database
-    /// (`ECOMMERCE_CATALOG_CACHE_MS`); zero keeps nothing. The payment's sold-out gate uses it.
-    pub catalog_cache: Duration,
 }
 
 impl Default for ApiConfig {
@@ -90,12 +92,12 @@ impl Default for ApiConfig {
         Self {
             order_ttl_seconds: 900,
             popular_cache: Duration::from_secs(5),
+            catalog_cache: Duration::from_millis(1_000),
             request_timeout: Duration::from_secs(30),
             cors_origins: CorsOrigins::None,
             rate_limits: rate_limit::RateLimitConfig::default(),
             token_check_ttl: auth::TOKEN_CHECK_TTL,
             metrics_token: None,
-            catalog_cache: Duration::from_secs(1),
         }
     }
 }
@@ -103,10 +105,13 @@ impl Default for ApiConfig {
 /// What every request can reach: the store, the token keys, the settings and the caches.
 pub struct AppContext<S> {
     pub store: S,
+    /// The store token-free catalog reads use ([`Store::catalog_reads`]: a replica, or `store`).
+    pub catalog_store: S,
     pub auth: auth::TokenKeys,
     pub config: ApiConfig,
     pub metrics: Option<PrometheusHandle>,
     pub popular: catalog::PopularCache,
+    pub catalog: Arc<cache::CatalogCache>,
     pub coupons: coupons::CouponCache,
     pub sold_out: orders::SoldOutGate,
     pub readiness: ops::Readiness,
@@ -136,11 +141,17 @@ impl<S> Deref for AppState<S> {
 
 impl<S: Store> AppState<S> {
     pub fn new(store: S, jwt_secret: &[u8], config: ApiConfig, metrics: Option<PrometheusHandle>) -> Self {
+        let catalog = Arc::new(cache::CatalogCache::new(config.catalog_cache));
+        if catalog.is_enabled() {
+            store.product_changes().subscribe(catalog.clone());
+        }
         Self(Arc::new(AppContext {
+            catalog_store: store.catalog_reads(),
             store,
             auth: auth::TokenKeys::new(jwt_secret),
             metrics,
             popular: catalog::PopularCache::default(),
+            catalog,
             coupons: coupons::CouponCache::default(),
             sold_out: orders::SoldOutGate::default(),
             readiness: ops::Readiness::default(),

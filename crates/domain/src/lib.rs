@@ -15,6 +15,7 @@ pub mod account;
 pub mod admin;
 pub mod cart;
 pub mod catalog;
+pub mod changes;
 pub mod coupon;
 pub mod draw;
 pub mod error;

@@ -14,6 +14,7 @@ use crate::account::{Credentials, NewUser, TokenState, User};
 use crate::admin::{Account, HourlySales};
 use crate::cart::CartItem;
 use crate::catalog::{NewProduct, Product, ProductPatch, ProductStatus};
+use crate::changes::ProductChanges;
 use crate::coupon::{Coupon, NewCoupon, NewUserCoupon, UserCoupon, UserCouponStatus};
 use crate::draw::{Draw, DrawEntry, EntryStatus, NewDraw};
 use crate::events::Event;
@@ -76,6 +77,15 @@ pub trait Store: Clone + Send + Sync + 'static {
     /// other process holds it), a PostgreSQL server is a primary that is neither in recovery nor
     /// read-only. Writes nothing. An error otherwise (`unavailable` when it is the database's state).
     fn check_writable(&self) -> impl Future<Output = StoreResult<()>> + Send;
+    /// The feed on which the store publishes every committed change of a product row (see
+    /// [`crate::changes`]): this process's at once, other processes' when the engine can tell.
+    fn product_changes(&self) -> &ProductChanges;
+    /// The store that token-free catalog reads use: the same store, or one whose reads outside
+    /// a transaction go to a read replica (which may lag behind the primary). Only
+    /// [`Store::product`] and [`Store::products_on_sale`] are meant to be called on it.
+    fn catalog_reads(&self) -> Self {
+        self.clone()
+    }
     /// The value stored under `key`, storing `value` first when there is none (first writer wins).
     fn setting_or_insert(&self, key: &str, value: &str) -> impl Future<Output = StoreResult<String>> + Send;
 

@@ -32,6 +32,8 @@ pub struct App {
     router: Router,
     http: HttpLimits,
     jobs: Jobs,
+    /// The PostgreSQL product-change listener, when the catalog cache is on.
+    listener_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl App {
@@ -52,11 +54,21 @@ impl App {
         };
         let metrics = metrics_handle()?;
         ecommerce_api::hashing::configure(config.hashing());
+        let mut listener_task = None;
         let (router, jobs) = match config.database_url.engine()? {
             Engine::Postgres => {
-                let store = PgStore::connect(config.database_url.as_str(), config.pool())
+                let mut store = PgStore::connect(config.database_url.as_str(), config.pool())
                     .await
                     .context("cannot open the PostgreSQL database")?;
+                if let Some(read_url) = &config.database_read_url {
+                    store = store
+                        .with_read_replica(read_url.as_str(), config.pool())
+                        .context("cannot use DATABASE_READ_URL")?;
+                }
+                if config.catalog_cache_ms > 0 {
+                    // Other instances' product changes reach this one's catalog cache.
+                    listener_task = Some(store.spawn_change_listener());
+                }
                 assemble(store, &config, sink, metrics).await?
             }
             Engine::Sqlite => {
@@ -72,6 +84,7 @@ impl App {
             router,
             http: config.http(),
             jobs,
+            listener_task,
         })
     }
 
@@ -90,6 +103,9 @@ impl App {
         tracing::info!(addr = %self.local_addr, "serving; Swagger UI at http://{}/swagger-ui/", self.local_addr);
         crate::http::serve(self.listener, self.router, self.http, shutdown).await;
         self.jobs.stop(JOB_GRACE).await;
+        if let Some(task) = self.listener_task {
+            task.abort();
+        }
         Ok(())
     }
 }
@@ -120,6 +136,7 @@ async fn assemble<S: Store>(
         draw_interval: config.draw_interval(),
         relay_interval: config.relay_interval(),
         events_max_age: config.events_max_age(),
+        events_replicas: config.events_replicas as usize,
     };
     Ok((router, Jobs::start(store, sink, &settings)))
 }

@@ -135,6 +135,12 @@ pub struct Config {
     )]
     pub database_url: DatabaseUrl,
 
+    /// postgres://… of a streaming replica of DATABASE_URL's database: token-free catalog reads
+    /// (products, pages of products) go there; everything else stays on the primary.
+    /// PostgreSQL only.
+    #[arg(long, env = "DATABASE_READ_URL", value_name = "URL", hide_env_values = true)]
+    pub database_read_url: Option<DatabaseUrl>,
+
     /// Connection pool size per instance.
     #[arg(
         long,
@@ -183,8 +189,8 @@ pub struct Config {
     )]
     pub popular_cache_seconds: u32,
 
-    /// NATS server for the order events (JetStream stream ECOMMERCE_ORDERS); unset: the events
-    /// go to --events-file.
+    /// NATS server for the order events (JetStream stream ECOMMERCE_ORDERS), or the nodes of a
+    /// cluster separated by commas; unset: the events go to --events-file.
     #[arg(long, env = "NATS_URL", value_name = "URL", hide_env_values = true)]
     pub nats_url: Option<String>,
 
@@ -206,6 +212,17 @@ pub struct Config {
         value_parser = clap::value_parser!(u32).range(0..=36_500)
     )]
     pub events_max_age_days: u32,
+
+    /// Copies of the JetStream stream kept by a NATS cluster (1, 3 or 5; at most the cluster's
+    /// size). Applied when the relay creates or updates the stream.
+    #[arg(
+        long,
+        env = "ECOMMERCE_EVENTS_REPLICAS",
+        value_name = "N",
+        default_value_t = 1,
+        value_parser = clap::value_parser!(u32).range(1..=5)
+    )]
+    pub events_replicas: u32,
 
     /// How often overdue orders are marked EXPIRED, in milliseconds.
     #[arg(
@@ -268,7 +285,7 @@ pub struct Config {
     pub cors_origins: CorsOrigins,
 
     /// Longest lag of a product read behind a change made on another instance, in
-    /// milliseconds; 0 turns the catalog cache off. [contract v2: not used yet]
+    /// milliseconds; 0 turns the catalog cache off.
     #[arg(
         long,
         env = "ECOMMERCE_CATALOG_CACHE_MS",
@@ -368,7 +385,17 @@ impl Config {
     /// Checks what clap's ranges cannot: the database URL's scheme, the JWT secret's strength,
     /// and the admin pair.
     pub fn validate(&self) -> anyhow::Result<()> {
-        self.database_url.engine()?;
+        let engine = self.database_url.engine()?;
+        if let Some(read_url) = &self.database_read_url {
+            if engine != Engine::Postgres {
+                bail!(
+                    "DATABASE_READ_URL is set but DATABASE_URL is SQLite: read replicas are for PostgreSQL only                      (SQLite readers already run beside the writer); unset DATABASE_READ_URL"
+                );
+            }
+            if read_url.engine().ok() != Some(Engine::Postgres) {
+                bail!("DATABASE_READ_URL must start with postgres:// (a streaming replica of DATABASE_URL's database)");
+            }
+        }
         if let Some(secret) = &self.jwt_secret
             && secret.0.len() < MIN_JWT_SECRET_BYTES
         {
@@ -398,6 +425,7 @@ impl Config {
         ApiConfig {
             order_ttl_seconds: self.order_ttl_seconds,
             popular_cache: Duration::from_secs(self.popular_cache_seconds.into()),
+            catalog_cache: Duration::from_millis(self.catalog_cache_ms.into()),
             cors_origins: self.cors_origins.clone(),
             rate_limits: RateLimitConfig {
                 auth_per_minute: self.rate_limit_auth,
@@ -405,7 +433,6 @@ impl Config {
                 trusted_proxies: ecommerce_api::rate_limit::TrustedProxies(self.trusted_proxies.0.clone()),
             },
             metrics_token: self.metrics_token.as_ref().map(|token| token.expose().to_owned()),
-            catalog_cache: Duration::from_millis(self.catalog_cache_ms.into()),
             ..ApiConfig::default()
         }
     }
@@ -463,13 +490,20 @@ impl fmt::Debug for Config {
         f.debug_struct("Config")
             .field("addr", &self.addr)
             .field("database_url", &self.database_url)
+            .field("database_read_url", &self.database_read_url)
             .field("db_max_connections", &self.db_max_connections)
             .field("admin_email", &self.admin_email)
             .field("admin_password", &self.admin_password)
             .field("jwt_secret", &self.jwt_secret)
             .field("order_ttl_seconds", &self.order_ttl_seconds)
             .field("popular_cache_seconds", &self.popular_cache_seconds)
-            .field("nats_url", &self.nats_url.as_deref().map(redact_url))
+            .field(
+                "nats_url",
+                &self
+                    .nats_url
+                    .as_deref()
+                    .map(|url| url.split(',').map(redact_url).collect::<Vec<_>>().join(",")),
+            )
             .field("events_file", &self.events_file)
             .field("events_max_age_days", &self.events_max_age_days)
             .field("expiry_interval_ms", &self.expiry_interval_ms)
@@ -487,6 +521,7 @@ impl fmt::Debug for Config {
             .field("max_header_bytes", &self.max_header_bytes)
             .field("max_connections", &self.max_connections)
             .field("metrics_token", &self.metrics_token)
+            .field("events_replicas", &self.events_replicas)
             .field("log_format", &self.log_format)
             .finish()
     }
@@ -751,6 +786,44 @@ mod tests {
         assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(redact_url("sqlite://data/ecommerce.db"), "sqlite://data/ecommerce.db");
         assert_eq!(redact_url("postgres://u:p%40x@h/db"), "postgres://u:***@h/db");
+    }
+
+    #[test]
+    fn a_read_replica_is_for_postgresql_only() {
+        let sqlite = Config::parse_from([
+            "ecommerce",
+            "--database-url",
+            "sqlite://data/x.db",
+            "--database-read-url",
+            "postgres://u:secret@replica/db",
+        ])
+        .expect("parses");
+        let err = sqlite.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("DATABASE_READ_URL") && err.contains("PostgreSQL only") && !err.contains("secret"),
+            "{err}"
+        );
+        let not_pg = Config::parse_from([
+            "ecommerce",
+            "--database-url",
+            "postgres://h/db",
+            "--database-read-url",
+            "sqlite://x.db",
+        ])
+        .expect("parses");
+        assert!(not_pg.validate().is_err());
+        let pg = Config::parse_from([
+            "ecommerce",
+            "--database-url",
+            "postgres://h/db",
+            "--database-read-url",
+            "postgres://replica/db",
+        ])
+        .expect("parses");
+        pg.validate().expect("a PostgreSQL replica of a PostgreSQL primary");
+        let replicas = Config::parse_from(["ecommerce", "--events-replicas", "3"]).expect("parses");
+        assert_eq!(replicas.events_replicas, 3);
+        assert!(Config::parse_from(["ecommerce", "--events-replicas", "0"]).is_err());
     }
 
     #[test]

@@ -25,8 +25,25 @@ pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(300);
 /// Events per pull of `events tail`.
 const TAIL_BATCH: usize = 100;
 
-/// The stream as the server creates it: `max_age` zero keeps events forever.
-pub fn stream_config(max_age: Duration) -> stream::Config {
+/// How the server creates the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamSettings {
+    /// Zero keeps events forever (`ECOMMERCE_EVENTS_MAX_AGE_DAYS`).
+    pub max_age: Duration,
+    /// Copies kept by a NATS cluster (`ECOMMERCE_EVENTS_REPLICAS`); 1 on a single server.
+    pub replicas: usize,
+}
+
+impl StreamSettings {
+    /// One copy, kept this long.
+    pub fn single(max_age: Duration) -> Self {
+        Self { max_age, replicas: 1 }
+    }
+}
+
+/// The stream as the server creates it.
+pub fn stream_config(settings: StreamSettings) -> stream::Config {
+    let StreamSettings { max_age, replicas } = settings;
     stream::Config {
         name: STREAM.into(),
         subjects: vec![SUBJECTS.into()],
@@ -34,14 +51,15 @@ pub fn stream_config(max_age: Duration) -> stream::Config {
         storage: stream::StorageType::File,
         max_age,
         duplicate_window: DUPLICATE_WINDOW,
+        num_replicas: replicas,
         ..Default::default()
     }
 }
 
 /// Creates the stream, or brings an existing one to this configuration (a changed
-/// `ECOMMERCE_EVENTS_MAX_AGE_DAYS` takes effect on the next start).
-pub async fn ensure_stream(js: &jetstream::Context, max_age: Duration) -> anyhow::Result<()> {
-    js.create_or_update_stream(stream_config(max_age))
+/// `ECOMMERCE_EVENTS_MAX_AGE_DAYS` or `ECOMMERCE_EVENTS_REPLICAS` takes effect on the next start).
+pub async fn ensure_stream(js: &jetstream::Context, settings: StreamSettings) -> anyhow::Result<()> {
+    js.create_or_update_stream(stream_config(settings))
         .await
         .map(drop)
         .with_context(|| format!("cannot create or update the stream {STREAM}"))
@@ -50,7 +68,7 @@ pub async fn ensure_stream(js: &jetstream::Context, max_age: Duration) -> anyhow
 /// A JetStream context on `url` that connects (and reconnects) in the background, logging
 /// connection changes once each, with the broker's address (its password hidden).
 pub async fn jetstream(url: &str) -> anyhow::Result<jetstream::Context> {
-    let shown = redact_url(url);
+    let shown = redact_urls(url);
     let logged = shown.clone();
     let client = async_nats::ConnectOptions::new()
         .name("ecommerce")
@@ -69,12 +87,31 @@ pub async fn jetstream(url: &str) -> anyhow::Result<jetstream::Context> {
                 }
             }
         })
-        .connect(url)
+        .connect(server_list(url))
         .await
         .with_context(|| format!("cannot use NATS at {shown}"))?;
     let mut js = jetstream::new(client);
     js.set_timeout(Duration::from_secs(3));
     Ok(js)
+}
+
+/// The brokers of `NATS_URL`: one URL, or several separated by commas (the nodes of a cluster;
+/// the client also learns the others from the one it reaches).
+pub fn server_list(url: &str) -> Vec<String> {
+    url.split(',')
+        .map(str::trim)
+        .filter(|one| !one.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// [`server_list`] with every password hidden.
+fn redact_urls(url: &str) -> String {
+    server_list(url)
+        .iter()
+        .map(|one| redact_url(one))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// `ecommerce events tail`: prints the events of the stream as JSON lines, one per event, from
@@ -85,11 +122,11 @@ pub async fn tail(args: TailArgs) -> anyhow::Result<()> {
     let Some(url) = args.nats_url.as_deref() else {
         bail!("set NATS_URL (or --nats-url) to the broker to tail, e.g. nats://127.0.0.1:4222");
     };
-    let shown = redact_url(url);
+    let shown = redact_urls(url);
     let client = async_nats::ConnectOptions::new()
         .name("ecommerce events tail")
         .connection_timeout(Duration::from_secs(5))
-        .connect(url)
+        .connect(server_list(url))
         .await
         .with_context(|| format!("cannot reach NATS at {shown}"))?;
     let js = jetstream::new(client);

@@ -151,14 +151,28 @@ async fn read_stream(url: &str) -> Vec<StreamEvent> {
         .await
         .unwrap_or_else(|err| panic!("the server must have created stream {STREAM}: {err}"));
     let expected = stream.info().await.expect("stream info").state.messages;
-    let consumer = stream
-        .create_consumer(pull::Config {
-            deliver_policy: DeliverPolicy::All,
-            ack_policy: AckPolicy::None,
-            ..Default::default()
-        })
-        .await
-        .expect("create a pull consumer");
+    // On a cluster that just lost a node, the first attempts may time out while it elects new
+    // leaders: retry, bounded. One in-memory replica is enough for a reader.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let consumer = loop {
+        let created = stream
+            .create_consumer(pull::Config {
+                deliver_policy: DeliverPolicy::All,
+                ack_policy: AckPolicy::None,
+                num_replicas: 1,
+                memory_storage: true,
+                ..Default::default()
+            })
+            .await;
+        match created {
+            Ok(consumer) => break consumer,
+            Err(err) if Instant::now() < deadline => {
+                eprintln!("create a pull consumer: {err}; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(err) => panic!("create a pull consumer: {err}"),
+        }
+    };
     let mut events = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     while (events.len() as u64) < expected {
@@ -1018,9 +1032,12 @@ async fn events_tail_without_nats_url_fails_and_says_to_set_it() {
 async fn stream_with_events(nats: &NatsServer, count: u64) -> async_nats::jetstream::Context {
     let client = async_nats::connect(nats.url()).await.expect("connect to NATS");
     let js = async_nats::jetstream::new(client);
-    ecommerce::events::ensure_stream(&js, Duration::from_secs(3600))
-        .await
-        .expect("create the stream as the server does");
+    ecommerce::events::ensure_stream(
+        &js,
+        ecommerce::events::StreamSettings::single(Duration::from_secs(3600)),
+    )
+    .await
+    .expect("create the stream as the server does");
     publish_events(&js, 1..=count).await;
     js
 }
@@ -1168,4 +1185,176 @@ async fn a_durable_tail_stopped_mid_stream_and_resumed_loses_and_repeats_nothing
     let info = consumer.info().await.expect("consumer info");
     assert_eq!((info.num_pending, info.num_ack_pending), (0, 0), "{info:?}");
     assert_eq!(info.ack_floor.stream_sequence, 50, "{info:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// A three-node JetStream cluster (deploy/nats/)
+// ---------------------------------------------------------------------------------------------
+
+/// The deployment kit's three nodes (`deploy/nats/node-{1,2,3}.conf`) with their client, route
+/// and monitoring ports moved to free ones and their storage in a temporary folder; each node is
+/// killed on drop.
+struct NatsCluster {
+    nodes: Vec<Option<Child>>,
+    client_ports: Vec<u16>,
+    dir: tempfile::TempDir,
+}
+
+impl NatsCluster {
+    async fn start() -> NatsCluster {
+        let dir = tempfile::Builder::new()
+            .prefix("ecommerce-nats-cluster-")
+            .tempdir()
+            .expect("a folder for the cluster");
+        let ports: Vec<[u16; 3]> = (0..3).map(|_| [free_port(), free_port(), free_port()]).collect();
+        let kit = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/nats");
+        let mut nodes = Vec::new();
+        for node in 1..=3 {
+            let mut config =
+                std::fs::read_to_string(kit.join(format!("node-{node}.conf"))).expect("read the kit's node config");
+            // The kit's ports: clients 4222-4224, routes 6222-6224, monitoring 8222-8224.
+            for (i, [client, route, http]) in ports.iter().enumerate() {
+                let i = i as u16;
+                config = config
+                    .replace(&format!("127.0.0.1:{}", 4222 + i), &format!("127.0.0.1:{client}"))
+                    .replace(&format!("127.0.0.1:{}", 6222 + i), &format!("127.0.0.1:{route}"))
+                    .replace(&format!("127.0.0.1:{}", 8222 + i), &format!("127.0.0.1:{http}"));
+            }
+            let store = dir.path().display().to_string();
+            config = config.replace("\"/var/lib/nats/", &format!("\"{store}/"));
+            assert!(config.contains(&store), "node {node}: could not move the storage");
+            let path = dir.path().join(format!("node-{node}.conf"));
+            std::fs::write(&path, config).expect("write a node config");
+            let log = std::fs::File::create(dir.path().join(format!("node-{node}.log"))).expect("a node log");
+            let child = Command::new(NATS_SERVER)
+                .arg("-c")
+                .arg(&path)
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().expect("clone the log handle"))
+                .stderr(log)
+                .spawn()
+                .unwrap_or_else(|err| panic!("start {NATS_SERVER}: {err}"));
+            nodes.push(Some(child));
+        }
+        let cluster = NatsCluster {
+            nodes,
+            client_ports: ports.iter().map(|p| p[0]).collect(),
+            dir,
+        };
+        let deadline = Instant::now() + BROKER_START_DEADLINE;
+        for &port in &cluster.client_ports {
+            while TcpStream::connect(("127.0.0.1", port)).is_err() {
+                assert!(
+                    Instant::now() < deadline,
+                    "a cluster node did not listen:\n{}",
+                    cluster.logs()
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        cluster
+    }
+
+    /// `NATS_URL` with every node, comma-separated.
+    fn urls(&self) -> String {
+        self.client_ports
+            .iter()
+            .map(|port| format!("nats://127.0.0.1:{port}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    fn url(&self, node: usize) -> String {
+        format!("nats://127.0.0.1:{}", self.client_ports[node])
+    }
+
+    /// Kills node `node` (0-based) for good.
+    fn kill(&mut self, node: usize) {
+        if let Some(mut child) = self.nodes[node].take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn logs(&self) -> String {
+        (1..=3)
+            .map(|node| std::fs::read_to_string(self.dir.path().join(format!("node-{node}.log"))).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n----\n")
+    }
+}
+
+impl Drop for NatsCluster {
+    fn drop(&mut self) {
+        for node in 0..self.nodes.len() {
+            self.kill(node);
+        }
+    }
+}
+
+postgres_tests!(through_a_three_node_cluster_that_loses_its_stream_leader_every_event_arrives_exactly_once,);
+
+/// Two instances relay to the kit's three-node cluster with `ECOMMERCE_EVENTS_REPLICAS=3`; the
+/// stream's leader is killed during 200 payments. Every payment answers, the outbox empties, and
+/// the stream read from a survivor holds, after de-duplication by `Nats-Msg-Id`, exactly one
+/// `order.paid` per paid order.
+async fn through_a_three_node_cluster_that_loses_its_stream_leader_every_event_arrives_exactly_once(engine: Engine) {
+    const PAYMENTS: usize = 200;
+    let mut cluster = NatsCluster::start().await;
+    let app = TestApp::builder(engine)
+        .instances(2)
+        .env("NATS_URL", cluster.urls())
+        .env("ECOMMERCE_EVENTS_REPLICAS", 3)
+        .env("ECOMMERCE_RELAY_INTERVAL_MS", RELAY_INTERVAL_MS)
+        .spawn()
+        .await;
+    let users = app.create_users(10).await;
+    let orders = pending_orders(&app, &users, PAYMENTS).await;
+    let (before, after) = orders.split_at(50);
+    pay_all(&app, before, &[0, 1]).await;
+    wait_until_delivered(&app, before.len() as i64).await;
+
+    // The stream is replicated on the three nodes; kill the one that leads it.
+    let client = async_nats::connect(cluster.url(2)).await.expect("connect to node 3");
+    let js = async_nats::jetstream::new(client);
+    let info = js
+        .get_stream(STREAM)
+        .await
+        .expect("the relay created the stream")
+        .info()
+        .await
+        .expect("stream info")
+        .clone();
+    assert_eq!(
+        info.config.num_replicas, 3,
+        "ECOMMERCE_EVENTS_REPLICAS reaches the stream"
+    );
+    let leader = info
+        .cluster
+        .and_then(|c| c.leader)
+        .expect("a replicated stream has a leader");
+    let node: usize = leader
+        .strip_prefix("ecommerce-nats-")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("leader {leader:?} is a node of the kit"));
+    cluster.kill(node - 1);
+
+    pay_all(&app, after, &[0, 1]).await;
+    wait_until_delivered(&app, PAYMENTS as i64).await;
+    let survivor = (0..3).find(|&n| n != node - 1).expect("a survivor");
+    let messages = read_stream(&cluster.url(survivor)).await;
+    let mut by_msg_id: BTreeMap<String, Value> = BTreeMap::new();
+    for message in &messages {
+        let msg_id = message.msg_id.clone().expect("every message carries Nats-Msg-Id");
+        assert_eq!(
+            Some(msg_id.as_str()),
+            message.event["id"].as_str(),
+            "Nats-Msg-Id is the event id"
+        );
+        by_msg_id.entry(msg_id).or_insert_with(|| message.event.clone());
+    }
+    let events: Vec<Value> = by_msg_id.into_values().collect();
+    let paid: BTreeSet<i64> = orders.iter().map(|(_, id)| *id).collect();
+    assert_one_event_each(&distinct_ids_by_order(&events), &paid, &BTreeSet::new());
+    assert_eq!(events.len(), PAYMENTS, "one event per payment after de-duplication");
 }

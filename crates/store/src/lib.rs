@@ -100,6 +100,32 @@ trait EngineSql {
         name: &str,
     ) -> impl Future<Output = StoreResult<bool>> + Send;
 
+    /// The store's product-change feed (see [`ecommerce_domain::changes`]).
+    fn changes(&self) -> &ecommerce_domain::changes::ProductChanges;
+
+    /// The pool a catalog read ([`ecommerce_domain::store::Store::product`],
+    /// [`ecommerce_domain::store::Store::products_on_sale`]) outside a transaction uses: the
+    /// reader, unless it is a replica that has not yet replayed a change this instance wrote or
+    /// heard of (then the primary, so that such a change shows in the next read).
+    fn catalog_reader(&self) -> impl Future<Output = StoreResult<&Pool<Self::Db>>> + Send;
+
+    /// Runs after a transaction that changed products committed (PostgreSQL with a replica:
+    /// notes the primary's WAL position that the replica must reach before it serves catalog
+    /// reads again).
+    fn after_product_commit(&self) -> impl Future<Output = ()> + Send;
+
+    /// The same store with the reader that token-free catalog reads use (a replica's pool when
+    /// there is one).
+    fn catalog_store(&self) -> Self;
+
+    /// Tells the other instances, from inside the transaction on `conn`, that it changed these
+    /// products (`payload` as [`ecommerce_domain::changes::encode_change`] writes it): delivered
+    /// only if the transaction commits. Nothing on an engine without cross-process notifications.
+    fn announce_changes(
+        conn: &mut <Self::Db as Database>::Connection,
+        payload: &str,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+
     /// Answers when the database can take a write now (the readiness probe's question, see
     /// [`ecommerce_domain::store::Store::check_writable`]); writes nothing.
     fn probe_writes(&self) -> impl Future<Output = StoreResult<()>> + Send;
@@ -277,6 +303,36 @@ mod tests {
                 "{file} should start with {version:04}_"
             );
         }
+    }
+
+    /// The catalog caches hear of a change only through `EngineTx::product_changed`: every
+    /// method of `shared.rs` whose SQL writes the `product` table must call it, so a new writer
+    /// (a draw taking stock, say) cannot forget.
+    #[test]
+    fn every_product_write_reports_the_change() {
+        let source = include_str!("shared.rs");
+        let writes = [
+            "update product ",
+            "insert into product ",
+            "delete from product ",
+            "(return_stock)",
+        ];
+        let mut checked = 0;
+        for method in source.split("async fn ").skip(1) {
+            let name = method.split('(').next().unwrap_or_default();
+            let lower = method.to_lowercase();
+            if writes.iter().any(|w| lower.contains(w)) {
+                checked += 1;
+                assert!(
+                    method.contains("self.product_changed(") || method.contains("tx.product_changed("),
+                    "`{name}` writes the product table: call self.product_changed(id) in it"
+                );
+            }
+        }
+        assert!(
+            checked >= 5,
+            "the scan found only {checked} product writers: is it still reading the right file?"
+        );
     }
 
     #[test]

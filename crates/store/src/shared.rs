@@ -13,6 +13,7 @@ use ecommerce_domain::account::{Credentials, NewUser, Role, TokenState, User};
 use ecommerce_domain::admin::{Account, HourlySales};
 use ecommerce_domain::cart::CartItem;
 use ecommerce_domain::catalog::{MAX_STOCK, NewProduct, Product, ProductPatch, ProductStatus};
+use ecommerce_domain::changes::{ProductChange, ProductChanges, encode_change};
 use ecommerce_domain::coupon::{
     Coupon, Discount, DiscountType, NewCoupon, NewUserCoupon, UserCoupon, UserCouponStatus,
 };
@@ -36,8 +37,17 @@ type Conn = <Db as Database>::Connection;
 type DbRow = <Db as Database>::Row;
 
 /// One write transaction. Dropping it without [`Tx::commit`] rolls back.
+///
+/// Every method that changes a product row calls [`EngineTx::product_changed`]; the commit
+/// announces those ids to the other instances (in the transaction, so only if it commits) and
+/// then publishes them on the store's [`ProductChanges`] feed, which the catalog caches follow.
+/// A unit test (`lib.rs`) fails when a statement that writes `product` sits in a method that
+/// does not call it.
 pub struct EngineTx {
     tx: Transaction<'static, Db>,
+    /// Products whose rows this transaction changed, in the order first changed.
+    changed: Vec<ProductId>,
+    store: EngineStore,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -623,6 +633,8 @@ impl Store for EngineStore {
     async fn begin(&self) -> StoreResult<EngineTx> {
         Ok(EngineTx {
             tx: self.write().await?,
+            changed: Vec::new(),
+            store: self.clone(),
         })
     }
 
@@ -636,6 +648,14 @@ impl Store for EngineStore {
 
     async fn check_writable(&self) -> StoreResult<()> {
         self.probe_writes().await
+    }
+
+    fn product_changes(&self) -> &ProductChanges {
+        self.changes()
+    }
+
+    fn catalog_reads(&self) -> Self {
+        self.catalog_store()
     }
 
     async fn setting_or_insert(&self, key: &str, value: &str) -> StoreResult<String> {
@@ -739,7 +759,8 @@ impl Store for EngineStore {
     }
 
     async fn product(&self, id: ProductId) -> StoreResult<Option<Product>> {
-        fetch_product(&mut *self.conn().await?, id).await
+        let mut conn = self.catalog_reader().await?.acquire().await.map_err(store_err)?;
+        fetch_product(&mut conn, id).await
     }
 
     async fn products_on_sale(&self, page: Page, released_by: Option<Timestamp>) -> StoreResult<Vec<Product>> {
@@ -753,7 +774,7 @@ impl Store for EngineStore {
             .bind(page.after.unwrap_or(0))
             .bind(page.limit)
             .bind(released_by.map(Timestamp::millis))
-            .fetch_all(self.reader())
+            .fetch_all(self.catalog_reader().await?)
             .await
             .map_err(store_err)?;
         rows.into_iter().map(ProductRow::into_product).collect()
@@ -890,11 +911,11 @@ impl Store for EngineStore {
     }
 
     async fn expire_orders(&self, now: Timestamp, batch: i64) -> StoreResult<u64> {
-        let mut tx = self.write().await?;
+        let mut tx = self.begin().await?;
         let expired = sqlx::query_scalar::<Db, Option<i64>>(<EngineStore as EngineSql>::EXPIRE_ORDERS)
             .bind(now.millis())
             .bind(batch)
-            .fetch_all(&mut *tx)
+            .fetch_all(tx.conn())
             .await
             .map_err(store_err)?;
         // A draw's order held one unit set aside by the draw: it goes back to stock now.
@@ -905,18 +926,20 @@ impl Store for EngineStore {
         for (draw, units) in units_by_draw {
             let product = sqlx::query_scalar::<Db, i64>("select product_id from draws where id = $1")
                 .bind(draw)
-                .fetch_one(&mut *tx)
+                .fetch_one(tx.conn())
                 .await
                 .map_err(store_err)?;
+            // The catalog caches hear of it at commit, like every other stock change.
+            tx.product_changed(ProductId(product));
             sqlx::query::<Db>(RETURN_STOCK)
                 .bind(product)
                 .bind(units)
                 .bind(MAX_STOCK)
-                .execute(&mut *tx)
+                .execute(tx.conn())
                 .await
                 .map_err(store_err)?;
         }
-        tx.commit().await.map_err(store_err)?;
+        tx.commit().await?;
         Ok(expired.len() as u64)
     }
 
@@ -1243,14 +1266,30 @@ impl EngineTx {
         &mut self.tx
     }
 
+    /// Records that this transaction changed the product's row (see [`EngineTx`]).
+    fn product_changed(&mut self, id: ProductId) {
+        if !self.changed.contains(&id) {
+            self.changed.push(id);
+        }
+    }
+
     async fn execute(&mut self, query: sqlx::query::Query<'_, Db, <Db as Database>::Arguments>) -> StoreResult<u64> {
         Ok(query.execute(self.conn()).await.map_err(store_err)?.rows_affected())
     }
 }
 
 impl Tx for EngineTx {
-    async fn commit(self) -> StoreResult<()> {
-        self.tx.commit().await.map_err(store_err)
+    async fn commit(mut self) -> StoreResult<()> {
+        if !self.changed.is_empty() {
+            EngineStore::announce_changes(&mut self.tx, &encode_change(&self.changed)).await?;
+        }
+        let committed = self.tx.commit().await;
+        if !self.changed.is_empty() {
+            self.store.after_product_commit().await;
+            // Also when the commit's answer was lost: emptying a cache entry is always safe.
+            self.store.changes().publish(ProductChange::Products(&self.changed));
+        }
+        committed.map_err(store_err)
     }
 
     async fn rollback(self) -> StoreResult<()> {
@@ -1428,7 +1467,7 @@ impl Tx for EngineTx {
              values ($1, $2, $3, 'ON_SALE', $4, $5, $6) returning ",
             product_columns!()
         );
-        sqlx::query_as::<Db, ProductRow>(SQL)
+        let created = sqlx::query_as::<Db, ProductRow>(SQL)
             .bind(&product.name)
             .bind(product.price.0)
             .bind(product.stock)
@@ -1438,10 +1477,14 @@ impl Tx for EngineTx {
             .fetch_one(self.conn())
             .await
             .map_err(store_err)?
-            .into_product()
+            .into_product()?;
+        // A cache may hold "not found" for the new id.
+        self.product_changed(created.id);
+        Ok(created)
     }
 
     async fn update_product(&mut self, id: ProductId, patch: &ProductPatch) -> StoreResult<Option<Product>> {
+        self.product_changed(id);
         const SQL: &str = concat!(
             "update product set name = coalesce($2, name), price = coalesce($3, price), status = coalesce($4, status), \
              sale_starts_at = case when $5 then $6 else sale_starts_at end, \
@@ -1466,6 +1509,7 @@ impl Tx for EngineTx {
     }
 
     async fn add_stock(&mut self, id: ProductId, quantity: i64) -> StoreResult<Option<Product>> {
+        self.product_changed(id);
         const SQL: &str = concat!(
             "update product set stock = stock + $2 where id = $1 and stock <= $3 - $2 returning ",
             product_columns!()
@@ -1482,6 +1526,7 @@ impl Tx for EngineTx {
     }
 
     async fn return_stock(&mut self, id: ProductId, quantity: i64) -> StoreResult<()> {
+        self.product_changed(id);
         // Capped at the maximum, and never lowered by it.
         self.execute(
             sqlx::query::<Db>(RETURN_STOCK)
@@ -1498,6 +1543,7 @@ impl Tx for EngineTx {
     }
 
     async fn take_stock(&mut self, id: ProductId, quantity: i64) -> StoreResult<bool> {
+        self.product_changed(id);
         let taken = self
             .execute(
                 sqlx::query::<Db>("update product set stock = stock - $2 where id = $1 and stock >= $2")

@@ -7,6 +7,7 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use ecommerce_domain::StoreError;
+use ecommerce_domain::changes::ProductChanges;
 use ecommerce_domain::store::StoreResult;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, SqliteConnection, SqlitePool, Transaction};
@@ -31,6 +32,8 @@ pub struct SqliteStore {
     /// How the readiness probe opens its own connection to the file (shared: the store is
     /// cloned for every request).
     probe: std::sync::Arc<SqliteConnectOptions>,
+    /// One process per file: its own commits are the only changes it needs to hear of.
+    changes: ProductChanges,
 }
 
 impl EngineSql for SqliteStore {
@@ -41,6 +44,25 @@ impl EngineSql for SqliteStore {
 
     fn reader(&self) -> &SqlitePool {
         &self.reader
+    }
+
+    fn changes(&self) -> &ProductChanges {
+        &self.changes
+    }
+
+    fn catalog_store(&self) -> Self {
+        self.clone()
+    }
+
+    async fn catalog_reader(&self) -> StoreResult<&SqlitePool> {
+        Ok(&self.reader)
+    }
+
+    async fn after_product_commit(&self) {}
+
+    /// Another process on the same file hears of nothing; the caches' time bound covers it.
+    async fn announce_changes(_conn: &mut SqliteConnection, _payload: &str) -> StoreResult<()> {
+        Ok(())
     }
 
     async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>, sqlx::Error> {
@@ -173,6 +195,7 @@ impl SqliteStore {
                 .connect_lazy_with(connect.clone().read_only(true)),
             writer,
             probe: std::sync::Arc::new(connect.busy_timeout(PROBE_LOCK_WAIT)),
+            changes: ProductChanges::default(),
         };
         store.migrate().await?;
         Ok(store)

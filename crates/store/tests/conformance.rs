@@ -10,6 +10,7 @@ use std::collections::HashSet;
 use ecommerce_domain::account::{self, Role};
 use ecommerce_domain::cart;
 use ecommerce_domain::catalog::{self, MAX_STOCK, NewProduct, ProductPatch, ProductRequest, ProductStatus};
+use ecommerce_domain::changes::{ProductChange, ProductChangeSubscriber};
 use ecommerce_domain::coupon::{self, DiscountType, NewUserCoupon, UserCouponStatus};
 use ecommerce_domain::draw::{self, DrawRequest, EntryStatus, NewDraw};
 use ecommerce_domain::events::Event;
@@ -27,6 +28,7 @@ conformance!(
     upsert_admin_creates_or_promotes_the_account,
     every_use_case_about_an_unknown_user_answers_user_not_found,
     products_are_created_read_and_patched,
+    committed_product_changes_are_published_and_rolled_back_ones_are_not,
     products_on_sale_are_listed_oldest_first_by_keyset,
     restocking_stops_at_the_maximum_stock,
     returned_stock_is_capped_at_the_maximum,
@@ -409,6 +411,74 @@ async fn products_are_created_read_and_patched<S: Engine>(db: TestDb<S>) {
     );
     assert_eq!(store.product(coat.id).await.expect("read"), Some(stopped));
     assert_eq!(store.product(coat.id.unknown()).await.expect("read"), None);
+}
+
+/// Records what a store's product-change feed publishes.
+#[derive(Default)]
+struct Changes(std::sync::Mutex<Vec<Vec<i64>>>);
+
+impl ProductChangeSubscriber for Changes {
+    fn changed(&self, change: ProductChange<'_>) {
+        let ids = match change {
+            ProductChange::Products(ids) => ids.iter().map(|id| id.0).collect(),
+            ProductChange::All => vec![-1],
+        };
+        self.0.lock().expect("lock").push(ids);
+    }
+}
+
+impl Changes {
+    fn take(&self) -> Vec<Vec<i64>> {
+        std::mem::take(&mut *self.0.lock().expect("lock"))
+    }
+}
+
+/// The catalog caches follow the store's feed: a commit publishes every product whose row the
+/// transaction changed (create, patch, restock, stock taken or returned), once each, after the
+/// commit; a rollback, or a transaction that changed no product, publishes nothing.
+async fn committed_product_changes_are_published_and_rolled_back_ones_are_not<S: Engine>(db: TestDb<S>) {
+    let store = db.connect().await;
+    let seen = std::sync::Arc::new(Changes::default());
+    store.product_changes().subscribe(seen.clone());
+    let coat = product(&store, "Coat", 1_000, 10).await;
+    let shirt = product(&store, "Shirt", 1_000, 10).await;
+    assert_eq!(seen.take(), vec![vec![coat.id.0], vec![shirt.id.0]], "each creation");
+
+    let mut tx = store.begin().await.expect("begin");
+    assert!(tx.take_stock(coat.id, 2).await.expect("take"));
+    tx.add_stock(shirt.id, 3).await.expect("add").expect("exists");
+    tx.return_stock(coat.id, 1).await.expect("return");
+    let patch = ProductPatch {
+        price: Some(Krw(900)),
+        ..ProductPatch::default()
+    };
+    tx.update_product(shirt.id, &patch)
+        .await
+        .expect("update")
+        .expect("exists");
+    assert_eq!(seen.take(), Vec::<Vec<i64>>::new(), "nothing before the commit");
+    tx.commit().await.expect("commit");
+    assert_eq!(
+        seen.take(),
+        vec![vec![coat.id.0, shirt.id.0]],
+        "once each, in the order first changed"
+    );
+
+    let mut tx = store.begin().await.expect("begin");
+    assert!(tx.take_stock(coat.id, 1).await.expect("take"));
+    tx.rollback().await.expect("rollback");
+    let mut tx = store.begin().await.expect("begin");
+    assert!(tx.take_stock(coat.id, 1).await.expect("take"));
+    drop(tx);
+    let mut tx = store.begin().await.expect("begin");
+    assert_eq!(tx.product(coat.id).await.expect("read").map(|p| p.stock), Some(9));
+    tx.commit().await.expect("commit");
+    assert_eq!(
+        seen.take(),
+        Vec::<Vec<i64>>::new(),
+        "rolled back, or no product changed"
+    );
+    assert_eq!(store.product(coat.id).await.expect("read").expect("exists").stock, 9);
 }
 
 async fn products_on_sale_are_listed_oldest_first_by_keyset<S: Engine>(db: TestDb<S>) {

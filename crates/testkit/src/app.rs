@@ -35,7 +35,8 @@ impl TestAppBuilder {
     }
 
     /// An environment variable for every instance, e.g. `ECOMMERCE_ORDER_TTL_SECONDS`; it
-    /// overrides the harness's own (see [`crate`]).
+    /// overrides the harness's own (see [`crate`]). `{database}` in the value stands for the
+    /// test's PostgreSQL database name (e.g. for `DATABASE_READ_URL`).
     pub fn env(mut self, key: &str, value: impl ToString) -> Self {
         self.env.push((key.to_owned(), value.to_string()));
         self
@@ -76,7 +77,12 @@ impl TestAppBuilder {
 
 fn instance_env(db: &TestDb, index: usize, extra: &[(String, String)]) -> Vec<(String, String)> {
     let mut env = base_env(db, index);
-    env.extend(extra.iter().cloned());
+    let name = db.pg_name().unwrap_or_default();
+    env.extend(
+        extra
+            .iter()
+            .map(|(key, value)| (key.clone(), value.replace("{database}", name))),
+    );
     env
 }
 

@@ -30,6 +30,8 @@ pub struct JobSettings {
     pub draw_interval: Duration,
     pub relay_interval: Duration,
     pub events_max_age: Duration,
+    /// Copies of the stream on a NATS cluster.
+    pub events_replicas: usize,
 }
 
 /// The running jobs of one app.
@@ -47,7 +49,10 @@ impl Jobs {
                 store.clone(),
                 sink,
                 settings.relay_interval,
-                settings.events_max_age,
+                crate::events::StreamSettings {
+                    max_age: settings.events_max_age,
+                    replicas: settings.events_replicas,
+                },
                 shutdown(),
             )),
             tokio::spawn(expiry::run(store.clone(), settings.expiry_interval, shutdown())),

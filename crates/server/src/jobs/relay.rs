@@ -168,13 +168,19 @@ pub async fn step<S: Store>(store: &S, sink: &Sink) -> anyhow::Result<usize> {
     }
 }
 
-/// Runs the relay until shutdown: makes sure the JetStream stream exists (with the retention of
-/// `max_age`), then relays, idling `idle` when the outbox is empty and backing off while the
+/// Runs the relay until shutdown: makes sure the JetStream stream exists (with the retention and
+/// replicas of `stream`), then relays, idling `idle` when the outbox is empty and backing off while the
 /// sink fails.
-pub async fn run<S: Store>(store: S, sink: Sink, idle: Duration, max_age: Duration, mut shutdown: Shutdown) {
+pub async fn run<S: Store>(
+    store: S,
+    sink: Sink,
+    idle: Duration,
+    stream: events::StreamSettings,
+    mut shutdown: Shutdown,
+) {
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     if let Sink::JetStream(js) = &sink {
-        while let Err(err) = events::ensure_stream(js, max_age).await {
+        while let Err(err) = events::ensure_stream(js, stream).await {
             let wait = backoff.next_wait();
             tracing::warn!(
                 error = format!("{err:#}"),

@@ -93,6 +93,7 @@ pub struct AppContext<S> {
     pub popular: catalog::PopularCache,
     pub coupons: coupons::CouponCache,
     pub readiness: ops::Readiness,
+    pub draw_entries: draws::EntryBatcher,
 }
 
 /// Shared by every request; cheap to clone.
@@ -122,6 +123,7 @@ impl<S: Store> AppState<S> {
             popular: catalog::PopularCache::default(),
             coupons: coupons::CouponCache::default(),
             readiness: ops::Readiness::default(),
+            draw_entries: draws::EntryBatcher::default(),
         }))
     }
 }

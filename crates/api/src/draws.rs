@@ -2,8 +2,19 @@
 //! users enter once each; within seconds after the window closes, one instance draws the
 //! winners (the server's draw job, `crates/server/src/jobs/draw.rs`), each with a pending order
 //! holding one unit. The rules are in `ecommerce_domain::draw`; this module translates HTTP.
+//!
+//! **Entries share commits.** A rush of entries is thousands of tiny transactions that would
+//! each wait for their own commit (and queue on the draw's row to count themselves). Instead,
+//! each instance gathers the entries of one draw that arrive while a write is in flight and
+//! writes them together in the next transaction ([`EntryBatcher`], group commit): one insert of
+//! all the rows (the unique `(draw_id, user_id)` still decides who is first), one guarded count.
+//! Every request is still answered only after its entry committed.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
 
 use axum::extract::{Query, State};
+use ecommerce_domain::UserId;
 use ecommerce_domain::draw::{self, Draw, DrawEntry, DrawRequest, DrawStatus, EntryStatus, NewDraw, parse_seed};
 use ecommerce_domain::store::{Store, Tx};
 use ecommerce_domain::{DrawId, Error, Timestamp};
@@ -155,6 +166,135 @@ fn entry_example() -> serde_json::Value {
         "draw_id": 12, "user_id": 42, "status": "ENTERED",
         "entered_at": "2026-12-01T09:03:12.345Z", "order_id": null
     })
+}
+
+/// Entries of one transaction at most.
+const MAX_BATCH: usize = 500;
+
+/// The entries waiting for the next write, per draw, on this instance.
+#[derive(Default)]
+pub struct EntryBatcher {
+    queues: Mutex<HashMap<DrawId, Queue>>,
+}
+
+#[derive(Default)]
+struct Queue {
+    waiting: Vec<(UserId, tokio::sync::oneshot::Sender<Outcome>)>,
+    /// A writer task is running for this draw.
+    flushing: bool,
+}
+
+/// What a batch answers one of its entries (`Error` is not `Clone`).
+enum Outcome {
+    Entered(DrawEntry),
+    AlreadyEntered,
+    NotOpen,
+    Failed { unavailable: bool, message: String },
+}
+
+impl Outcome {
+    fn into_result(self) -> std::result::Result<DrawEntry, Error> {
+        match self {
+            Outcome::Entered(entry) => Ok(entry),
+            Outcome::AlreadyEntered => Err(Error::AlreadyEntered),
+            Outcome::NotOpen => Err(Error::DrawNotOpen),
+            Outcome::Failed { unavailable, message } => {
+                let source = std::io::Error::other(message);
+                Err(Error::Store(if unavailable {
+                    ecommerce_domain::StoreError::unavailable(source)
+                } else {
+                    ecommerce_domain::StoreError::new(source)
+                }))
+            }
+        }
+    }
+}
+
+impl EntryBatcher {
+    fn queues(&self) -> std::sync::MutexGuard<'_, HashMap<DrawId, Queue>> {
+        self.queues.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Writes `user`'s entry in the next batch of the draw and waits for its commit.
+async fn enter_batched<S: Store>(app: &AppState<S>, id: DrawId, user: UserId) -> std::result::Result<DrawEntry, Error> {
+    let (sender, receiver) = tokio::sync::oneshot::channel();
+    let lead = {
+        let mut queues = app.draw_entries.queues();
+        let queue = queues.entry(id).or_default();
+        queue.waiting.push((user, sender));
+        !std::mem::replace(&mut queue.flushing, true)
+    };
+    if lead {
+        tokio::spawn(flush_entries(app.clone(), id));
+    }
+    match receiver.await {
+        Ok(outcome) => outcome.into_result(),
+        Err(_) => Err(Error::Store(ecommerce_domain::StoreError::new(std::io::Error::other(
+            "the entry writer stopped",
+        )))),
+    }
+}
+
+/// Writes the draw's waiting entries, batch after batch, until none is left.
+async fn flush_entries<S: Store>(app: AppState<S>, id: DrawId) {
+    loop {
+        let batch: Vec<_> = {
+            let mut queues = app.draw_entries.queues();
+            let Some(queue) = queues.get_mut(&id) else { return };
+            if queue.waiting.is_empty() {
+                queues.remove(&id);
+                return;
+            }
+            let take = queue.waiting.len().min(MAX_BATCH);
+            queue.waiting.drain(..take).collect()
+        };
+        let users: Vec<UserId> = batch.iter().map(|(user, _)| *user).collect();
+        let written = write_entries(&app.store, id, &users).await;
+        metrics::histogram!("draw_entry_batch_size").record(users.len() as f64);
+        match written {
+            Ok(entries) => {
+                for ((_, sender), entry) in batch.into_iter().zip(entries) {
+                    let _ = sender.send(entry.map_or(Outcome::AlreadyEntered, Outcome::Entered));
+                }
+            }
+            Err(err) => {
+                let (unavailable, message) = match &err {
+                    Error::Store(cause) => (cause.unavailable, cause.to_string()),
+                    other => (false, other.to_string()),
+                };
+                let not_open = matches!(err, Error::DrawNotOpen);
+                for (_, sender) in batch {
+                    let _ = sender.send(if not_open {
+                        Outcome::NotOpen
+                    } else {
+                        Outcome::Failed {
+                            unavailable,
+                            message: message.clone(),
+                        }
+                    });
+                }
+            }
+        }
+    }
+}
+
+async fn write_entries<S: Store>(
+    store: &S,
+    id: DrawId,
+    users: &[UserId],
+) -> std::result::Result<Vec<Option<DrawEntry>>, Error> {
+    let mut tx = store.begin().await?;
+    match draw::enter_many(&mut tx, id, users, Timestamp::now()).await {
+        Ok(entries) => {
+            tx.commit().await?;
+            Ok(entries)
+        }
+        Err(err) => {
+            tx.rollback().await?;
+            Err(err)
+        }
+    }
 }
 
 fn draw_id(params: &PathParams) -> Result<DrawId> {
@@ -360,18 +500,8 @@ pub async fn enter_draw<S: Store>(
     scope: UserScope,
 ) -> Result<Created<DrawEntryResponse>> {
     let id = draw_id(&scope.params)?;
-    let now = Timestamp::now();
-    let mut tx = app.store.begin().await?;
-    let entry = draw::enter_draw(&mut tx, scope.addressed(), id, now).await;
-    let entry = match entry {
-        Ok(entry) => entry,
-        Err(err) => {
-            // Free the entry row and the draw row at once for the next request.
-            tx.rollback().await?;
-            return Err(err.into());
-        }
-    };
-    tx.commit().await?;
+    draw::check_entry(&app.store, scope.addressed(), id, Timestamp::now()).await?;
+    let entry = enter_batched(&app, id, scope.user_id).await?;
     metrics::counter!("draw_entries_total").increment(1);
     Ok(Created(
         format!("/api/v1/users/{}/draws/{}/entry", scope.user_id, id),

@@ -120,6 +120,7 @@ pub struct AppContext<S> {
     /// Checks tokens against their account, with a short cache.
     pub tokens: auth::TokenCheck,
     pub limits: rate_limit::RateLimits,
+    pub draw_entries: draws::EntryBatcher,
 }
 
 /// Shared by every request; cheap to clone.
@@ -159,6 +160,7 @@ impl<S: Store> AppState<S> {
             tokens: auth::TokenCheck::new(config.token_check_ttl),
             limits: rate_limit::RateLimits::new(&config.rate_limits),
             config,
+            draw_entries: draws::EntryBatcher::default(),
         }))
     }
 }

@@ -252,7 +252,7 @@ pub async fn enter_draw(tx: &mut impl Tx, who: Addressed, id: DrawId, now: Times
         .insert_draw_entry(id, who.user_id, now)
         .await?
         .ok_or(Error::AlreadyEntered)?;
-    if !tx.count_draw_entry(id, now).await? {
+    if !tx.count_draw_entries(id, 1, now).await? {
         return Err(Error::DrawNotOpen);
     }
     Ok(entry)
@@ -265,6 +265,41 @@ pub async fn entry_of(store: &impl Store, who: Addressed, id: DrawId) -> Result<
         return Err(Error::DrawNotFound);
     }
     store.draw_entry(id, who.user_id).await?.ok_or(Error::EntryNotFound)
+}
+
+/// The checks of an entry that reads can make, in the contract's order: `USER_NOT_FOUND`,
+/// `DRAW_NOT_FOUND`, `ALREADY_ENTERED`, `DRAW_NOT_OPEN`. An entry that passes them is then written
+/// by [`enter_many`], which decides again in its transaction.
+pub async fn check_entry(store: &impl Store, who: Addressed, id: DrawId, now: Timestamp) -> Result<Draw, Error> {
+    require_user(store, who).await?;
+    let draw = store.draw(id).await?.ok_or(Error::DrawNotFound)?;
+    if store.draw_entry(id, who.user_id).await?.is_some() {
+        return Err(Error::AlreadyEntered);
+    }
+    if !draw.is_open(now) {
+        return Err(Error::DrawNotOpen);
+    }
+    Ok(draw)
+}
+
+/// Enters `users` (each checked by [`check_entry`]) in one transaction, so that many entries
+/// share one commit: each user's entry, `None` for a user who already had one (the unique
+/// `(draw_id, user_id)` decides, also for a user listed twice). The count is a guarded update
+/// that holds only while the window is open and the draw not drawn; when it fails the whole
+/// batch is `DRAW_NOT_OPEN` (the caller rolls back), so no entry is ever left out of a draw.
+pub async fn enter_many(
+    tx: &mut impl Tx,
+    id: DrawId,
+    users: &[UserId],
+    now: Timestamp,
+) -> Result<Vec<Option<DrawEntry>>, Error> {
+    let inserted = tx.insert_draw_entries(id, users, now).await?;
+    if !inserted.is_empty() && !tx.count_draw_entries(id, inserted.len() as i64, now).await? {
+        return Err(Error::DrawNotOpen);
+    }
+    let mut by_user: std::collections::HashMap<UserId, DrawEntry> =
+        inserted.into_iter().map(|e| (e.user_id, e)).collect();
+    Ok(users.iter().map(|u| by_user.remove(u)).collect())
 }
 
 /// What a draw did.

@@ -402,9 +402,23 @@ pub trait Tx: Send {
         user: UserId,
         now: Timestamp,
     ) -> impl Future<Output = StoreResult<Option<DrawEntry>>> + Send;
-    /// Adds one to the draw's `entry_count` while its window holds `now` and it is not drawn;
-    /// `false` when it does not (the caller rolls the entry back).
-    fn count_draw_entry(&mut self, draw: DrawId, now: Timestamp) -> impl Future<Output = StoreResult<bool>> + Send;
+    /// Inserts an `ENTERED` entry for each of `users` who has none (the unique
+    /// `(draw_id, user_id)` decides; a user listed twice gets one); the entries inserted, in any
+    /// order. Batched.
+    fn insert_draw_entries(
+        &mut self,
+        draw: DrawId,
+        users: &[UserId],
+        now: Timestamp,
+    ) -> impl Future<Output = StoreResult<Vec<DrawEntry>>> + Send;
+    /// Adds `count` to the draw's `entry_count` while its window holds `now` and it is not
+    /// drawn; `false` when it does not (the caller rolls the entries back).
+    fn count_draw_entries(
+        &mut self,
+        draw: DrawId,
+        count: i64,
+        now: Timestamp,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
     /// Claims the draw for this transaction: sets `drawn_at = now` and the seed while it is not
     /// drawn and its window ended at or before `now`. `None` when another transaction drew it
     /// (or it is not due); the draw as claimed otherwise.

@@ -34,6 +34,7 @@ SCENARIOS
   checkout     a direct order of 1 unit of a random product, then its payment
   pay          payments only: the pending orders are made in the set-up
   coupon-rush  --requests distinct users each ask once for one coupon of --coupon-total
+  draw-entries --requests distinct users each enter one draw of --coupon-total units (open an hour)
   mixed        a landing-page day: popular, product pages, lists, cart, some checkouts from the cart
 
 RUN OPTIONS
@@ -47,7 +48,7 @@ RUN OPTIONS
   --users N                 users taking part (default 200; coupon-rush: one per request;
                             mixed: one per connection)
   --products N              products created for the run (default 100)
-  --coupon-total Q          coupon-rush quantity (default requests / 10)
+  --coupon-total Q          coupon-rush quantity, draw-entries units (default requests / 10)
   --seed-orders N           popular: paid orders made in the set-up (default 30)
   --admin-email E --admin-password P   (default: $ECOMMERCE_ADMIN_EMAIL, $ECOMMERCE_ADMIN_PASSWORD)
   --setup-concurrency N     parallel sign-ups/logins (Argon2 on the server; default 8)

@@ -32,17 +32,19 @@ pub enum Kind {
     Checkout,
     Pay,
     CouponRush,
+    DrawEntries,
     Mixed,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 8] = [
         Kind::Browse,
         Kind::Popular,
         Kind::Charge,
         Kind::Checkout,
         Kind::Pay,
         Kind::CouponRush,
+        Kind::DrawEntries,
         Kind::Mixed,
     ];
 
@@ -54,6 +56,7 @@ impl Kind {
             Kind::Checkout => "checkout",
             Kind::Pay => "pay",
             Kind::CouponRush => "coupon-rush",
+            Kind::DrawEntries => "draw-entries",
             Kind::Mixed => "mixed",
         }
     }
@@ -68,6 +71,7 @@ impl Kind {
             "order.create" => outcome == "201",
             "order.create_from_cart" => outcome == "201" || outcome == "400 CART_EMPTY",
             "coupon.issue" => outcome == "201" || outcome == "409 COUPON_SOLD_OUT",
+            "draw.enter" => outcome == "201",
             _ => outcome == "200",
         }
     }
@@ -106,6 +110,8 @@ struct Plan {
     /// `pay`: pending orders, (index into `users`, order id).
     orders: Vec<(usize, i64)>,
     coupon_id: i64,
+    /// `draw-entries`: the draw everyone enters.
+    draw_id: i64,
     /// Units paid per product of this run, from the payment answers.
     sold: BTreeMap<i64, AtomicI64>,
 }
@@ -224,6 +230,15 @@ impl Plan {
                     .post(&path, Some(&user.token), &json!({"coupon_id": self.coupon_id}))
                     .await;
                 rec.record("coupon.issue", &sent);
+            }
+            Kind::DrawEntries => {
+                let user = &self.users[ticket as usize];
+                let path = format!("/api/v1/users/{}/draws/{}/entries", user.id, self.draw_id);
+                let sent = self
+                    .api
+                    .send(Method::POST, &path, Some(&user.token), Body::None, None)
+                    .await;
+                rec.record("draw.enter", &sent);
             }
             Kind::Mixed => {
                 // One user per worker, so a worker's cart is its own.
@@ -442,7 +457,7 @@ pub async fn run(opts: RunOptions) -> Result<ScenarioResult, String> {
     let mut setup: BTreeMap<String, f64> = BTreeMap::new();
 
     // The request budget decides how much to prepare where steps consume data.
-    let finite = matches!(kind, Kind::Pay | Kind::CouponRush);
+    let finite = matches!(kind, Kind::Pay | Kind::CouponRush | Kind::DrawEntries);
     let requests = match (opts.requests, opts.duration) {
         (Some(r), _) => Some(r),
         (None, None) => Some(2_000),
@@ -454,12 +469,16 @@ pub async fn run(opts: RunOptions) -> Result<ScenarioResult, String> {
         }
         (None, Some(_)) => None,
     };
-    let warmup = if kind == Kind::CouponRush { 0 } else { opts.warmup };
+    let warmup = if matches!(kind, Kind::CouponRush | Kind::DrawEntries) {
+        0
+    } else {
+        opts.warmup
+    };
     let steps_planned = requests.map(|r| r + warmup);
 
     let needs_users = !matches!(kind, Kind::Browse | Kind::Popular) || (kind == Kind::Popular && opts.setup);
     let user_count = match kind {
-        Kind::CouponRush => requests.unwrap_or_default() as usize,
+        Kind::CouponRush | Kind::DrawEntries => requests.unwrap_or_default() as usize,
         // One user per connection, so that each cart has one writer.
         Kind::Mixed => opts.concurrency,
         Kind::Popular => opts.users.min(10),
@@ -476,7 +495,8 @@ pub async fn run(opts: RunOptions) -> Result<ScenarioResult, String> {
         || (kind == Kind::Popular && opts.setup);
     let mut products: Vec<(i64, i64)> = Vec::new();
     let mut coupon_id = 0;
-    if opts.setup && (needs_products || kind == Kind::CouponRush) {
+    let mut draw_id = 0;
+    if opts.setup && (needs_products || matches!(kind, Kind::CouponRush | Kind::DrawEntries)) {
         let admin = admin_token(&api, &opts.admin).await?;
         if needs_products {
             let (count, stock) = match kind {
@@ -497,6 +517,23 @@ pub async fn run(opts: RunOptions) -> Result<ScenarioResult, String> {
                 )
                 .await?;
             coupon_id = value["id"].as_i64().ok_or("coupon without id")?;
+        }
+        if kind == Kind::DrawEntries {
+            // One product stocked with the draw's units, and a draw open for an hour.
+            let units = opts.coupon_total.clamp(1, 100_000);
+            products = create_products(&api, &admin, &tag, 1, units, 1).await?;
+            let body = json!({"product_id": products[0].0, "quantity": units,
+                "entry_starts_at": ecommerce_testkit::rfc3339_in(-1_000),
+                "entry_ends_at": ecommerce_testkit::rfc3339_in(3_600_000),
+                "payment_window_seconds": 600});
+            let value = api
+                .must(
+                    "POST /api/v1/admin/draws",
+                    api.post("/api/v1/admin/draws", Some(&admin), &body).await,
+                    201,
+                )
+                .await?;
+            draw_id = value["id"].as_i64().ok_or("draw without id")?;
         }
     } else if needs_products {
         return Err(format!("{} needs its set-up (drop --no-setup)", kind.name()));
@@ -534,6 +571,7 @@ pub async fn run(opts: RunOptions) -> Result<ScenarioResult, String> {
         products: product_ids.clone(),
         orders,
         coupon_id,
+        draw_id,
         sold: product_ids.iter().map(|id| (*id, AtomicI64::new(0))).collect(),
     });
     if kind == Kind::Popular && opts.setup {
@@ -543,7 +581,7 @@ pub async fn run(opts: RunOptions) -> Result<ScenarioResult, String> {
 
     let limit = match kind {
         Kind::Pay => plan.orders.len() as u64,
-        Kind::CouponRush => plan.users.len() as u64,
+        Kind::CouponRush | Kind::DrawEntries => plan.users.len() as u64,
         _ => steps_planned.unwrap_or(u64::MAX),
     };
     let cap = Duration::from_secs(opts.max_seconds);
@@ -657,6 +695,18 @@ async fn scenario_checks(
             "coupon remaining_quantity == total - issued",
             remaining == Some(coupon_total - issued),
             format!("remaining {remaining:?}, expected {}", coupon_total - issued),
+        ));
+    }
+    if plan.kind == Kind::DrawEntries {
+        let entered = rec.outcomes("draw.enter").get("201").copied().unwrap_or_default() as i64;
+        let counted = match plan.api.get(&format!("/api/v1/draws/{}", plan.draw_id), None).await {
+            Ok(reply) => reply.json().and_then(|v| v["entry_count"].as_i64()),
+            Err(_) => None,
+        };
+        checks.push(Check::new(
+            "draw entry_count == entries answered 201 == users",
+            counted == Some(entered) && entered == iterations as i64,
+            format!("entry_count {counted:?}, {entered} entered, {iterations} users"),
         ));
     }
     if matches!(plan.kind, Kind::Checkout | Kind::Pay | Kind::Mixed | Kind::Popular) && !products.is_empty() {

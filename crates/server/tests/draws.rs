@@ -22,6 +22,7 @@ engine_tests!(
     draw_creation_checks_every_bound_before_the_product_and_its_stock,
     draw_routes_need_an_admin_and_answer_their_not_found,
     a_user_enters_once_and_reads_the_entry,
+    many_entries_at_once_share_commits_and_are_each_answered,
     outside_the_window_entries_are_draw_not_open_after_already_entered,
     the_draw_makes_min_quantity_entries_winners_with_orders_and_returns_the_rest,
     a_winner_pays_without_taking_stock_and_cancel_refund_and_expiry_give_units_back,
@@ -315,6 +316,31 @@ async fn a_user_enters_once_and_reads_the_entry(app: TestApp) {
     assert_eq!(users, vec![user.id]);
     let won = app.admin_draw_entries(draw, "?status=WON").await.json(200);
     assert!(items(&won).is_empty());
+    app.db().assert_invariants().await;
+}
+
+async fn many_entries_at_once_share_commits_and_are_each_answered(app: TestApp) {
+    let product = app.new_product("Sock", 1_000, 5).await;
+    let draw = id_of(&app.create_draw(product, 5, -1_000, 3_600_000, 60).await);
+    let users = app.create_users(60).await;
+    // Everyone at once, and every third user twice.
+    let requests = users
+        .iter()
+        .chain(users.iter().step_by(3))
+        .map(|user| app.enter_draw(user, draw));
+    let responses = join_all(requests).await;
+    let mut created = HashSet::new();
+    for response in &responses {
+        match response.status {
+            201 => assert!(created.insert(int(&response.body, "user_id")), "one 201 per user"),
+            _ => response.assert_problem(409, "ALREADY_ENTERED"),
+        }
+    }
+    assert_eq!(created.len(), 60, "every user entered once");
+    assert_eq!(int(&app.draw_ok(draw).await, "entry_count"), 60);
+    for user in users.iter().take(5) {
+        assert_eq!(app.draw_entry(user, draw).await.json(200)["status"], json!("ENTERED"));
+    }
     app.db().assert_invariants().await;
 }
 

@@ -1934,15 +1934,49 @@ impl Tx for EngineTx {
             .transpose()
     }
 
-    async fn count_draw_entry(&mut self, draw: DrawId, now: Timestamp) -> StoreResult<bool> {
+    async fn insert_draw_entries(
+        &mut self,
+        draw: DrawId,
+        users: &[UserId],
+        now: Timestamp,
+    ) -> StoreResult<Vec<DrawEntry>> {
+        /// Rows per statement: well within both engines' limits on bound parameters.
+        const CHUNK: usize = 1_000;
+        let mut inserted = Vec::with_capacity(users.len());
+        for chunk in users.chunks(CHUNK) {
+            let mut query = QueryBuilder::<Db>::new("insert into draw_entries (draw_id, user_id, status, entered_at) ");
+            query.push_values(chunk, |mut row, user| {
+                row.push_bind(draw.0)
+                    .push_bind(user.0)
+                    .push_bind("ENTERED")
+                    .push_bind(now.millis());
+            });
+            query.push(concat!(
+                " on conflict (draw_id, user_id) do nothing returning ",
+                draw_entry_columns!()
+            ));
+            let rows = query
+                .build_query_as::<DrawEntryRow>()
+                .fetch_all(self.conn())
+                .await
+                .map_err(store_err)?;
+            for row in rows {
+                inserted.push(row.into_entry()?);
+            }
+        }
+        Ok(inserted)
+    }
+
+    async fn count_draw_entries(&mut self, draw: DrawId, count: i64, now: Timestamp) -> StoreResult<bool> {
         let counted = self
             .execute(
                 sqlx::query::<Db>(
-                    "update draws set entry_count = entry_count + 1 \
+                    "update draws set entry_count = entry_count + $3 \
                      where id = $1 and drawn_at is null and entry_starts_at <= $2 and entry_ends_at > $2",
                 )
                 .bind(draw.0)
-                .bind(now.millis()),
+                .bind(now.millis())
+                .bind(count),
             )
             .await?;
         Ok(counted == 1)

@@ -93,6 +93,7 @@ conformance!(
     a_draw_orders_unit_comes_back_on_cancel_and_on_expiry_but_payment_takes_none,
     twenty_thousand_entries_draw_in_one_transaction,
     concurrent_entries_of_one_user_make_one_entry,
+    a_batch_of_entries_commits_together_and_keeps_one_entry_per_user,
     concurrent_draw_runs_draw_once,
 );
 
@@ -3160,7 +3161,7 @@ async fn an_entry_is_unique_per_user_and_counted_only_while_the_window_is_open<S
     // A guard that fails after the insert leaves nothing once the transaction is dropped.
     let mut tx = store.begin().await.expect("begin");
     assert!(tx.insert_draw_entry(id, park, at(700)).await.expect("insert").is_some());
-    assert!(!tx.count_draw_entry(id, at(700)).await.expect("count"), "closed");
+    assert!(!tx.count_draw_entries(id, 1, at(700)).await.expect("count"), "closed");
     drop(tx);
     assert!(store.draw_entry(id, park).await.expect("read").is_none());
 }
@@ -3355,4 +3356,52 @@ async fn concurrent_draw_runs_draw_once<S: Engine>(db: TestDb<S>) {
         .expect("list");
     assert_eq!(won.len(), 2);
     assert_eq!(stock(&store, a.id).await, 8);
+}
+
+async fn a_batch_of_entries_commits_together_and_keeps_one_entry_per_user<S: Engine>(db: TestDb<S>) {
+    let store = db.connect().await;
+    let a = product(&store, "A", 1_000, 10).await;
+    let id = new_draw(&store, a.id, 2, 60).await.id;
+    let mut users = Vec::new();
+    for n in 0..4 {
+        users.push(user(&store, &format!("u{n}@example.com")).await);
+    }
+    enter(&store, users[0], id, at(1)).await.expect("enter alone");
+    // users[0] entered already; users[1] is listed twice.
+    let batch = [users[0], users[1], users[2], users[1], users[3]];
+    let mut tx = store.begin().await.expect("begin");
+    let entries = draw::enter_many(&mut tx, id, &batch, at(2))
+        .await
+        .expect("enter the batch");
+    tx.commit().await.expect("commit");
+    let entered: Vec<Option<UserId>> = entries.iter().map(|e| e.as_ref().map(|e| e.user_id)).collect();
+    assert_eq!(
+        entered,
+        vec![None, Some(users[1]), Some(users[2]), None, Some(users[3])]
+    );
+    assert_eq!(store.draw(id).await.expect("read").expect("stored").entry_count, 4);
+    // A batch after the window writes nothing.
+    let late = user(&store, "late@example.com").await;
+    let mut tx = store.begin().await.expect("begin");
+    assert!(matches!(
+        draw::enter_many(&mut tx, id, &[late], at(600)).await,
+        Err(Error::DrawNotOpen)
+    ));
+    drop(tx);
+    assert!(store.draw_entry(id, late).await.expect("read").is_none());
+    assert_eq!(store.draw(id).await.expect("read").expect("stored").entry_count, 4);
+    // The read checks come in the contract's order.
+    assert!(matches!(
+        draw::check_entry(&store, own(users[0]), id, at(700)).await,
+        Err(Error::AlreadyEntered)
+    ));
+    assert!(matches!(
+        draw::check_entry(&store, own(late), id, at(700)).await,
+        Err(Error::DrawNotOpen)
+    ));
+    assert!(matches!(
+        draw::check_entry(&store, own(late), DrawId(999_999), at(1)).await,
+        Err(Error::DrawNotFound)
+    ));
+    assert!(draw::check_entry(&store, own(late), id, at(3)).await.is_ok());
 }

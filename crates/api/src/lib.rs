@@ -390,6 +390,13 @@ pub fn describe_metrics() {
         "password_hash_rejected_total",
         "Sign-ins and sign-ups answered 503 because the password-hashing queue was full"
     );
+    describe_counter!("draws_created_total", "Draws created by admins");
+    describe_counter!("draw_entries_total", "Draw entries accepted");
+    describe_counter!("draws_drawn_total", "Draws drawn by this instance's draw job");
+    describe_histogram!(
+        "draw_entry_batch_size",
+        "Draw entries written together in one transaction (group commit per draw and instance)"
+    );
     describe_counter!(
         "password_hash_abandoned_total",
         "Sign-ins and sign-ups that went away (client gone, request timed out) before their hash was answered; not hashed unless a thread had started"

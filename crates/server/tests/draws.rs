@@ -27,6 +27,7 @@ engine_tests!(
     the_draw_makes_min_quantity_entries_winners_with_orders_and_returns_the_rest,
     a_winner_pays_without_taking_stock_and_cancel_refund_and_expiry_give_units_back,
     the_servers_draw_within_ten_seconds_of_the_window_end_and_the_audit_reproduces_it,
+    a_winner_pays_a_sold_out_product_past_the_sold_out_gate,
 );
 
 postgres_tests!(
@@ -511,6 +512,36 @@ async fn a_winner_pays_without_taking_stock_and_cancel_refund_and_expiry_give_un
     assert_eq!(app.stock_of(product).await, 3);
     app.db().assert_invariants().await;
     app.db().assert_stock_accounts_for(&[(product, 3)]).await;
+}
+
+/// With the catalog cache on, an instance that saw a product sold out refuses its payments from
+/// memory (the sold-out gate): a winner's order holds its unit already and must pass.
+async fn a_winner_pays_a_sold_out_product_past_the_sold_out_gate(engine: Engine) {
+    let app = TestApp::builder(engine)
+        .env("ECOMMERCE_DRAW_INTERVAL_MS", steps::NEVER_MS)
+        .env("ECOMMERCE_CATALOG_CACHE_MS", 60_000)
+        .spawn()
+        .await;
+    let jobs = steps::Jobs::open(app.db()).await;
+    let product = app.new_product("Cap", 10_000, 1).await;
+    let (winner, other) = (app.buyer().await, app.buyer().await);
+    // Someone's order made while the unit was in stock; then the draw sets the unit aside.
+    let order = app.new_order(&other, &[(product, 1)]).await;
+    let draw = app.create_draw(product, 1, -1_000, WINDOW_MS, 60).await;
+    let draw_id = id_of(&draw);
+    app.enter_draw(&winner, draw_id).await.expect_status(201);
+    // That order meets the empty stock: the instance now knows the product is sold out.
+    app.pay(&other, order, None).await.assert_problem(409, "OUT_OF_STOCK");
+    wait_past(&draw["entry_ends_at"]).await;
+    assert_eq!(jobs.run_draws(Timestamp::now()).await, 1);
+    let entry = app.draw_entry(&winner, draw_id).await.json(200);
+    assert_eq!(entry["status"], json!("WON"));
+    let paid = app.pay_ok(&winner, int(&entry, "order_id"), None).await;
+    assert_eq!(paid["status"], json!("PAID"));
+    app.pay(&other, order, None).await.assert_problem(409, "OUT_OF_STOCK");
+    assert_eq!(app.stock_of(product).await, 0);
+    app.db().assert_invariants().await;
+    app.db().assert_stock_accounts_for(&[(product, 1)]).await;
 }
 
 async fn the_servers_draw_within_ten_seconds_of_the_window_end_and_the_audit_reproduces_it(engine: Engine) {

@@ -82,7 +82,9 @@ async fn a_preflight_from_an_allowed_origin_is_204_without_a_token_and_before_an
         .spawn()
         .await;
     let user = app.create_user().await;
-    app.token(&user.email, &user.password).await.assert_problem(429, "RATE_LIMITED");
+    app.token(&user.email, &user.password)
+        .await
+        .assert_problem(429, "RATE_LIMITED");
     let charges = format!("/api/v1/users/{}/balance/charges", user.id);
     for (method, path) in [
         ("POST", "/api/v1/auth/token"),

@@ -429,10 +429,18 @@ fn changes_state(method: &Method) -> bool {
 /// later still counted for its account); admins are not limited.
 pub async fn enforce<S: Store>(State(state): State<AppState<S>>, mut req: Request, next: Next) -> Response {
     let limits = &state.limits;
-    let peer = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |info| info.0.ip());
+    let peer = match req.extensions().get::<ConnectInfo<SocketAddr>>() {
+        Some(info) => info.0.ip(),
+        None => {
+            // Served without `into_make_service_with_connect_info`: every client shares one
+            // address, so the address limits would count everyone together.
+            static WARNED: std::sync::Once = std::sync::Once::new();
+            WARNED.call_once(|| {
+                tracing::warn!("no peer address on requests: the rate limits count every client as one");
+            });
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+        }
+    };
     let client = client_address(peer, req.headers(), &limits.trusted);
     req.extensions_mut().insert(ClientAddr(client));
     let route = req

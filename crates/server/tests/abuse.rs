@@ -25,6 +25,7 @@ engine_tests!(
     logout_refuses_that_token_and_keeps_the_others,
     password_change_refuses_every_earlier_token_and_checks_the_current_password,
     password_change_follows_the_ownership_rules,
+    a_rotated_admin_password_refuses_the_admin_tokens_issued_before,
     sign_ups_and_token_requests_are_limited_per_address,
     x_forwarded_for_counts_only_from_trusted_proxies,
     writes_are_limited_per_user_in_bursts_of_twice_the_rate_and_admins_are_exempt,
@@ -384,6 +385,48 @@ async fn password_change_follows_the_ownership_rules(app: TestApp) {
     .assert_problem(400, "VALIDATION_FAILED");
     // Lee's password did not change.
     app.log_in(&lee.email, &lee.password).await;
+}
+
+async fn a_rotated_admin_password_refuses_the_admin_tokens_issued_before(engine: Engine) {
+    // Before (audit M5): the admin token issued before the rotation kept working for an hour.
+    let mut app = TestApp::spawn(engine).await;
+    let old_token = app.admin_token().await;
+    let path = "/api/v1/users/1";
+    // A restart with the same password changes nothing: the token stays good.
+    let same = app.add_instance_with(&[]).await;
+    app.request_on(same, Method::GET, path)
+        .bearer_auth(&old_token)
+        .fetch()
+        .await
+        .expect_status(200);
+    let rotated_password = "rotated-admin-password-9876";
+    let rotated = app
+        .add_instance_with(&[("ECOMMERCE_ADMIN_PASSWORD", rotated_password)])
+        .await;
+    app.request_on(rotated, Method::GET, path)
+        .bearer_auth(&old_token)
+        .fetch()
+        .await
+        .assert_problem(401, "UNAUTHORIZED");
+    tokio::time::sleep(TOKEN_CHECK_TTL).await;
+    for index in [0, same] {
+        app.request_on(index, Method::GET, path)
+            .bearer_auth(&old_token)
+            .fetch()
+            .await
+            .assert_problem(401, "UNAUTHORIZED");
+    }
+    let fresh = app
+        .request_on(rotated, Method::POST, "/api/v1/auth/token")
+        .json(&json!({"email": ADMIN_EMAIL, "password": rotated_password}))
+        .fetch()
+        .await;
+    let fresh = token_of(&fresh);
+    app.request_on(0, Method::GET, path)
+        .bearer_auth(&fresh)
+        .fetch()
+        .await
+        .expect_status(200);
 }
 
 async fn logout_and_password_change_are_refused_on_every_instance_within_a_second(engine: Engine) {

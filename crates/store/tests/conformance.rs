@@ -26,6 +26,9 @@ conformance!(
     the_first_stored_setting_wins,
     an_email_is_registered_only_once,
     upsert_admin_creates_or_promotes_the_account,
+    token_state_follows_role_version_and_logouts,
+    a_password_changes_only_from_the_current_hash_and_bumps_the_token_version,
+    pending_orders_are_counted_per_user_and_the_account_lock_says_whether_it_exists,
     every_use_case_about_an_unknown_user_answers_user_not_found,
     products_are_created_read_and_patched,
     committed_product_changes_are_published_and_rolled_back_ones_are_not,
@@ -286,6 +289,116 @@ async fn upsert_admin_creates_or_promotes_the_account<S: Engine>(db: TestDb<S>) 
         ),
         (kim, Role::Admin, "new hash")
     );
+}
+
+async fn token_state_follows_role_version_and_logouts<S: Engine>(db: TestDb<S>) {
+    let store = db.connect().await;
+    let kim = user(&store, "kim@example.com").await;
+    let state = store.token_state(kim, T0).await.expect("read").expect("kim exists");
+    assert_eq!(
+        (state.role, state.token_version, state.revoked.len()),
+        (Role::User, 0, 0)
+    );
+    assert!(store.token_state(kim.unknown(), T0).await.expect("read").is_none());
+
+    let claims = |jti: &str, expires_at: Timestamp| account::TokenClaims {
+        user_id: kim,
+        role: Role::User,
+        token_version: 0,
+        jti: Some(jti.to_owned()),
+        expires_at,
+    };
+    let mut tx = store.begin().await.expect("begin");
+    account::log_out(&mut tx, &claims("first", at(3_600)))
+        .await
+        .expect("log out");
+    account::log_out(&mut tx, &claims("first", at(3_600)))
+        .await
+        .expect("twice is no error");
+    account::log_out(&mut tx, &claims("short", at(10)))
+        .await
+        .expect("log out");
+    tx.commit().await.expect("commit");
+    let state = store.token_state(kim, at(5)).await.expect("read").expect("exists");
+    let mut revoked = state.revoked.clone();
+    revoked.sort();
+    assert_eq!(revoked, ["first", "short"]);
+    assert!(!state.admits(&claims("first", at(3_600))));
+    assert!(state.admits(&claims("other", at(3_600))));
+    // Expired logouts are not read, and the purge forgets them.
+    let later = store.token_state(kim, at(20)).await.expect("read").expect("exists");
+    assert_eq!(later.revoked, ["first"]);
+    assert_eq!(store.purge_revoked_tokens(at(20)).await.expect("purge"), 1);
+    assert_eq!(store.purge_revoked_tokens(at(20)).await.expect("purge"), 0);
+
+    // A token without an id logs out every token of the account.
+    let mut tx = store.begin().await.expect("begin");
+    let no_id = account::TokenClaims {
+        jti: None,
+        ..claims("", at(3_600))
+    };
+    account::log_out(&mut tx, &no_id).await.expect("log out");
+    tx.commit().await.expect("commit");
+    let bumped = store.token_state(kim, T0).await.expect("read").expect("exists");
+    assert_eq!(bumped.token_version, 1);
+    assert!(!bumped.admits(&claims("other", at(3_600))));
+
+    // Promoted by upsert_admin: the role and version follow, so user tokens are refused.
+    let mut tx = store.begin().await.expect("begin");
+    tx.upsert_admin(&new_user("kim@example.com"), T0).await.expect("upsert");
+    tx.commit().await.expect("commit");
+    let promoted = store.token_state(kim, T0).await.expect("read").expect("exists");
+    assert_eq!((promoted.role, promoted.token_version), (Role::Admin, 2));
+}
+
+async fn a_password_changes_only_from_the_current_hash_and_bumps_the_token_version<S: Engine>(db: TestDb<S>) {
+    let store = db.connect().await;
+    let kim = user(&store, "kim@example.com").await;
+    let current = store.credentials_of(kim).await.expect("read").expect("exists");
+    assert_eq!((current.user_id, current.token_version), (kim, 0));
+    assert!(store.credentials_of(kim.unknown()).await.expect("read").is_none());
+
+    let mut tx = store.begin().await.expect("begin");
+    assert!(matches!(
+        account::change_password(&mut tx, kim, "not the stored hash", "new hash").await,
+        Err(Error::InvalidCredentials)
+    ));
+    account::change_password(&mut tx, kim, &current.password_hash, "new hash")
+        .await
+        .expect("changed");
+    // The same change again lost its guard: the hash is no longer the current one.
+    assert!(
+        !tx.change_password(kim, &current.password_hash, "newer hash")
+            .await
+            .expect("guard")
+    );
+    assert!(!tx.change_password(kim.unknown(), "new hash", "x").await.expect("guard"));
+    tx.commit().await.expect("commit");
+    let changed = store
+        .credentials("kim@example.com")
+        .await
+        .expect("read")
+        .expect("exists");
+    assert_eq!((changed.password_hash.as_str(), changed.token_version), ("new hash", 1));
+}
+
+async fn pending_orders_are_counted_per_user_and_the_account_lock_says_whether_it_exists<S: Engine>(db: TestDb<S>) {
+    let store = db.connect().await;
+    let kim = user(&store, "kim@example.com").await;
+    let lee = user(&store, "lee@example.com").await;
+    let shirt = product(&store, "Shirt", 1_000, 10).await;
+    let first = order(&store, kim, &[(shirt.id, 1)], T0).await;
+    order(&store, kim, &[(shirt.id, 1)], T0).await;
+    order(&store, lee, &[(shirt.id, 1)], T0).await;
+    cancel(&store, first.id, kim, T0).await.expect("cancelled");
+    let mut tx = store.begin().await.expect("begin");
+    assert!(tx.lock_account(kim).await.expect("lock"));
+    assert!(!tx.lock_account(kim.unknown()).await.expect("lock"));
+    assert_eq!(tx.pending_order_count(kim, T0).await.expect("count"), 1);
+    assert_eq!(tx.pending_order_count(lee, T0).await.expect("count"), 1);
+    // Past their expiry, pending orders no longer count.
+    assert_eq!(tx.pending_order_count(kim, at(100_000)).await.expect("count"), 0);
+    tx.commit().await.expect("commit");
 }
 
 /// The one existence rule (`account::require_user`), as every use case about an account meets it.

@@ -189,6 +189,21 @@ impl TestApp {
         index
     }
 
+    /// Like [`TestApp::add_instance`], with more environment for this instance only (a restart
+    /// with a changed setting, say).
+    pub async fn add_instance_with(&mut self, extra: &[(&str, &str)]) -> usize {
+        let index = self.servers.len();
+        let mut env = instance_env(&self.db, index, &self.env);
+        env.extend(
+            extra
+                .iter()
+                .map(|(key, value)| ((*key).to_owned(), (*value).to_owned())),
+        );
+        let server = Server::start(index, &env).await;
+        self.servers.push(server);
+        index
+    }
+
     /// Kills instance `index` (its slot stays, so indexes do not shift; requests to it fail).
     pub fn kill_instance(&mut self, index: usize) {
         self.servers[index].kill();

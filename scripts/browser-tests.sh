@@ -6,7 +6,6 @@
 #
 #   scripts/browser-tests.sh                 # all specs (honours CARGO_TARGET_DIR)
 #   SCREENSHOTS=1 scripts/browser-tests.sh   # also refresh docs/console/*.png
-#   CONSOLE_PHASE2=1 scripts/browser-tests.sh  # also run the tests of phase-2 parts not landed yet
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -1,7 +1,6 @@
 // End-to-end tests against the real phase-2 routes: the console's admin API (docs/API.md, "Admin
-// API"), the drops fields and the draws (API.md, "Limited drops"). A test whose part has not
-// landed is skipped with the reason until support/phase2.js says it exists; run them all with
-// CONSOLE_PHASE2=1.
+// API"), the drops fields and the draws (API.md, "Limited drops"). All have landed; the flags of
+// support/phase2.js could skip a part again (with the reason) while it is rebuilt.
 
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';

@@ -1,7 +1,7 @@
-// Which phase-2 routes exist yet. The console is written against all of them; a test that needs
-// a part that has not landed is skipped with the reason, and until then the 404s of its routes
-// are not counted as console errors. Set a flag to true when its part lands (or run with
-// CONSOLE_PHASE2=1 to try everything).
+// Which phase-2 routes exist. Every part has landed, so every test runs and every failed load
+// counts as a console error. The flags stay so that a part built later the same way (written in
+// the console first, its routes after) can be gated again: set its flag to false, and its tests
+// are skipped with the reason and its routes' 404s are not counted until it lands.
 //
 // - ADMIN_API: the console's admin reads (docs/API.md, "Admin API"): every product, coupon,
 //   order and user, live figures, units sold per hour.
@@ -9,8 +9,6 @@
 //   "Limited drops").
 // - DRAWS: draws, `GET /admin/draws` and `/admin/draws/{id}/entries` (API.md, "Draws").
 // - LOGOUT: `POST /auth/logout` (the console calls it when the operator signs out).
-
-const ALL = process.env.CONSOLE_PHASE2 === '1';
 
 const ADMIN_API = true;
 const DROPS = true;

@@ -248,7 +248,9 @@ fi
 PGB_DB="${DB_PREFIX}_pgbench"
 DATABASES+=("$PGB_DB")
 psql_admin -c "create database $PGB_DB"
-psql "$PG_URL/$PGB_DB" -qX -v ON_ERROR_STOP=1 -f crates/store/migrations/postgres/0001_init.sql >/dev/null
+for migration in crates/store/migrations/postgres/*.sql; do
+  psql "$PG_URL/$PGB_DB" -qX -v ON_ERROR_STOP=1 -f "$migration" >/dev/null
+done
 # Enough pending orders for three times the quiet-machine rate (3.5k/s), one per payment.
 PGB_ORDERS=$((PGBENCH_SECONDS * 10500 + 10000))
 psql "$PG_URL/$PGB_DB" -qX -v ON_ERROR_STOP=1 -v accounts="$USERS" -v products="$PRODUCTS" -v orders="$PGB_ORDERS" \
@@ -257,6 +259,12 @@ log "pgbench: payment SQL, $PGBENCH_CLIENTS clients, $PGBENCH_SECONDS s"
 PGB_CMD="pgbench -n -M prepared -c $PGBENCH_CLIENTS -j 2 -T $PGBENCH_SECONDS -f bench/pgbench-payment.sql"
 { echo "# command: $PGB_CMD"; $PGB_CMD "$PG_URL/$PGB_DB" 2>&1; } >"$OUT/pgbench.txt" || FAILED=1
 grep -E '^tps|latency average|failed' "$OUT/pgbench.txt" >&2 || true
+# The charge's own SQL on the same database, balances back at 0 so that no charge hits the limit.
+psql "$PG_URL/$PGB_DB" -qX -v ON_ERROR_STOP=1 -c "create sequence bench_key_seq" -c "update account set balance = 0" -c "vacuum analyze account" >/dev/null
+log "pgbench: charge SQL, $PGBENCH_CLIENTS clients, $PGBENCH_SECONDS s"
+PGB_CHARGE_CMD="pgbench -n -M prepared -c $PGBENCH_CLIENTS -j 2 -T $PGBENCH_SECONDS -D accounts=$USERS -f bench/pgbench-charge.sql"
+{ echo "# command: $PGB_CHARGE_CMD"; $PGB_CHARGE_CMD "$PG_URL/$PGB_DB" 2>&1; } >"$OUT/pgbench-charge.txt" || FAILED=1
+grep -E '^tps|latency average|failed' "$OUT/pgbench-charge.txt" >&2 || true
 psql_admin -c "drop database $PGB_DB with (force)" >/dev/null
 
 # 2. One instance on SQLite.
@@ -281,7 +289,7 @@ fi
 elapsed=$(( $(date +%s) - started ))
 REV=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 git diff --quiet 2>/dev/null || REV+=" (with uncommitted changes)"
-REPORT=(--results "$OUT" --pgbench "$OUT/pgbench.txt"
+REPORT=(--results "$OUT" --pgbench "$OUT/pgbench.txt" --pgbench-charge "$OUT/pgbench-charge.txt"
   --meta "machine=$(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), $(free -g | awk '/Mem:/{print $2}') GB"
   --meta "postgres=$(psql_admin -c 'show server_version' 2>/dev/null || echo unknown)"
   --meta "commit=$REV"

@@ -25,7 +25,7 @@ USAGE
   loadgen run <scenario> --target URL[,URL...] [options]
   loadgen bare-server [--addr 127.0.0.1:0] [--body-file FILE | --body-from URL] [--exit-after SECS]
   loadgen check --database-url URL [--coupon ID --requests N --coupon-total Q]
-  loadgen report --results DIR [--pgbench FILE] [--meta KEY=VALUE]... [--json FILE] [--markdown FILE] [--svg-dir DIR]
+  loadgen report --results DIR [--pgbench FILE] [--pgbench-charge FILE] [--meta KEY=VALUE]... [--json FILE] [--markdown FILE] [--svg-dir DIR]
 
 SCENARIOS
   browse       product list (1 in 5) and product pages
@@ -250,7 +250,7 @@ async fn bare_server(args: &Args) -> Result<(), String> {
 }
 
 fn report(args: &Args) -> Result<ExitCode, String> {
-    args.reject_unknown(&["results", "pgbench", "meta", "json", "markdown", "svg-dir"])?;
+    args.reject_unknown(&["results", "pgbench", "pgbench-charge", "meta", "json", "markdown", "svg-dir"])?;
     let meta = args
         .values_of("meta")
         .into_iter()
@@ -263,6 +263,7 @@ fn report(args: &Args) -> Result<ExitCode, String> {
     let report = report::run(report::ReportOptions {
         results: PathBuf::from(args.text("results").ok_or("report needs --results DIR")?),
         pgbench: args.text("pgbench").map(PathBuf::from),
+        pgbench_charge: args.text("pgbench-charge").map(PathBuf::from),
         meta,
         json: args.text("json").map(PathBuf::from),
         markdown: args.text("markdown").map(PathBuf::from),

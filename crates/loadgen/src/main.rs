@@ -250,7 +250,15 @@ async fn bare_server(args: &Args) -> Result<(), String> {
 }
 
 fn report(args: &Args) -> Result<ExitCode, String> {
-    args.reject_unknown(&["results", "pgbench", "pgbench-charge", "meta", "json", "markdown", "svg-dir"])?;
+    args.reject_unknown(&[
+        "results",
+        "pgbench",
+        "pgbench-charge",
+        "meta",
+        "json",
+        "markdown",
+        "svg-dir",
+    ])?;
     let meta = args
         .values_of("meta")
         .into_iter()

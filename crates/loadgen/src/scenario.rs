@@ -493,7 +493,10 @@ pub async fn run(opts: RunOptions) -> Result<ScenarioResult, String> {
     let mut setup: BTreeMap<String, f64> = BTreeMap::new();
 
     // The request budget decides how much to prepare where steps consume data.
-    let finite = matches!(kind, Kind::Pay | Kind::CouponRush | Kind::DrawEntries | Kind::ProductDrop);
+    let finite = matches!(
+        kind,
+        Kind::Pay | Kind::CouponRush | Kind::DrawEntries | Kind::ProductDrop
+    );
     let requests = match (opts.requests, opts.duration) {
         (Some(r), _) => Some(r),
         (None, None) => Some(2_000),
@@ -581,7 +584,11 @@ pub async fn run(opts: RunOptions) -> Result<ScenarioResult, String> {
     }
     setup.insert("products".into(), products.len() as f64);
 
-    if matches!(kind, Kind::Checkout | Kind::Pay | Kind::Mixed | Kind::Popular | Kind::ProductDrop) && !users.is_empty() {
+    if matches!(
+        kind,
+        Kind::Checkout | Kind::Pay | Kind::Mixed | Kind::Popular | Kind::ProductDrop
+    ) && !users.is_empty()
+    {
         // Enough for this user's share of the steps with a margin; the whole limit without a budget.
         let target = match steps_planned {
             // One unit of 1,000 KRW each, with a margin.
@@ -662,9 +669,7 @@ pub async fn run(opts: RunOptions) -> Result<ScenarioResult, String> {
         Kind::Checkout => ops.get("order.create").map_or(0, |o| o.requests),
         Kind::Mixed => requests_done - ops.get("order.pay").map_or(0, |o| o.requests),
         // Buyers who reached an end (paid, or gave up on sold out).
-        Kind::ProductDrop => {
-            plan.buyers_paid.load(Ordering::Relaxed) + plan.buyers_sold_out.load(Ordering::Relaxed)
-        }
+        Kind::ProductDrop => plan.buyers_paid.load(Ordering::Relaxed) + plan.buyers_sold_out.load(Ordering::Relaxed),
         _ => requests_done,
     };
     if kind == Kind::DrawEntries && opts.draw {
@@ -859,11 +864,7 @@ async fn drop_database_checks(url: &str, product: i64, units: i64, buyers: i64) 
 /// it. The draw's `drawn_at` is the instant its round began (before it looked for due draws), so
 /// "seen DRAWN − drawn_at" bounds the draw itself from above (plus one poll, 5 ms);
 /// "seen DRAWN − window closed" adds the wait for the job's next round.
-async fn time_draw(
-    plan: &Plan,
-    url: &str,
-    admin: &Option<(String, String)>,
-) -> (Vec<(String, f64)>, Vec<Check>) {
+async fn time_draw(plan: &Plan, url: &str, admin: &Option<(String, String)>) -> (Vec<(String, f64)>, Vec<Check>) {
     let mut timings = Vec::new();
     let fail = |detail: String| vec![Check::new("draw drawn after its window closed", false, detail)];
     let db = match ecommerce_testkit::invariants::Db::connect_writable(url).await {

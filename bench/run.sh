@@ -14,13 +14,22 @@ usage() {
   cat <<'EOF'
 bench/run.sh [options]
   --modes LIST          sqlite1,pg3 (default both): 1 instance on SQLite, 3 instances on PostgreSQL
-  --scenarios LIST      browse,popular,charge,checkout,pay,mixed,coupon-rush (default all)
+  --scenarios LIST      browse,popular,charge,checkout,pay,mixed,coupon-rush (the default), and
+                        product-drop, draw-entries (only when named)
   --concurrency N       loadgen connections (default 64)
   --read-seconds S      measured seconds of browse, popular and the bare baseline (default 5)
   --mixed-seconds S     measured seconds of mixed (default 5)
   --writes N            steps of charge, checkout and pay (default 6000)
   --rush N              coupon-rush requests = distinct users (default 3000; sign-ups run at ~30 users/s here)
   --rush-coupons Q      coupon quantity of the rush (default rush / 10)
+  --drop N              product-drop buyers = distinct users, each holding one pending order (default 3000)
+  --drop-units U        units of the dropped product (default 500)
+  --drop-presses P      pay presses per buyer at most, retrying after 409 OUT_OF_STOCK (default 3)
+  --draw N              draw-entries entrants = distinct users (default 3000); the draw of
+                        --draw-units winners is then timed
+  --draw-units U        units (winners) of the draw (default 1000)
+  --catalog-cache-ms MS ECOMMERCE_CATALOG_CACHE_MS of the servers (default: server default, 1000;
+                        0 turns the catalog cache and the sold-out gate off)
   --users N             users of charge/checkout/pay/mixed (default 200)
   --products N          products per scenario (default 100)
   --warmup N            unmeasured steps before read scenarios (default 500)
@@ -45,6 +54,12 @@ MIXED_SECONDS=5
 WRITES=6000
 RUSH=3000
 RUSH_COUPONS=
+DROP_BUYERS=3000
+DROP_UNITS=500
+DROP_PRESSES=3
+DRAW_ENTRANTS=3000
+DRAW_UNITS=1000
+CATALOG_CACHE_MS=
 USERS=200
 PRODUCTS=100
 WARMUP=500
@@ -66,6 +81,12 @@ while [[ $# -gt 0 ]]; do
     --writes) WRITES=$2; shift 2 ;;
     --rush) RUSH=$2; shift 2 ;;
     --rush-coupons) RUSH_COUPONS=$2; shift 2 ;;
+    --drop) DROP_BUYERS=$2; shift 2 ;;
+    --drop-units) DROP_UNITS=$2; shift 2 ;;
+    --drop-presses) DROP_PRESSES=$2; shift 2 ;;
+    --draw) DRAW_ENTRANTS=$2; shift 2 ;;
+    --draw-units) DRAW_UNITS=$2; shift 2 ;;
+    --catalog-cache-ms) CATALOG_CACHE_MS=$2; shift 2 ;;
     --users) USERS=$2; shift 2 ;;
     --products) PRODUCTS=$2; shift 2 ;;
     --warmup) WARMUP=$2; shift 2 ;;
@@ -91,8 +112,10 @@ ADMIN_PASSWORD="bench-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
 JWT_SECRET=$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')
 export ECOMMERCE_ADMIN_EMAIL=$ADMIN_EMAIL ECOMMERCE_ADMIN_PASSWORD=$ADMIN_PASSWORD
 
-SERVER="$ROOT/target/release/ecommerce"
-LOADGEN="$ROOT/target/release/loadgen"
+# Cargo's own target directory when one is set, as cargo itself builds there.
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+SERVER="$TARGET_DIR/release/ecommerce"
+LOADGEN="$TARGET_DIR/release/loadgen"
 PIDS=()
 DATABASES=()
 FAILED=0
@@ -144,6 +167,7 @@ start_instances() {
     local base="$OUT/$name-$i"
     env ECOMMERCE_ADDR=127.0.0.1:0 DATABASE_URL="$url" ECOMMERCE_JWT_SECRET="$JWT_SECRET" ECOMMERCE_RATE_LIMIT_AUTH=0 ECOMMERCE_RATE_LIMIT_USER=0 \
       ECOMMERCE_EVENTS_FILE="$base.events.jsonl" ${POOL:+ECOMMERCE_DB_MAX_CONNECTIONS=$POOL} \
+      ${CATALOG_CACHE_MS:+ECOMMERCE_CATALOG_CACHE_MS=$CATALOG_CACHE_MS} \
       "$SERVER" >"$base.out" 2>"$base.err" &
     pid=$!
     PIDS+=("$pid"); pids+=("$pid"); files+=("$base.out")
@@ -204,6 +228,10 @@ run_scenarios() {
   has pay && scenario "$label" "$targets" "$url" pay --requests "$WRITES" --users "$USERS" --products "$PRODUCTS"
   has mixed && scenario "$label" "$targets" "$url" mixed --duration "$MIXED_SECONDS" --warmup "$WARMUP" --users "$USERS" --products "$PRODUCTS"
   has coupon-rush && scenario "$label" "$targets" "$url" coupon-rush --requests "$RUSH" --coupon-total "$RUSH_COUPONS" --setup-concurrency 16
+  has product-drop && scenario "$label" "$targets" "$url" product-drop --requests "$DROP_BUYERS" --coupon-total "$DROP_UNITS" \
+    --presses "$DROP_PRESSES" --setup-concurrency 16
+  has draw-entries && scenario "$label" "$targets" "$url" draw-entries --requests "$DRAW_ENTRANTS" --coupon-total "$DRAW_UNITS" \
+    --draw --setup-concurrency 16
   return 0
 }
 
@@ -220,7 +248,9 @@ fi
 PGB_DB="${DB_PREFIX}_pgbench"
 DATABASES+=("$PGB_DB")
 psql_admin -c "create database $PGB_DB"
-psql "$PG_URL/$PGB_DB" -qX -v ON_ERROR_STOP=1 -f crates/store/migrations/postgres/0001_init.sql >/dev/null
+for migration in crates/store/migrations/postgres/*.sql; do
+  psql "$PG_URL/$PGB_DB" -qX -v ON_ERROR_STOP=1 -f "$migration" >/dev/null
+done
 # Enough pending orders for three times the quiet-machine rate (3.5k/s), one per payment.
 PGB_ORDERS=$((PGBENCH_SECONDS * 10500 + 10000))
 psql "$PG_URL/$PGB_DB" -qX -v ON_ERROR_STOP=1 -v accounts="$USERS" -v products="$PRODUCTS" -v orders="$PGB_ORDERS" \
@@ -229,6 +259,12 @@ log "pgbench: payment SQL, $PGBENCH_CLIENTS clients, $PGBENCH_SECONDS s"
 PGB_CMD="pgbench -n -M prepared -c $PGBENCH_CLIENTS -j 2 -T $PGBENCH_SECONDS -f bench/pgbench-payment.sql"
 { echo "# command: $PGB_CMD"; $PGB_CMD "$PG_URL/$PGB_DB" 2>&1; } >"$OUT/pgbench.txt" || FAILED=1
 grep -E '^tps|latency average|failed' "$OUT/pgbench.txt" >&2 || true
+# The charge's own SQL on the same database, balances back at 0 so that no charge hits the limit.
+psql "$PG_URL/$PGB_DB" -qX -v ON_ERROR_STOP=1 -c "create sequence bench_key_seq" -c "update account set balance = 0" -c "vacuum analyze account" >/dev/null
+log "pgbench: charge SQL, $PGBENCH_CLIENTS clients, $PGBENCH_SECONDS s"
+PGB_CHARGE_CMD="pgbench -n -M prepared -c $PGBENCH_CLIENTS -j 2 -T $PGBENCH_SECONDS -D accounts=$USERS -f bench/pgbench-charge.sql"
+{ echo "# command: $PGB_CHARGE_CMD"; $PGB_CHARGE_CMD "$PG_URL/$PGB_DB" 2>&1; } >"$OUT/pgbench-charge.txt" || FAILED=1
+grep -E '^tps|latency average|failed' "$OUT/pgbench-charge.txt" >&2 || true
 psql_admin -c "drop database $PGB_DB with (force)" >/dev/null
 
 # 2. One instance on SQLite.
@@ -253,12 +289,12 @@ fi
 elapsed=$(( $(date +%s) - started ))
 REV=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 git diff --quiet 2>/dev/null || REV+=" (with uncommitted changes)"
-REPORT=(--results "$OUT" --pgbench "$OUT/pgbench.txt"
+REPORT=(--results "$OUT" --pgbench "$OUT/pgbench.txt" --pgbench-charge "$OUT/pgbench-charge.txt"
   --meta "machine=$(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), $(free -g | awk '/Mem:/{print $2}') GB"
   --meta "postgres=$(psql_admin -c 'show server_version' 2>/dev/null || echo unknown)"
   --meta "commit=$REV"
   --meta "command=bench/run.sh $ARGS"
-  --meta "sizes=reads ${READ_SECONDS} s, mixed ${MIXED_SECONDS} s, writes $WRITES, rush $RUSH for $RUSH_COUPONS coupons, $USERS users, $PRODUCTS products, $CONCURRENCY connections, warm-up $WARMUP"
+  --meta "sizes=reads ${READ_SECONDS} s, mixed ${MIXED_SECONDS} s, writes $WRITES, rush $RUSH for $RUSH_COUPONS coupons, $USERS users, $PRODUCTS products, $CONCURRENCY connections, warm-up $WARMUP${CATALOG_CACHE_MS:+, catalog cache $CATALOG_CACHE_MS ms}"
   --meta "duration=${elapsed} s including build and set-up"
   --meta "raw results=target/bench/$RUN_ID/")
 if [[ $DOCS -eq 1 ]]; then

@@ -25,7 +25,7 @@ USAGE
   loadgen run <scenario> --target URL[,URL...] [options]
   loadgen bare-server [--addr 127.0.0.1:0] [--body-file FILE | --body-from URL] [--exit-after SECS]
   loadgen check --database-url URL [--coupon ID --requests N --coupon-total Q]
-  loadgen report --results DIR [--pgbench FILE] [--meta KEY=VALUE]... [--json FILE] [--markdown FILE] [--svg-dir DIR]
+  loadgen report --results DIR [--pgbench FILE] [--pgbench-charge FILE] [--meta KEY=VALUE]... [--json FILE] [--markdown FILE] [--svg-dir DIR]
 
 SCENARIOS
   browse       product list (1 in 5) and product pages
@@ -34,7 +34,12 @@ SCENARIOS
   checkout     a direct order of 1 unit of a random product, then its payment
   pay          payments only: the pending orders are made in the set-up
   coupon-rush  --requests distinct users each ask once for one coupon of --coupon-total
-  draw-entries --requests distinct users each enter one draw of --coupon-total units (open an hour)
+  draw-entries --requests distinct users each enter one draw of --coupon-total units (open an hour);
+               with --draw, the entry window is then closed (in --database-url) and the draw job
+               timed until the draw is DRAWN
+  product-drop --requests buyers each holding a pending order of 1 unit of one product of
+               --coupon-total units (made in the set-up) all pay at once; a buyer answered
+               409 OUT_OF_STOCK presses pay again, up to --presses times in all
   mixed        a landing-page day: popular, product pages, lists, cart, some checkouts from the cart
 
 RUN OPTIONS
@@ -48,7 +53,10 @@ RUN OPTIONS
   --users N                 users taking part (default 200; coupon-rush: one per request;
                             mixed: one per connection)
   --products N              products created for the run (default 100)
-  --coupon-total Q          coupon-rush quantity, draw-entries units (default requests / 10)
+  --coupon-total Q          coupon-rush quantity, draw-entries and product-drop units
+                            (default requests / 10)
+  --presses N               product-drop: pay presses per buyer at most (default 3)
+  --draw                    draw-entries: close the window and time the draw (needs --database-url)
   --seed-orders N           popular: paid orders made in the set-up (default 30)
   --admin-email E --admin-password P   (default: $ECOMMERCE_ADMIN_EMAIL, $ECOMMERCE_ADMIN_PASSWORD)
   --setup-concurrency N     parallel sign-ups/logins (Argon2 on the server; default 8)
@@ -141,6 +149,8 @@ async fn run(args: &Args) -> Result<ExitCode, String> {
         "out",
         "no-setup",
         "no-checks",
+        "presses",
+        "draw",
     ])?;
     let name = args.positional().get(1).ok_or("run: which scenario?")?;
     let kind = Kind::parse(name).ok_or_else(|| {
@@ -181,6 +191,8 @@ async fn run(args: &Args) -> Result<ExitCode, String> {
             args.text("database-url")
         },
         out_dir: args.text("out").map(PathBuf::from),
+        presses: args.number_or("presses", 3)?,
+        draw: args.switch("draw"),
     };
     if opts.concurrency == 0 || opts.products == 0 || opts.users == 0 {
         return Err("--concurrency, --users and --products must be positive".into());
@@ -238,7 +250,15 @@ async fn bare_server(args: &Args) -> Result<(), String> {
 }
 
 fn report(args: &Args) -> Result<ExitCode, String> {
-    args.reject_unknown(&["results", "pgbench", "meta", "json", "markdown", "svg-dir"])?;
+    args.reject_unknown(&[
+        "results",
+        "pgbench",
+        "pgbench-charge",
+        "meta",
+        "json",
+        "markdown",
+        "svg-dir",
+    ])?;
     let meta = args
         .values_of("meta")
         .into_iter()
@@ -251,6 +271,7 @@ fn report(args: &Args) -> Result<ExitCode, String> {
     let report = report::run(report::ReportOptions {
         results: PathBuf::from(args.text("results").ok_or("report needs --results DIR")?),
         pgbench: args.text("pgbench").map(PathBuf::from),
+        pgbench_charge: args.text("pgbench-charge").map(PathBuf::from),
         meta,
         json: args.text("json").map(PathBuf::from),
         markdown: args.text("markdown").map(PathBuf::from),

@@ -17,6 +17,8 @@ pub const BARE_LABEL: &str = "bare";
 pub struct ReportOptions {
     pub results: PathBuf,
     pub pgbench: Option<PathBuf>,
+    /// pgbench's output on the charge's own SQL (`bench/pgbench-charge.sql`).
+    pub pgbench_charge: Option<PathBuf>,
     pub meta: Vec<(String, String)>,
     pub json: Option<PathBuf>,
     pub markdown: Option<PathBuf>,
@@ -77,6 +79,8 @@ pub struct Report {
     pub generated_at: String,
     pub meta: BTreeMap<String, String>,
     pub pgbench_payment: Option<Pgbench>,
+    #[serde(default)]
+    pub pgbench_charge: Option<Pgbench>,
     pub ratios: Vec<Ratio>,
     pub all_checks_passed: bool,
     pub results: Vec<ScenarioResult>,
@@ -122,7 +126,7 @@ fn read_results(dir: &Path) -> Result<Vec<ScenarioResult>, String> {
     Ok(results)
 }
 
-fn ratios(results: &[ScenarioResult], pgbench: Option<&Pgbench>) -> Vec<Ratio> {
+fn ratios(results: &[ScenarioResult], pgbench: Option<&Pgbench>, charge: Option<&Pgbench>) -> Vec<Ratio> {
     let mut out = Vec::new();
     let bare = results
         .iter()
@@ -138,6 +142,18 @@ fn ratios(results: &[ScenarioResult], pgbench: Option<&Pgbench>) -> Vec<Ratio> {
                 ratio: r.requests_per_second / bare.requests_per_second.max(1e-9),
                 target: "close to 1".into(),
             }),
+            ("charge", _, _) if r.label.contains("pg") && charge.is_some() => {
+                let pg = charge.map_or(0.0, |c| c.tps);
+                out.push(Ratio {
+                    measure: format!("{} charge (C={}, charges)", r.label, r.concurrency),
+                    value: r.requests_per_second,
+                    unit: "charges/s".into(),
+                    baseline: "pgbench, charge SQL".into(),
+                    baseline_value: pg,
+                    ratio: r.requests_per_second / pg.max(1e-9),
+                    target: "≥ 0.6, p99 < 50 ms".into(),
+                });
+            }
             ("pay" | "checkout", _, Some(pg)) if r.label.contains("pg") => {
                 let pays = r.ops.get("order.pay").map_or(0.0, |o| o.per_second);
                 out.push(Ratio {
@@ -265,6 +281,16 @@ fn markdown(report: &Report) -> String {
         let _ = writeln!(
             md,
             "| pgbench, the payment's SQL (`bench/pgbench-payment.sql`, -c 64 -j 2 -T 10) | {} tps | {latency} |",
+            thousands(pg.tps)
+        );
+    }
+    if let Some(pg) = &report.pgbench_charge {
+        let latency = pg
+            .latency_average_ms
+            .map_or("–".to_owned(), |l| format!("mean {} ms", ms(l)));
+        let _ = writeln!(
+            md,
+            "| pgbench, the charge's SQL (`bench/pgbench-charge.sql`, -c 64 -j 2 -T 10) | {} tps | {latency} |",
             thousands(pg.tps)
         );
     }
@@ -495,18 +521,25 @@ pub fn run(opts: ReportOptions) -> Result<Report, String> {
     if results.is_empty() {
         return Err(format!("no result files in {}", opts.results.display()));
     }
-    let pgbench_payment = match &opts.pgbench {
-        Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-            Some(parse_pgbench(&text).ok_or_else(|| format!("{}: no tps line", path.display()))?)
+    let read_pgbench = |file: &Option<PathBuf>| -> Result<Option<Pgbench>, String> {
+        match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+                Ok(Some(
+                    parse_pgbench(&text).ok_or_else(|| format!("{}: no tps line", path.display()))?,
+                ))
+            }
+            None => Ok(None),
         }
-        None => None,
     };
+    let pgbench_payment = read_pgbench(&opts.pgbench)?;
+    let pgbench_charge = read_pgbench(&opts.pgbench_charge)?;
     let report = Report {
         generated_at: utc(crate::users::now_unix()),
         meta: opts.meta.into_iter().collect(),
-        ratios: ratios(&results, pgbench_payment.as_ref()),
+        ratios: ratios(&results, pgbench_payment.as_ref(), pgbench_charge.as_ref()),
         pgbench_payment,
+        pgbench_charge,
         all_checks_passed: results.iter().all(ScenarioResult::checks_ok),
         results,
     };

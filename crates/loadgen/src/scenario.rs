@@ -33,11 +33,12 @@ pub enum Kind {
     Pay,
     CouponRush,
     DrawEntries,
+    ProductDrop,
     Mixed,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 9] = [
         Kind::Browse,
         Kind::Popular,
         Kind::Charge,
@@ -45,6 +46,7 @@ impl Kind {
         Kind::Pay,
         Kind::CouponRush,
         Kind::DrawEntries,
+        Kind::ProductDrop,
         Kind::Mixed,
     ];
 
@@ -57,6 +59,7 @@ impl Kind {
             Kind::Pay => "pay",
             Kind::CouponRush => "coupon-rush",
             Kind::DrawEntries => "draw-entries",
+            Kind::ProductDrop => "product-drop",
             Kind::Mixed => "mixed",
         }
     }
@@ -72,6 +75,8 @@ impl Kind {
             "order.create_from_cart" => outcome == "201" || outcome == "400 CART_EMPTY",
             "coupon.issue" => outcome == "201" || outcome == "409 COUPON_SOLD_OUT",
             "draw.enter" => outcome == "201",
+            // A drop has more buyers than units: the late ones are told it is sold out.
+            "order.pay" if self == Kind::ProductDrop => outcome == "200" || outcome == "409 OUT_OF_STOCK",
             _ => outcome == "200",
         }
     }
@@ -97,6 +102,11 @@ pub struct RunOptions {
     pub user_source: UserSource,
     pub database_url: Option<String>,
     pub out_dir: Option<PathBuf>,
+    /// `product-drop`: pay presses per buyer at most (the first and the retries after
+    /// `409 OUT_OF_STOCK`).
+    pub presses: u32,
+    /// `draw-entries`: close the entry window afterwards and time the draw.
+    pub draw: bool,
 }
 
 /// What the workers share: the prepared data of the scenario.
@@ -114,6 +124,10 @@ struct Plan {
     draw_id: i64,
     /// Units paid per product of this run, from the payment answers.
     sold: BTreeMap<i64, AtomicI64>,
+    /// `product-drop`: presses per buyer at most, and how the buyers ended.
+    presses: u32,
+    buyers_paid: AtomicU64,
+    buyers_sold_out: AtomicU64,
 }
 
 struct Worker {
@@ -154,17 +168,22 @@ impl Plan {
         }
     }
 
-    async fn pay(&self, order_id: i64, token: &str, rec: &mut Recorder) {
+    /// Pays an order; the answer's status (0 when no answer came).
+    async fn pay(&self, order_id: i64, token: &str, rec: &mut Recorder) -> u16 {
         let path = format!("/api/v1/orders/{order_id}/payment");
         let sent = self
             .api
             .post(&path, Some(token), &json!({"user_coupon_id": null}))
             .await;
         rec.record("order.pay", &sent);
-        if let Ok(reply) = &sent
-            && reply.status == 200
-        {
-            self.count_sold(reply);
+        match &sent {
+            Ok(reply) => {
+                if reply.status == 200 {
+                    self.count_sold(reply);
+                }
+                reply.status
+            }
+            Err(_) => 0,
         }
     }
 
@@ -221,6 +240,23 @@ impl Plan {
             Kind::Pay => {
                 let (user, order_id) = self.orders[ticket as usize];
                 self.pay(order_id, &self.users[user].token, rec).await;
+            }
+            Kind::ProductDrop => {
+                // A buyer presses pay; told it is sold out, presses again a few times, as
+                // buyers do, then gives up.
+                let (user, order_id) = self.orders[ticket as usize];
+                let token = &self.users[user].token;
+                for _ in 0..self.presses.max(1) {
+                    match self.pay(order_id, token, rec).await {
+                        200 => {
+                            self.buyers_paid.fetch_add(1, Ordering::Relaxed);
+                            return;
+                        }
+                        409 => {}
+                        _ => return,
+                    }
+                }
+                self.buyers_sold_out.fetch_add(1, Ordering::Relaxed);
             }
             Kind::CouponRush => {
                 let user = &self.users[ticket as usize];
@@ -457,7 +493,10 @@ pub async fn run(opts: RunOptions) -> Result<ScenarioResult, String> {
     let mut setup: BTreeMap<String, f64> = BTreeMap::new();
 
     // The request budget decides how much to prepare where steps consume data.
-    let finite = matches!(kind, Kind::Pay | Kind::CouponRush | Kind::DrawEntries);
+    let finite = matches!(
+        kind,
+        Kind::Pay | Kind::CouponRush | Kind::DrawEntries | Kind::ProductDrop
+    );
     let requests = match (opts.requests, opts.duration) {
         (Some(r), _) => Some(r),
         (None, None) => Some(2_000),
@@ -469,7 +508,7 @@ pub async fn run(opts: RunOptions) -> Result<ScenarioResult, String> {
         }
         (None, Some(_)) => None,
     };
-    let warmup = if matches!(kind, Kind::CouponRush | Kind::DrawEntries) {
+    let warmup = if matches!(kind, Kind::CouponRush | Kind::DrawEntries | Kind::ProductDrop) {
         0
     } else {
         opts.warmup
@@ -478,7 +517,7 @@ pub async fn run(opts: RunOptions) -> Result<ScenarioResult, String> {
 
     let needs_users = !matches!(kind, Kind::Browse | Kind::Popular) || (kind == Kind::Popular && opts.setup);
     let user_count = match kind {
-        Kind::CouponRush | Kind::DrawEntries => requests.unwrap_or_default() as usize,
+        Kind::CouponRush | Kind::DrawEntries | Kind::ProductDrop => requests.unwrap_or_default() as usize,
         // One user per connection, so that each cart has one writer.
         Kind::Mixed => opts.concurrency,
         Kind::Popular => opts.users.min(10),
@@ -496,7 +535,7 @@ pub async fn run(opts: RunOptions) -> Result<ScenarioResult, String> {
     let mut products: Vec<(i64, i64)> = Vec::new();
     let mut coupon_id = 0;
     let mut draw_id = 0;
-    if opts.setup && (needs_products || matches!(kind, Kind::CouponRush | Kind::DrawEntries)) {
+    if opts.setup && (needs_products || matches!(kind, Kind::CouponRush | Kind::DrawEntries | Kind::ProductDrop)) {
         let admin = admin_token(&api, &opts.admin).await?;
         if needs_products {
             let (count, stock) = match kind {
@@ -535,14 +574,25 @@ pub async fn run(opts: RunOptions) -> Result<ScenarioResult, String> {
                 .await?;
             draw_id = value["id"].as_i64().ok_or("draw without id")?;
         }
+        if kind == Kind::ProductDrop {
+            // The drop: one product of U units, 1,000 KRW.
+            let units = opts.coupon_total.clamp(1, 1_000_000);
+            products = create_products(&api, &admin, &tag, 1, units, 1).await?;
+        }
     } else if needs_products {
         return Err(format!("{} needs its set-up (drop --no-setup)", kind.name()));
     }
     setup.insert("products".into(), products.len() as f64);
 
-    if matches!(kind, Kind::Checkout | Kind::Pay | Kind::Mixed | Kind::Popular) && !users.is_empty() {
+    if matches!(
+        kind,
+        Kind::Checkout | Kind::Pay | Kind::Mixed | Kind::Popular | Kind::ProductDrop
+    ) && !users.is_empty()
+    {
         // Enough for this user's share of the steps with a margin; the whole limit without a budget.
         let target = match steps_planned {
+            // One unit of 1,000 KRW each, with a margin.
+            _ if kind == Kind::ProductDrop => 2_000,
             _ if kind == Kind::Popular => (opts.seed_orders as i64 * 3 / users.len() as i64 + 3) * MAX_PRICE,
             Some(steps) if kind != Kind::Mixed => (steps as i64 * 3 / 2 / users.len() as i64 + 3) * MAX_PRICE,
             // A cart paid in mixed may hold several products: budget half a product per step.
@@ -553,8 +603,13 @@ pub async fn run(opts: RunOptions) -> Result<ScenarioResult, String> {
     }
 
     let product_ids: Vec<i64> = products.iter().map(|(id, _)| *id).collect();
-    let orders = if kind == Kind::Pay {
-        let count = steps_planned.unwrap_or_default() as usize;
+    let orders = if matches!(kind, Kind::Pay | Kind::ProductDrop) {
+        // product-drop: one order per buyer (user n holds order n).
+        let count = if kind == Kind::ProductDrop {
+            users.len()
+        } else {
+            steps_planned.unwrap_or_default() as usize
+        };
         eprintln!("setup: creating {count} pending orders");
         create_orders(&api, &users, &product_ids, count, opts.setup_concurrency * 4).await?
     } else {
@@ -573,6 +628,9 @@ pub async fn run(opts: RunOptions) -> Result<ScenarioResult, String> {
         coupon_id,
         draw_id,
         sold: product_ids.iter().map(|id| (*id, AtomicI64::new(0))).collect(),
+        presses: opts.presses,
+        buyers_paid: AtomicU64::new(0),
+        buyers_sold_out: AtomicU64::new(0),
     });
     if kind == Kind::Popular && opts.setup {
         seed_sales(&plan, opts.seed_orders).await?;
@@ -580,7 +638,7 @@ pub async fn run(opts: RunOptions) -> Result<ScenarioResult, String> {
     setup.insert("seconds".into(), setup_started.elapsed().as_secs_f64());
 
     let limit = match kind {
-        Kind::Pay => plan.orders.len() as u64,
+        Kind::Pay | Kind::ProductDrop => plan.orders.len() as u64,
         Kind::CouponRush | Kind::DrawEntries => plan.users.len() as u64,
         _ => steps_planned.unwrap_or(u64::MAX),
     };
@@ -603,21 +661,40 @@ pub async fn run(opts: RunOptions) -> Result<ScenarioResult, String> {
     let started = Instant::now();
     let rec = drive(&plan, warmup.min(limit), limit, started + measured, 42).await;
     let seconds = started.elapsed().as_secs_f64();
+    let mut extra_checks = Vec::new();
 
     let (latency_ms, ops) = rec.summary(seconds);
     let requests_done = rec.requests();
     let iterations = match kind {
         Kind::Checkout => ops.get("order.create").map_or(0, |o| o.requests),
         Kind::Mixed => requests_done - ops.get("order.pay").map_or(0, |o| o.requests),
+        // Buyers who reached an end (paid, or gave up on sold out).
+        Kind::ProductDrop => plan.buyers_paid.load(Ordering::Relaxed) + plan.buyers_sold_out.load(Ordering::Relaxed),
         _ => requests_done,
     };
+    if kind == Kind::DrawEntries && opts.draw {
+        match &opts.database_url {
+            Some(url) => {
+                let (timings, draw_checks) = time_draw(&plan, url, &opts.admin).await;
+                for (name, value) in timings {
+                    setup.insert(name, value);
+                }
+                extra_checks.extend(draw_checks);
+            }
+            None => return Err("draw-entries --draw needs --database-url".into()),
+        }
+    }
 
     let mut checks = answer_checks(kind, &ops);
     checks.extend(scenario_checks(&plan, &rec, &products, opts.coupon_total, iterations).await);
+    checks.extend(extra_checks);
     if let Some(url) = &opts.database_url {
         checks.extend(checks::database(url).await);
         if kind == Kind::CouponRush {
             checks.extend(checks::coupon_count(url, plan.coupon_id, iterations as i64, opts.coupon_total).await);
+        }
+        if kind == Kind::ProductDrop && !products.is_empty() {
+            checks.extend(drop_database_checks(url, products[0].0, products[0].1, plan.orders.len() as i64).await);
         }
     }
 
@@ -709,7 +786,23 @@ async fn scenario_checks(
             format!("entry_count {counted:?}, {entered} entered, {iterations} users"),
         ));
     }
-    if matches!(plan.kind, Kind::Checkout | Kind::Pay | Kind::Mixed | Kind::Popular) && !products.is_empty() {
+    if plan.kind == Kind::ProductDrop && !products.is_empty() {
+        let units = products[0].1;
+        let buyers = plan.orders.len() as i64;
+        let paid = plan.buyers_paid.load(Ordering::Relaxed) as i64;
+        let sold_out = plan.buyers_sold_out.load(Ordering::Relaxed) as i64;
+        let expected = units.min(buyers);
+        checks.push(Check::new(
+            "buyers paid (200) == min(units, buyers), the others ended 409 OUT_OF_STOCK",
+            paid == expected && sold_out == buyers - expected,
+            format!("{paid} paid, {sold_out} sold out, {buyers} buyers, {units} units"),
+        ));
+    }
+    if matches!(
+        plan.kind,
+        Kind::Checkout | Kind::Pay | Kind::Mixed | Kind::Popular | Kind::ProductDrop
+    ) && !products.is_empty()
+    {
         let mut wrong = Vec::new();
         let mut sold_total = 0;
         for (id, initial) in products {
@@ -734,4 +827,119 @@ async fn scenario_checks(
         ));
     }
     checks
+}
+
+/// A drop in the database: exactly min(units, buyers) of its orders paid, the rest still
+/// pending, and the product's stock is what is left.
+async fn drop_database_checks(url: &str, product: i64, units: i64, buyers: i64) -> Vec<Check> {
+    let db = match ecommerce_testkit::invariants::Db::connect(url).await {
+        Ok(db) => db,
+        Err(e) => return vec![Check::new("drop in the database", false, e)],
+    };
+    let paid = db
+        .scalar(
+            "select count(*) from purchase_order o where o.status = 'PAID' \
+             and exists (select 1 from order_line l where l.order_id = o.id and l.product_id = $1)",
+            &[product],
+        )
+        .await;
+    let stock = db.scalar("select stock from product where id = $1", &[product]).await;
+    db.close().await;
+    let expected = units.min(buyers);
+    vec![
+        Check::new(
+            "paid orders of the drop (DB) == min(units, buyers)",
+            paid.as_ref().is_ok_and(|n| *n == expected),
+            format!("{paid:?} paid, expected {expected}"),
+        ),
+        Check::new(
+            "drop product stock (DB) == units - paid",
+            stock.as_ref().is_ok_and(|n| *n == units - expected),
+            format!("stock {stock:?}, expected {}", units - expected),
+        ),
+    ]
+}
+
+/// Closes the draw's entry window in the database and waits for an instance's draw job to draw
+/// it. The draw's `drawn_at` is the instant its round began (before it looked for due draws), so
+/// "seen DRAWN − drawn_at" bounds the draw itself from above (plus one poll, 5 ms);
+/// "seen DRAWN − window closed" adds the wait for the job's next round.
+async fn time_draw(plan: &Plan, url: &str, admin: &Option<(String, String)>) -> (Vec<(String, f64)>, Vec<Check>) {
+    let mut timings = Vec::new();
+    let fail = |detail: String| vec![Check::new("draw drawn after its window closed", false, detail)];
+    let db = match ecommerce_testkit::invariants::Db::connect_writable(url).await {
+        Ok(db) => db,
+        Err(e) => return (timings, fail(e)),
+    };
+    let token = admin_token(&plan.api, admin).await.ok();
+    let closed_at = now_millis();
+    if let Err(e) = db
+        .scalar(
+            "update draws set entry_ends_at = $1 where id = $2 returning id",
+            &[closed_at, plan.draw_id],
+        )
+        .await
+    {
+        db.close().await;
+        return (timings, fail(e));
+    }
+    eprintln!("draw: window closed, waiting for the draw job");
+    let path = format!("/api/v1/draws/{}", plan.draw_id);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut drawn: Option<Value> = None;
+    let mut seen_at = 0;
+    while Instant::now() < deadline {
+        if let Ok(reply) = plan.api.get(&path, token.as_deref()).await
+            && let Some(value) = reply.json()
+            && value["status"] == "DRAWN"
+        {
+            seen_at = now_millis();
+            drawn = Some(value);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let Some(draw) = drawn else {
+        db.close().await;
+        return (timings, fail("not DRAWN within 120 s".into()));
+    };
+    // Milliseconds since the epoch in the database, the answer's RFC 3339 to the millisecond.
+    let drawn_at = db
+        .scalar("select drawn_at from draws where id = $1", &[plan.draw_id])
+        .await
+        .ok();
+    let entries = draw["entry_count"].as_i64().unwrap_or_default();
+    let winners = draw["winner_count"].as_i64();
+    let units = draw["quantity"].as_i64().unwrap_or_default();
+    if let Some(drawn_at) = drawn_at {
+        timings.push(("draw_seconds".to_owned(), (seen_at - drawn_at) as f64 / 1_000.0));
+        eprintln!(
+            "draw: {entries} entries, {winners:?} winners, drawn in at most {} ms (job round start to DRAWN seen), {} ms after the window closed",
+            seen_at - drawn_at,
+            seen_at - closed_at
+        );
+    }
+    timings.push(("draw_wait_seconds".to_owned(), (seen_at - closed_at) as f64 / 1_000.0));
+    timings.push(("draw_entries".to_owned(), entries as f64));
+    let won = db
+        .scalar(
+            "select count(*) from draw_entries where draw_id = $1 and status = 'WON'",
+            &[plan.draw_id],
+        )
+        .await;
+    db.close().await;
+    let expected = units.min(entries);
+    let checks = vec![Check::new(
+        "draw: winner_count == WON entries (DB) == min(units, entries)",
+        winners == Some(expected) && won.as_ref().is_ok_and(|n| *n == expected),
+        format!("winner_count {winners:?}, WON {won:?}, expected {expected}"),
+    )];
+    (timings, checks)
+}
+
+fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
 }

@@ -110,22 +110,13 @@ pub struct NewDraw {
     pub payment_window_seconds: i64,
 }
 
-/// An RFC 3339 instant (any offset), to the millisecond; `what` names the field in errors.
-pub fn parse_instant(raw: &str, what: &str) -> Result<Timestamp, Error> {
-    let invalid = || Error::validation(format!("{what} must be an RFC 3339 date-time"));
-    let parsed =
-        time::OffsetDateTime::parse(raw, &time::format_description::well_known::Rfc3339).map_err(|_| invalid())?;
-    let millis = parsed.unix_timestamp_nanos() / 1_000_000;
-    i64::try_from(millis).map(Timestamp).map_err(|_| invalid())
-}
-
 impl NewDraw {
     /// Checks every bound of the contract at `now` (`VALIDATION_FAILED` for any).
     pub fn parse(request: DrawRequest<'_>, now: Timestamp) -> Result<Self, Error> {
         let product_id = ProductId(check_range(request.product_id, 1..=i64::MAX, "product_id")?);
         let quantity = check_range(request.quantity, 1..=MAX_QUANTITY, "quantity")?;
-        let entry_starts_at = parse_instant(request.entry_starts_at, "entry_starts_at")?;
-        let entry_ends_at = parse_instant(request.entry_ends_at, "entry_ends_at")?;
+        let entry_starts_at = Timestamp::parse_rfc3339(request.entry_starts_at, "entry_starts_at")?;
+        let entry_ends_at = Timestamp::parse_rfc3339(request.entry_ends_at, "entry_ends_at")?;
         if entry_starts_at >= entry_ends_at {
             return Err(Error::validation("entry_starts_at must be before entry_ends_at"));
         }
@@ -413,11 +404,11 @@ mod tests {
     #[test]
     fn instants_take_any_offset() {
         assert_eq!(
-            parse_instant("2027-01-15T09:00:00+09:00", "x").unwrap(),
-            parse_instant("2027-01-15T00:00:00Z", "x").unwrap()
+            Timestamp::parse_rfc3339("2027-01-15T09:00:00+09:00", "x").unwrap(),
+            Timestamp::parse_rfc3339("2027-01-15T00:00:00Z", "x").unwrap()
         );
-        assert_eq!(parse_instant(&rfc(NOW), "x").unwrap(), NOW);
-        assert!(parse_instant("2027-01-15 00:00:00", "x").is_err());
+        assert_eq!(Timestamp::parse_rfc3339(&rfc(NOW), "x").unwrap(), NOW);
+        assert!(Timestamp::parse_rfc3339("2027-01-15 00:00:00", "x").is_err());
     }
 
     #[test]

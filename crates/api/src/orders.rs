@@ -113,7 +113,7 @@ async fn gate_refusal<S: Store>(
     if known.is_empty() {
         return Ok(None);
     }
-    let refusal = payment::refusal_without_writes(&app.store, id, actor, coupon, Timestamp::now(), |p| {
+    let refusal = payment::refusal_without_writes(&app.store, &order, actor, coupon, Timestamp::now(), |p| {
         known.get(&p).copied()
     })
     .await?;

@@ -117,22 +117,23 @@ pub async fn pay(
 /// the answer to give, `None` means the payment must run (to succeed, or to fail on something
 /// else, which it then reports in the contract's order). An order whose units were set aside
 /// beforehand (a draw winner's) takes no stock at payment and must never be refused here.
+/// `order` is the order as the caller just read it (the gate reads it once, for its lines).
 pub async fn refusal_without_writes(
     store: &impl Store,
-    id: OrderId,
+    order: &Order,
     actor: Actor,
     user_coupon: Option<UserCouponId>,
     now: Timestamp,
     known_stock: impl Fn(ProductId) -> Option<i64>,
 ) -> Result<Option<Error>, Error> {
-    let Some(order) = store.order(id).await?.filter(|o| actor.may_access(o.user_id)) else {
+    if !actor.may_access(order.user_id) {
         return Ok(None);
-    };
+    }
     if order.draw_id.is_some() {
         // A draw's order holds its unit already: it never fails on stock.
         return Ok(None);
     }
-    let lines = lines_by_product(&order);
+    let lines = lines_by_product(order);
     let Some(&(sold_out, _)) = lines
         .iter()
         .find(|&&(product, quantity)| known_stock(product).is_some_and(|stock| stock < quantity))

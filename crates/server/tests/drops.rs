@@ -594,8 +594,9 @@ async fn coupons_answer_their_issue_window_everywhere(app: TestApp) {
 }
 
 async fn bad_issue_windows_are_validation_failed(app: TestApp) {
-    let at = from_now(HOUR_MS);
-    let earlier = from_now(HOUR_MS - 1);
+    // One clock reading for both: two readings a millisecond apart would make them equal.
+    let base = now_millis() + HOUR_MS;
+    let (at, earlier) = (rfc3339_at(base), rfc3339_at(base - 1));
     let bad = [
         windowed_coupon(1, Some(&at), Some(&at)),
         windowed_coupon(1, Some(&at), Some(&earlier)),

@@ -90,13 +90,68 @@ impl TokenKeys {
     }
 }
 
+/// Accounts read together at most, when many first requests miss the cache at once.
+const MAX_READ_BATCH: usize = 256;
+
 /// Checks tokens against their account (audit M2, M5): it exists, has the token's role and
 /// token version, and did not log the token out. What it read of an account is trusted for
 /// [`TOKEN_CHECK_TTL`], so a busy account costs one read per interval and per instance; this
 /// instance's own logouts and password changes take effect at once ([`TokenCheck::forget`]).
+///
+/// Accounts missing from the cache at the same moment (a drop's thousands of first requests)
+/// are read together: the first miss starts a reader task that reads every account waiting at
+/// that moment in one statement, then the ones that arrived meanwhile, until none waits. No
+/// timer: a lone request is read at once, and the batch grows only while a read is running.
 pub struct TokenCheck {
     ttl: Duration,
     cache: Mutex<TokenCache>,
+    reads: Arc<Mutex<PendingReads>>,
+}
+
+/// A read's answer to one waiting request: `None` when the batch failed (the request then
+/// reads its account alone, and so answers its own error).
+type ReadAnswer = Option<Arc<Option<TokenState>>>;
+
+#[derive(Default)]
+struct PendingReads {
+    waiting: Vec<(UserId, tokio::sync::oneshot::Sender<ReadAnswer>)>,
+    /// A reader task is running.
+    reading: bool,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Reads the waiting accounts, batch after batch, until none waits.
+async fn read_waiting<S: Store>(store: S, reads: Arc<Mutex<PendingReads>>) {
+    loop {
+        let batch: Vec<_> = {
+            let mut pending = lock(&reads);
+            if pending.waiting.is_empty() {
+                pending.reading = false;
+                return;
+            }
+            let take = pending.waiting.len().min(MAX_READ_BATCH);
+            pending.waiting.drain(..take).collect()
+        };
+        let users: Vec<UserId> = batch.iter().map(|(user, _)| *user).collect();
+        metrics::histogram!("token_check_batch_size").record(users.len() as f64);
+        match store.token_states(&users, Timestamp::now()).await {
+            Ok(mut states) => {
+                for (user, sender) in batch {
+                    let state = states.get(&user).cloned();
+                    let _ = sender.send(Some(Arc::new(state)));
+                }
+                states.clear();
+            }
+            Err(_) => {
+                for (_, sender) in batch {
+                    let _ = sender.send(None);
+                }
+            }
+        }
+    }
 }
 
 #[derive(Default)]
@@ -112,6 +167,25 @@ impl TokenCheck {
         Self {
             ttl,
             cache: Mutex::new(TokenCache::default()),
+            reads: Arc::default(),
+        }
+    }
+
+    /// The account's state, read in the next batch.
+    async fn read<S: Store>(&self, store: &S, user: UserId) -> Result<Arc<Option<TokenState>>, StoreError> {
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let lead = {
+            let mut pending = lock(&self.reads);
+            pending.waiting.push((user, sender));
+            !std::mem::replace(&mut pending.reading, true)
+        };
+        if lead {
+            tokio::spawn(read_waiting(store.clone(), self.reads.clone()));
+        }
+        match receiver.await {
+            Ok(Some(state)) => Ok(state),
+            // The batch failed, or its task was stopped: read alone.
+            Ok(None) | Err(_) => Ok(Arc::new(store.token_state(user, Timestamp::now()).await?)),
         }
     }
 
@@ -130,7 +204,7 @@ impl TokenCheck {
             Some(state) => state,
             None => {
                 let started = Instant::now();
-                let state = Arc::new(store.token_state(user, Timestamp::now()).await?);
+                let state = self.read(store, user).await?;
                 self.remember(user, started, state.clone());
                 state
             }
@@ -168,7 +242,7 @@ impl TokenCheck {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, TokenCache> {
-        self.cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.cache)
     }
 }
 

@@ -397,6 +397,10 @@ pub fn describe_metrics() {
         "draw_entry_batch_size",
         "Draw entries written together in one transaction (group commit per draw and instance)"
     );
+    describe_histogram!(
+        "token_check_batch_size",
+        "Accounts read together by one token-check read (first requests of many users at once)"
+    );
     describe_counter!(
         "password_hash_abandoned_total",
         "Sign-ins and sign-ups that went away (client gone, request timed out) before their hash was answered; not hashed unless a thread had started"

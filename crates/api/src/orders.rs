@@ -2,8 +2,8 @@
 //!
 //! **Hot products.** Once a payment fails `OUT_OF_STOCK`, this instance remembers the stock it
 //! then read for the product ([`SoldOutGate`]); a payment that needs more than that is refused
-//! from reads alone ([`payment::refusal_without_writes`]: order, coupon and limit, in the
-//! contract's order), with no transaction and no row lock, so a sold-out drop does not queue
+//! from reads alone ([`payment::refusal_without_writes`]: the order with its limits and tallies
+//! in one statement, then the coupon if one is given), with no transaction and no row lock, so a sold-out drop does not queue
 //! thousands of doomed payments on the product's row. What it remembers is looked at again in
 //! the database once older than `ECOMMERCE_CATALOG_CACHE_MS`, and forgotten at once on a
 //! refund or restock through this instance: a product made sellable again is sellable on every
@@ -105,7 +105,8 @@ async fn gate_refusal<S: Store>(
     if max_age.is_zero() || app.sold_out.is_empty() {
         return Ok(None);
     }
-    let Some(order) = app.store.order(id).await? else {
+    // One read: the order, its lines and the owner's allowances.
+    let Some((order, allowances)) = app.store.order_for_payment(id).await? else {
         return Ok(None);
     };
     let products: Vec<ProductId> = order.lines.iter().map(|l| l.product_id).collect();
@@ -113,10 +114,11 @@ async fn gate_refusal<S: Store>(
     if known.is_empty() {
         return Ok(None);
     }
-    let refusal = payment::refusal_without_writes(&app.store, &order, actor, coupon, Timestamp::now(), |p| {
-        known.get(&p).copied()
-    })
-    .await?;
+    let refusal =
+        payment::refusal_without_writes(&app.store, &order, &allowances, actor, coupon, Timestamp::now(), |p| {
+            known.get(&p).copied()
+        })
+        .await?;
     Ok(refusal.map(ApiError::from))
 }
 
@@ -370,6 +372,7 @@ pub async fn pay_order<S: Store>(
         && let Some(refusal) = gate_refusal(&app, id, actor, coupon).await?
     {
         metrics::counter!("payment_failures_total", "reason" => refusal.code).increment(1);
+        app.live.payment_failed(refusal.code);
         return Err(refusal);
     }
     let keyed =

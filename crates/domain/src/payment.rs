@@ -73,8 +73,7 @@ pub async fn pay(
     }
     let lines = lines_by_product(&order);
     for &(product, quantity) in &lines {
-        let limit = tx.product(product).await?.and_then(|p| p.max_per_user);
-        if !tx.add_purchase(order.user_id, product, quantity, limit).await? {
+        if !tx.add_purchase(order.user_id, product, quantity).await? {
             return Err(Error::PurchaseLimitExceeded(product));
         }
     }
@@ -109,6 +108,23 @@ pub async fn pay(
     Ok(Settled { order, event })
 }
 
+/// What the owner of an order may still buy of one of its products: the product's
+/// `max_per_user` and the units of it in the owner's paid orders (the purchase tally).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Allowance {
+    pub product_id: ProductId,
+    pub max_per_user: Option<i64>,
+    pub purchased: i64,
+}
+
+impl Allowance {
+    /// Whether `quantity` more units stay within the limit.
+    pub fn allows(&self, quantity: i64) -> bool {
+        self.max_per_user
+            .is_none_or(|limit| self.purchased.saturating_add(quantity) <= limit)
+    }
+}
+
 /// The sold-out gate of a hot product: when `known_stock` says (from a recent look at the
 /// database) that a product of the order has less stock than the order needs, the payment's
 /// answer is `OUT_OF_STOCK` as long as everything the contract checks before the stock holds —
@@ -117,10 +133,12 @@ pub async fn pay(
 /// the answer to give, `None` means the payment must run (to succeed, or to fail on something
 /// else, which it then reports in the contract's order). An order whose units were set aside
 /// beforehand (a draw winner's) takes no stock at payment and must never be refused here.
-/// `order` is the order as the caller just read it (the gate reads it once, for its lines).
+/// `order` and `allowances` are what the caller just read in one go
+/// ([`Store::order_for_payment`]); only a coupon, when one is given, is read here.
 pub async fn refusal_without_writes(
     store: &impl Store,
     order: &Order,
+    allowances: &[Allowance],
     actor: Actor,
     user_coupon: Option<UserCouponId>,
     now: Timestamp,
@@ -143,22 +161,21 @@ pub async fn refusal_without_writes(
     if order.check_pending(now).is_err() {
         return Ok(None);
     }
+    let within_limits = lines.iter().all(|&(product, quantity)| {
+        allowances
+            .iter()
+            .find(|a| a.product_id == product)
+            .is_some_and(|a| a.allows(quantity))
+    });
+    if !within_limits {
+        return Ok(None);
+    }
     if let Some(coupon_id) = user_coupon {
         let usable = store
             .user_coupon(coupon_id)
             .await?
             .is_some_and(|c| c.user_id == order.user_id && c.check_usable(now).is_ok());
         if !usable {
-            return Ok(None);
-        }
-    }
-    for &(product, quantity) in &lines {
-        let Some(product) = store.product(product).await? else {
-            return Ok(None);
-        };
-        if product.max_per_user.is_some()
-            && !product.allows_purchase(store.purchased_quantity(order.user_id, product.id).await?, quantity)
-        {
             return Ok(None);
         }
     }

@@ -8,6 +8,7 @@
 //! (ascending id) → account → cart → sales → outbox. Draws: a new entry row → the draw row; the
 //! draw itself: the draw row → its entries → new orders → product.
 
+use std::collections::HashMap;
 use std::future::Future;
 
 use crate::account::{Credentials, NewUser, TokenState, User};
@@ -20,6 +21,7 @@ use crate::draw::{Draw, DrawEntry, EntryStatus, NewDraw};
 use crate::events::Event;
 use crate::order::{NewOrder, Order, OrderStatus, Payment};
 use crate::paging::Page;
+use crate::payment::Allowance;
 use crate::ranking::PopularEntry;
 use crate::wallet::{BalanceEntry, NewBalanceEntry};
 use crate::{CouponId, DrawId, Hour, Krw, OrderId, ProductId, StoreError, Timestamp, UserCouponId, UserId};
@@ -95,7 +97,16 @@ pub trait Store: Clone + Send + Sync + 'static {
     fn credentials_of(&self, id: UserId) -> impl Future<Output = StoreResult<Option<Credentials>>> + Send;
     /// What a token of the account is checked against, with the ids of its tokens logged out
     /// and not expired at `now`; `None` when the account does not exist.
-    fn token_state(&self, id: UserId, now: Timestamp) -> impl Future<Output = StoreResult<Option<TokenState>>> + Send;
+    fn token_state(&self, id: UserId, now: Timestamp) -> impl Future<Output = StoreResult<Option<TokenState>>> + Send {
+        async move { Ok(self.token_states(&[id], now).await?.remove(&id)) }
+    }
+    /// [`Store::token_state`] of several accounts in one read; accounts that do not exist are
+    /// absent.
+    fn token_states(
+        &self,
+        ids: &[UserId],
+        now: Timestamp,
+    ) -> impl Future<Output = StoreResult<HashMap<UserId, TokenState>>> + Send;
     /// Forgets the logged-out tokens that expired before `before`; returns how many.
     fn purge_revoked_tokens(&self, before: Timestamp) -> impl Future<Output = StoreResult<u64>> + Send;
     fn admin_exists(&self) -> impl Future<Output = StoreResult<bool>> + Send;
@@ -119,8 +130,6 @@ pub trait Store: Clone + Send + Sync + 'static {
 
     fn coupon(&self, id: CouponId) -> impl Future<Output = StoreResult<Option<Coupon>>> + Send;
     fn user_coupon(&self, id: UserCouponId) -> impl Future<Output = StoreResult<Option<UserCoupon>>> + Send;
-    /// The quantity of `product` in the user's `PAID` orders (the purchase tally; 0 when none).
-    fn purchased_quantity(&self, user: UserId, product: ProductId) -> impl Future<Output = StoreResult<i64>> + Send;
     /// Coupons with stock left whose issue window has not ended at `now` (`issue_ends_at` unset
     /// or after `now`), newest first.
     fn coupons_in_stock(&self, page: Page, now: Timestamp) -> impl Future<Output = StoreResult<Vec<Coupon>>> + Send;
@@ -137,6 +146,12 @@ pub trait Store: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = StoreResult<Vec<UserCoupon>>> + Send;
 
     fn order(&self, id: OrderId) -> impl Future<Output = StoreResult<Option<Order>>> + Send;
+    /// The order with, for each of its products, the product's `max_per_user` and the owner's
+    /// purchase tally: what a payment checks before the stock, in one read.
+    fn order_for_payment(
+        &self,
+        id: OrderId,
+    ) -> impl Future<Output = StoreResult<Option<(Order, Vec<Allowance>)>>> + Send;
     /// The user's orders, newest first; the status filter uses the computed status.
     fn orders(
         &self,
@@ -361,15 +376,15 @@ pub trait Tx: Send {
     /// the user never bought it).
     fn purchased_quantity(&mut self, user: UserId, product: ProductId)
     -> impl Future<Output = StoreResult<i64>> + Send;
-    /// Adds `quantity` to the user's purchase tally of `product` while the result stays `<=`
-    /// `limit` (any result when `None`); `false` when the guard failed and nothing changed.
+    /// Adds `quantity` to the user's purchase tally of `product` while the result stays `<=` the
+    /// product's `max_per_user` as it is in the same statement (any result when unset);
+    /// `false` when the guard failed and nothing changed.
     /// Concurrent calls for one user and product queue on the tally row, so they add up exactly.
     fn add_purchase(
         &mut self,
         user: UserId,
         product: ProductId,
         quantity: i64,
-        limit: Option<i64>,
     ) -> impl Future<Output = StoreResult<bool>> + Send;
     /// Takes `quantity` off the tally (a refund), never below 0.
     fn remove_purchase(

@@ -23,6 +23,7 @@ engine_tests!(
     common_and_repeated_passwords_are_refused_at_sign_up,
     a_token_is_refused_once_its_account_is_demoted_or_gone,
     logout_refuses_that_token_and_keeps_the_others,
+    tokens_of_many_accounts_checked_at_once_are_each_checked_against_their_own_account,
     password_change_refuses_every_earlier_token_and_checks_the_current_password,
     password_change_follows_the_ownership_rules,
     a_rotated_admin_password_refuses_the_admin_tokens_issued_before,
@@ -317,6 +318,37 @@ async fn logout_refuses_that_token_and_keeps_the_others(app: TestApp) {
         .query_i64("select count(*) from revoked_token where user_id = $1", &[user.id])
         .await;
     assert_eq!(revoked, 1);
+}
+
+/// The first requests of many accounts at the same moment are checked together (one read for
+/// all of them): each token must still meet its own account's logouts, no other's.
+async fn tokens_of_many_accounts_checked_at_once_are_each_checked_against_their_own_account(app: TestApp) {
+    let mut users = Vec::new();
+    for _ in 0..16 {
+        let user = app.create_user().await;
+        let second = token_of(&app.token(&user.email, &user.password).await);
+        users.push((user, second));
+    }
+    // Every other account logs its first token out.
+    for (user, _) in users.iter().step_by(2) {
+        assert_eq!(log_out(&app, &user.token).await.status, 204);
+    }
+    // Past the time a check trusts what it read: every request below reads its account.
+    tokio::time::sleep(TOKEN_CHECK_TTL).await;
+    let checks = users.iter().enumerate().flat_map(|(n, (user, second))| {
+        let logged_out = n % 2 == 0;
+        [(user, user.token.clone(), !logged_out), (user, second.clone(), true)]
+    });
+    let app = &app;
+    let answers =
+        join_all(checks.map(|(user, token, admitted)| async move { (me(app, user, &token).await, admitted) })).await;
+    for (answer, admitted) in answers {
+        if admitted {
+            answer.expect_status(200);
+        } else {
+            answer.assert_problem(401, "UNAUTHORIZED");
+        }
+    }
 }
 
 async fn password_change_refuses_every_earlier_token_and_checks_the_current_password(app: TestApp) {

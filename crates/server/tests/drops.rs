@@ -817,6 +817,11 @@ async fn a_sold_out_product_refuses_payments_without_a_write_until_restocked_or_
     // So does a refund.
     app.refund_ok(&first, first_order).await;
     app.pay_ok(&third, third_order, None).await;
+    // The console's live figures count every refusal, the gate's too (2 went to the database).
+    assert_eq!(
+        app.admin_live_on(0).await["payment_failures"],
+        json!({"OUT_OF_STOCK": 5})
+    );
     // The stock shown to readers stays the database's.
     assert_eq!(app.stock_of(id).await, 0);
     app.db().assert_invariants().await;

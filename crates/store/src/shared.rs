@@ -9,6 +9,9 @@
 //! which both engines run unchanged. Rows are read by column name into the `*Row` structs below,
 //! each declared next to the column list it reads.
 
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+
 use ecommerce_domain::account::{Credentials, NewUser, Role, TokenState, User};
 use ecommerce_domain::admin::{Account, HourlySales};
 use ecommerce_domain::cart::CartItem;
@@ -21,6 +24,7 @@ use ecommerce_domain::draw::{Draw, DrawEntry, EntryStatus, NewDraw};
 use ecommerce_domain::events::Event;
 use ecommerce_domain::order::{NewOrder, Order, OrderLine, OrderStatus, Payment};
 use ecommerce_domain::paging::Page;
+use ecommerce_domain::payment::Allowance;
 use ecommerce_domain::ranking::PopularEntry;
 use ecommerce_domain::store::{IdempotencyScope, KeyClaim, OutboxBacklog, OutboxEvent, Store, StoreResult, Tx};
 use ecommerce_domain::wallet::{BalanceEntry, EntryKind, MAX_BALANCE, NewBalanceEntry};
@@ -239,6 +243,33 @@ row! {
         unit_price: i64,
         quantity: i64,
         amount: i64,
+    }
+}
+
+row! {
+    /// An account and one of its logged-out tokens (`None`: it has none alive).
+    struct TokenStateRow {
+        id: i64,
+        role: String,
+        token_version: i64,
+        jti: Option<String>,
+    }
+}
+
+/// An order line with what its owner may still buy of the product (see [`Allowance`]).
+struct AllowanceLineRow {
+    line: OrderLineRow,
+    max_per_user: Option<i64>,
+    purchased: i64,
+}
+
+impl FromRow<'_, DbRow> for AllowanceLineRow {
+    fn from_row(row: &DbRow) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            line: OrderLineRow::from_row(row)?,
+            max_per_user: row.try_get("max_per_user")?,
+            purchased: row.try_get("purchased")?,
+        })
     }
 }
 
@@ -697,28 +728,40 @@ impl Store for EngineStore {
         row.map(CredentialsRow::into_credentials).transpose()
     }
 
-    async fn token_state(&self, id: UserId, now: Timestamp) -> StoreResult<Option<TokenState>> {
-        let mut conn = self.conn().await?;
-        let account = sqlx::query_as::<Db, (String, i64)>("select role, token_version from account where id = $1")
-            .bind(id.0)
-            .fetch_optional(&mut *conn)
+    async fn token_states(&self, ids: &[UserId], now: Timestamp) -> StoreResult<HashMap<UserId, TokenState>> {
+        let mut states = HashMap::new();
+        if ids.is_empty() {
+            return Ok(states);
+        }
+        // One read for all: each account, with one row per logged-out token still alive (none:
+        // one row with a null jti).
+        let mut query = QueryBuilder::<Db>::new(
+            "select a.id, a.role, a.token_version, r.jti from account a \
+             left join revoked_token r on r.user_id = a.id and r.expires_at > ",
+        );
+        query.push_bind(now.millis()).push(" where a.id in (");
+        let mut list = query.separated(", ");
+        for id in ids {
+            list.push_bind(id.0);
+        }
+        query.push(")");
+        let rows = query
+            .build_query_as::<TokenStateRow>()
+            .fetch_all(&mut *self.conn().await?)
             .await
             .map_err(store_err)?;
-        let Some((role, token_version)) = account else {
-            return Ok(None);
-        };
-        let revoked =
-            sqlx::query_scalar::<Db, String>("select jti from revoked_token where user_id = $1 and expires_at > $2")
-                .bind(id.0)
-                .bind(now.millis())
-                .fetch_all(&mut *conn)
-                .await
-                .map_err(store_err)?;
-        Ok(Some(TokenState {
-            role: role_from(&role)?,
-            token_version,
-            revoked,
-        }))
+        for row in rows {
+            let state = match states.entry(UserId(row.id)) {
+                Entry::Occupied(entry) => entry.into_mut(),
+                Entry::Vacant(entry) => entry.insert(TokenState {
+                    role: role_from(&row.role)?,
+                    token_version: row.token_version,
+                    revoked: Vec::new(),
+                }),
+            };
+            state.revoked.extend(row.jti);
+        }
+        Ok(states)
     }
 
     async fn purge_revoked_tokens(&self, before: Timestamp) -> StoreResult<u64> {
@@ -815,10 +858,6 @@ impl Store for EngineStore {
         fetch_user_coupon(&mut *self.conn().await?, id).await
     }
 
-    async fn purchased_quantity(&self, user: UserId, product: ProductId) -> StoreResult<i64> {
-        fetch_purchased_quantity(&mut *self.conn().await?, user, product).await
-    }
-
     async fn coupons_in_stock(&self, page: Page, now: Timestamp) -> StoreResult<Vec<Coupon>> {
         const SQL: &str = concat!(
             select_coupon!(),
@@ -882,6 +921,32 @@ impl Store for EngineStore {
 
     async fn order(&self, id: OrderId) -> StoreResult<Option<Order>> {
         fetch_order(&mut *self.conn().await?, id).await
+    }
+
+    async fn order_for_payment(&self, id: OrderId) -> StoreResult<Option<(Order, Vec<Allowance>)>> {
+        const SQL: &str = concat!(
+            order_line_columns!(),
+            ", p.max_per_user, coalesce(t.quantity, 0) as purchased \
+             from purchase_order o join order_line l on l.order_id = o.id \
+             left join product p on p.id = l.product_id \
+             left join purchase_tally t on t.user_id = o.user_id and t.product_id = l.product_id \
+             where o.id = $1 order by l.line_no"
+        );
+        let rows = sqlx::query_as::<Db, AllowanceLineRow>(SQL)
+            .bind(id.0)
+            .fetch_all(&mut *self.conn().await?)
+            .await
+            .map_err(store_err)?;
+        let allowances = rows
+            .iter()
+            .map(|row| Allowance {
+                product_id: ProductId(row.line.line.product_id),
+                max_per_user: row.max_per_user,
+                purchased: row.purchased,
+            })
+            .collect();
+        let order = group_orders(rows.into_iter().map(|row| row.line).collect())?.pop();
+        Ok(order.map(|order| (order, allowances)))
     }
 
     async fn orders(
@@ -1815,27 +1880,22 @@ impl Tx for EngineTx {
         fetch_purchased_quantity(self.conn(), user, product).await
     }
 
-    async fn add_purchase(
-        &mut self,
-        user: UserId,
-        product: ProductId,
-        quantity: i64,
-        limit: Option<i64>,
-    ) -> StoreResult<bool> {
-        // One statement: a first purchase inserts the row if the quantity alone fits; later ones
-        // add to it while the sum fits. A concurrent payment of the same user and product waits
-        // on the row (or on its key, for the first insert) and then sees the sum it left.
+    async fn add_purchase(&mut self, user: UserId, product: ProductId, quantity: i64) -> StoreResult<bool> {
+        // One statement, the limit read in it (no read of the product before): a first purchase
+        // inserts the row if the quantity alone fits; later ones add to it while the sum fits. A
+        // concurrent payment of the same user and product waits on the row (or on its key, for
+        // the first insert) and then sees the sum it left.
         let tallied = sqlx::query_scalar::<Db, i64>(
             "insert into purchase_tally (user_id, product_id, quantity) \
-             select $1, $2, $3 where $4 is null or $3 <= $4 \
+             select $1, p.id, $3 from product p where p.id = $2 and (p.max_per_user is null or $3 <= p.max_per_user) \
              on conflict (user_id, product_id) do update set quantity = purchase_tally.quantity + excluded.quantity \
-             where $4 is null or purchase_tally.quantity + excluded.quantity <= $4 \
+             where purchase_tally.quantity + excluded.quantity <= \
+             coalesce((select max_per_user from product where id = $2), purchase_tally.quantity + excluded.quantity) \
              returning quantity",
         )
         .bind(user.0)
         .bind(product.0)
         .bind(quantity)
-        .bind(limit)
         .fetch_optional(self.conn())
         .await
         .map_err(store_err)?;

@@ -88,6 +88,7 @@ conformance!(
     coupon_issue_windows_are_stored_and_end_their_listing,
     the_purchase_tally_adds_within_the_limit_and_never_goes_below_zero,
     payment_and_refund_keep_the_tally_and_the_limit,
+    an_order_for_payment_comes_with_each_products_limit_and_tally,
     concurrent_purchases_of_one_user_stop_at_the_limit,
     a_draw_takes_its_units_from_stock_and_reads_back,
     draws_are_listed_newest_first_and_undrawn_only_on_request,
@@ -2998,6 +2999,18 @@ async fn coupon_issue_windows_are_stored_and_end_their_listing<S: Engine>(db: Te
     );
 }
 
+/// Sets the product's `max_per_user` inside the transaction.
+async fn set_limit<T: Tx>(tx: &mut T, product: ProductId, limit: Option<i64>) {
+    let patch = ProductPatch {
+        max_per_user: Some(limit),
+        ..ProductPatch::default()
+    };
+    tx.update_product(product, &patch)
+        .await
+        .expect("patch")
+        .expect("product");
+}
+
 async fn the_purchase_tally_adds_within_the_limit_and_never_goes_below_zero<S: Engine>(db: TestDb<S>) {
     let store = db.connect().await;
     let kim = user(&store, "kim@example.com").await;
@@ -3005,9 +3018,11 @@ async fn the_purchase_tally_adds_within_the_limit_and_never_goes_below_zero<S: E
     let shoe = product(&store, "Shoe", 1, 10).await.id;
     let hat = product(&store, "Hat", 1, 10).await.id;
     let mut tx = store.begin().await.expect("begin");
+    set_limit(&mut tx, shoe, Some(3)).await;
+    set_limit(&mut tx, hat, Some(3)).await;
     assert_eq!(tx.purchased_quantity(kim, shoe).await.expect("read"), 0);
     assert!(
-        !tx.add_purchase(kim, shoe, 4, Some(3)).await.expect("add"),
+        !tx.add_purchase(kim, shoe, 4).await.expect("add"),
         "a first purchase over the limit"
     );
     assert_eq!(
@@ -3015,22 +3030,29 @@ async fn the_purchase_tally_adds_within_the_limit_and_never_goes_below_zero<S: E
         0,
         "nothing was written"
     );
-    assert!(tx.add_purchase(kim, shoe, 2, Some(3)).await.expect("add"));
-    assert!(!tx.add_purchase(kim, shoe, 2, Some(3)).await.expect("add"));
+    assert!(tx.add_purchase(kim, shoe, 2).await.expect("add"));
+    assert!(!tx.add_purchase(kim, shoe, 2).await.expect("add"));
     assert!(
-        tx.add_purchase(kim, shoe, 1, Some(3)).await.expect("add"),
+        tx.add_purchase(kim, shoe, 1).await.expect("add"),
         "up to the limit itself"
     );
-    assert!(!tx.add_purchase(kim, shoe, 1, Some(3)).await.expect("add"));
+    assert!(!tx.add_purchase(kim, shoe, 1).await.expect("add"));
+    set_limit(&mut tx, shoe, Some(2)).await;
     assert!(
-        !tx.add_purchase(kim, shoe, 1, Some(2)).await.expect("add"),
+        !tx.add_purchase(kim, shoe, 1).await.expect("add"),
         "a lowered limit refuses"
     );
-    assert!(tx.add_purchase(kim, shoe, 500, None).await.expect("add"), "no limit");
+    set_limit(&mut tx, shoe, None).await;
+    assert!(tx.add_purchase(kim, shoe, 500).await.expect("add"), "no limit");
     assert_eq!(tx.purchased_quantity(kim, shoe).await.expect("read"), 503);
+    set_limit(&mut tx, shoe, Some(3)).await;
     // Per user and product.
-    assert!(tx.add_purchase(lee, shoe, 3, Some(3)).await.expect("add"));
-    assert!(tx.add_purchase(kim, hat, 3, Some(3)).await.expect("add"));
+    assert!(tx.add_purchase(lee, shoe, 3).await.expect("add"));
+    assert!(tx.add_purchase(kim, hat, 3).await.expect("add"));
+    assert!(
+        !tx.add_purchase(kim, ProductId(hat.0 + 1_000), 1).await.expect("add"),
+        "no product, no purchase"
+    );
     tx.remove_purchase(kim, shoe, 500).await.expect("remove");
     assert_eq!(tx.purchased_quantity(kim, shoe).await.expect("read"), 3);
     tx.remove_purchase(kim, shoe, 10).await.expect("remove");
@@ -3044,6 +3066,57 @@ async fn the_purchase_tally_adds_within_the_limit_and_never_goes_below_zero<S: E
     assert_eq!(tx.purchased_quantity(lee, shoe).await.expect("read"), 3);
     assert_eq!(tx.purchased_quantity(kim, hat).await.expect("read"), 3);
     tx.commit().await.expect("commit");
+}
+
+async fn an_order_for_payment_comes_with_each_products_limit_and_tally<S: Engine>(db: TestDb<S>) {
+    use ecommerce_domain::payment::Allowance;
+    let store = db.connect().await;
+    let kim = user_with_balance(&store, "kim@example.com", 100_000).await;
+    let lee = user_with_balance(&store, "lee@example.com", 100_000).await;
+    let shoe = drop_product(&store, 10, None, Some(3)).await.id;
+    let socks = product(&store, "Socks", 100, 10).await.id;
+    let paid = order(&store, kim, &[(shoe, 2)], T0).await.id;
+    pay(&store, paid, kim, None, at(1)).await.expect("pay");
+    // Lee's purchase is not Kim's.
+    let lees = order(&store, lee, &[(shoe, 1)], T0).await.id;
+    pay(&store, lees, lee, None, at(1)).await.expect("pay");
+    let pending = order(&store, kim, &[(socks, 5), (shoe, 1)], T0).await;
+
+    let (read, allowances) = store
+        .order_for_payment(pending.id)
+        .await
+        .expect("read")
+        .expect("the order");
+    assert_eq!(read, store.order(pending.id).await.expect("read").expect("the order"));
+    let mut allowances = allowances;
+    allowances.sort_by_key(|a| a.product_id);
+    let mut expected = vec![
+        Allowance {
+            product_id: shoe,
+            max_per_user: Some(3),
+            purchased: 2,
+        },
+        Allowance {
+            product_id: socks,
+            max_per_user: None,
+            purchased: 0,
+        },
+    ];
+    expected.sort_by_key(|a| a.product_id);
+    assert_eq!(allowances, expected);
+    assert!(allowances.iter().all(|a| a.allows(1)));
+    assert!(
+        !allowances.iter().all(|a| a.allows(2)),
+        "2 more shoes would pass the limit"
+    );
+    assert!(
+        store
+            .order_for_payment(OrderId(pending.id.0 + 1_000))
+            .await
+            .expect("read")
+            .is_none(),
+        "no order"
+    );
 }
 
 async fn payment_and_refund_keep_the_tally_and_the_limit<S: Engine>(db: TestDb<S>) {
@@ -3099,13 +3172,13 @@ async fn payment_and_refund_keep_the_tally_and_the_limit<S: Engine>(db: TestDb<S
 async fn concurrent_purchases_of_one_user_stop_at_the_limit<S: Engine>(db: TestDb<S>) {
     let store = db.connect().await;
     let kim = user(&store, "kim@example.com").await;
-    let shoe = product(&store, "Shoe", 1, 10).await.id;
+    let shoe = drop_product(&store, 10, None, Some(7)).await.id;
     let tasks = (0..30)
         .map(|_| {
             let store = store.clone();
             tokio::spawn(async move {
                 let mut tx = store.begin().await.expect("begin");
-                let added = tx.add_purchase(kim, shoe, 1, Some(7)).await.expect("add");
+                let added = tx.add_purchase(kim, shoe, 1).await.expect("add");
                 tokio::task::yield_now().await; // hold the row a little longer
                 if added {
                     tx.commit().await.expect("commit");

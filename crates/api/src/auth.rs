@@ -12,6 +12,7 @@ use ecommerce_domain::{StoreError, Timestamp, UserId};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
+use crate::batch::Coalesced;
 use crate::error::ApiError;
 
 /// How long an access token lives.
@@ -90,68 +91,17 @@ impl TokenKeys {
     }
 }
 
-/// Accounts read together at most, when many first requests miss the cache at once.
-const MAX_READ_BATCH: usize = 256;
-
 /// Checks tokens against their account (audit M2, M5): it exists, has the token's role and
 /// token version, and did not log the token out. What it read of an account is trusted for
 /// [`TOKEN_CHECK_TTL`], so a busy account costs one read per interval and per instance; this
 /// instance's own logouts and password changes take effect at once ([`TokenCheck::forget`]).
 ///
 /// Accounts missing from the cache at the same moment (a drop's thousands of first requests)
-/// are read together: the first miss starts a reader task that reads every account waiting at
-/// that moment in one statement, then the ones that arrived meanwhile, until none waits. No
-/// timer: a lone request is read at once, and the batch grows only while a read is running.
+/// are read together, in one statement ([`crate::batch`]).
 pub struct TokenCheck {
     ttl: Duration,
     cache: Mutex<TokenCache>,
-    reads: Arc<Mutex<PendingReads>>,
-}
-
-/// A read's answer to one waiting request: `None` when the batch failed (the request then
-/// reads its account alone, and so answers its own error).
-type ReadAnswer = Option<Arc<Option<TokenState>>>;
-
-#[derive(Default)]
-struct PendingReads {
-    waiting: Vec<(UserId, tokio::sync::oneshot::Sender<ReadAnswer>)>,
-    /// A reader task is running.
-    reading: bool,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// Reads the waiting accounts, batch after batch, until none waits.
-async fn read_waiting<S: Store>(store: S, reads: Arc<Mutex<PendingReads>>) {
-    loop {
-        let batch: Vec<_> = {
-            let mut pending = lock(&reads);
-            if pending.waiting.is_empty() {
-                pending.reading = false;
-                return;
-            }
-            let take = pending.waiting.len().min(MAX_READ_BATCH);
-            pending.waiting.drain(..take).collect()
-        };
-        let users: Vec<UserId> = batch.iter().map(|(user, _)| *user).collect();
-        metrics::histogram!("token_check_batch_size").record(users.len() as f64);
-        match store.token_states(&users, Timestamp::now()).await {
-            Ok(mut states) => {
-                for (user, sender) in batch {
-                    let state = states.get(&user).cloned();
-                    let _ = sender.send(Some(Arc::new(state)));
-                }
-                states.clear();
-            }
-            Err(_) => {
-                for (_, sender) in batch {
-                    let _ = sender.send(None);
-                }
-            }
-        }
-    }
+    reads: Coalesced<UserId, TokenState>,
 }
 
 #[derive(Default)]
@@ -167,25 +117,23 @@ impl TokenCheck {
         Self {
             ttl,
             cache: Mutex::new(TokenCache::default()),
-            reads: Arc::default(),
+            reads: Coalesced::new("token_state"),
         }
     }
 
-    /// The account's state, read in the next batch.
+    /// The account's state, read in the next batch (alone if that batch failed).
     async fn read<S: Store>(&self, store: &S, user: UserId) -> Result<Arc<Option<TokenState>>, StoreError> {
-        let (sender, receiver) = tokio::sync::oneshot::channel();
-        let lead = {
-            let mut pending = lock(&self.reads);
-            pending.waiting.push((user, sender));
-            !std::mem::replace(&mut pending.reading, true)
-        };
-        if lead {
-            tokio::spawn(read_waiting(store.clone(), self.reads.clone()));
-        }
-        match receiver.await {
-            Ok(Some(state)) => Ok(state),
-            // The batch failed, or its task was stopped: read alone.
-            Ok(None) | Err(_) => Ok(Arc::new(store.token_state(user, Timestamp::now()).await?)),
+        let batch_store = store.clone();
+        let read = self
+            .reads
+            .read(user, move |users: Vec<UserId>| {
+                let store = batch_store.clone();
+                async move { store.token_states(&users, Timestamp::now()).await }
+            })
+            .await;
+        match read {
+            Some(state) => Ok(Arc::new(state)),
+            None => Ok(Arc::new(store.token_state(user, Timestamp::now()).await?)),
         }
     }
 
@@ -242,7 +190,7 @@ impl TokenCheck {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, TokenCache> {
-        lock(&self.cache)
+        self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 

@@ -19,6 +19,7 @@ use tower_http::trace::TraceLayer;
 pub mod accounts;
 pub mod admin;
 pub mod auth;
+pub mod batch;
 pub mod cache;
 pub mod cart;
 pub mod catalog;
@@ -398,8 +399,8 @@ pub fn describe_metrics() {
         "Draw entries written together in one transaction (group commit per draw and instance)"
     );
     describe_histogram!(
-        "token_check_batch_size",
-        "Accounts read together by one token-check read (first requests of many users at once)"
+        "read_batch_size",
+        "Requests answered by one coalesced read, by read (token_state: token checks; order_for_payment: the sold-out gate)"
     );
     describe_counter!(
         "password_hash_abandoned_total",

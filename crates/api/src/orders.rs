@@ -19,7 +19,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use ecommerce_domain::account::Actor;
 use ecommerce_domain::order::{self, LineRequest, Order, OrderSource, OrderStatus};
-use ecommerce_domain::payment;
+use ecommerce_domain::payment::{self, Allowance};
 use ecommerce_domain::store::{Store, Tx};
 use ecommerce_domain::{Error, OrderId, ProductId, Timestamp, UserCouponId};
 use serde::{Deserialize, Serialize};
@@ -27,6 +27,7 @@ use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
+use crate::batch::Coalesced;
 use crate::error::{ApiError, Result};
 use crate::extract::{
     Auth, Json, OptionalJson, PageQuery, Paging, PathParams, UserScope, idempotency_key, non_null, query_rejection,
@@ -34,13 +35,39 @@ use crate::extract::{
 use crate::idempotency::{self, KeyedRequest, Route, parse_body};
 use crate::openapi::operations;
 
-/// Per-instance: the stock last seen of products that failed a payment `OUT_OF_STOCK`.
-#[derive(Default)]
+/// Per-instance: the stock last seen of products that failed a payment `OUT_OF_STOCK`, and the
+/// gate's reads of orders, coalesced ([`crate::batch`]: a drop's refusals arrive by thousands).
 pub struct SoldOutGate {
     seen: RwLock<HashMap<ProductId, (i64, Instant)>>,
+    orders: Coalesced<OrderId, (Order, Vec<Allowance>)>,
+}
+
+impl Default for SoldOutGate {
+    fn default() -> Self {
+        Self {
+            seen: RwLock::default(),
+            orders: Coalesced::new("order_for_payment"),
+        }
+    }
 }
 
 impl SoldOutGate {
+    /// The order with its owner's allowances, read in the next batch (alone if it failed).
+    async fn order<S: Store>(&self, store: &S, id: OrderId) -> Result<Option<(Order, Vec<Allowance>)>> {
+        let batch_store = store.clone();
+        let read = self
+            .orders
+            .read(id, move |ids: Vec<OrderId>| {
+                let store = batch_store.clone();
+                async move { store.orders_for_payment(&ids).await }
+            })
+            .await;
+        match read {
+            Some(found) => Ok(found),
+            None => Ok(store.order_for_payment(id).await?),
+        }
+    }
+
     fn is_empty(&self) -> bool {
         self.seen.read().map_or(true, |seen| seen.is_empty())
     }
@@ -106,7 +133,7 @@ async fn gate_refusal<S: Store>(
         return Ok(None);
     }
     // One read: the order, its lines and the owner's allowances.
-    let Some((order, allowances)) = app.store.order_for_payment(id).await? else {
+    let Some((order, allowances)) = app.sold_out.order(&app.store, id).await? else {
         return Ok(None);
     };
     let products: Vec<ProductId> = order.lines.iter().map(|l| l.product_id).collect();

@@ -151,7 +151,15 @@ pub trait Store: Clone + Send + Sync + 'static {
     fn order_for_payment(
         &self,
         id: OrderId,
-    ) -> impl Future<Output = StoreResult<Option<(Order, Vec<Allowance>)>>> + Send;
+    ) -> impl Future<Output = StoreResult<Option<(Order, Vec<Allowance>)>>> + Send {
+        async move { Ok(self.orders_for_payment(&[id]).await?.remove(&id)) }
+    }
+    /// [`Store::order_for_payment`] of several orders in one read; orders that do not exist are
+    /// absent.
+    fn orders_for_payment(
+        &self,
+        ids: &[OrderId],
+    ) -> impl Future<Output = StoreResult<HashMap<OrderId, (Order, Vec<Allowance>)>>> + Send;
     /// The user's orders, newest first; the status filter uses the computed status.
     fn orders(
         &self,

@@ -893,12 +893,74 @@ postgres_tests!(
     one_users_pending_orders_paid_at_once_across_three_instances_stop_exactly_at_the_limit,
     a_scheduled_product_is_released_on_every_instance_at_its_instant,
     a_restocked_product_is_sellable_on_every_instance_within_the_catalog_cache_bound,
+    a_gated_drop_over_three_instances_sells_exactly_its_units_however_often_buyers_press_pay,
 );
 
 const INSTANCES: usize = 3;
 
 /// Three servers each: one race at a time keeps PostgreSQL within its connections.
 static ONE_RACE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// A drop with the sold-out gate on (and token checks and gate reads coalesced): 60 buyers of
+/// 15 units, each pressing pay three times on three instances at once, a limit of 1 per buyer.
+/// Exactly 15 are paid; every other answer is `OUT_OF_STOCK` or, for a press of a buyer who
+/// has just been paid, `ORDER_NOT_PENDING`; the database agrees.
+async fn a_gated_drop_over_three_instances_sells_exactly_its_units_however_often_buyers_press_pay(engine: Engine) {
+    let _one = ONE_RACE_AT_A_TIME.lock().await;
+    let app = TestApp::builder(engine)
+        .instances(INSTANCES)
+        .env("ECOMMERCE_CATALOG_CACHE_MS", 60_000)
+        .spawn()
+        .await;
+    const UNITS: i64 = 15;
+    let id = app.new_drop_product(UNITS, None, Some(1)).await;
+    let users = app.create_users(60).await;
+    app.fund_all(&users, 10_000).await;
+    let mut orders = Vec::new();
+    for (k, user) in users.iter().enumerate() {
+        orders.push((user, id_of(&app.place_order_on(k, user, &[(id, 1)]).await)));
+    }
+    let mut answers = Vec::new();
+    for press in 0..3 {
+        answers.extend(
+            join_all(
+                orders
+                    .iter()
+                    .enumerate()
+                    .map(|(k, (user, order))| app.pay_on(k + press, user, *order, None)),
+            )
+            .await,
+        );
+    }
+    let counted = tally(&answers);
+    assert_eq!(counted.get("200"), Some(&(UNITS as usize)), "{counted:?}");
+    let refused: usize = counted
+        .iter()
+        .filter(|(key, _)| key.as_str() == "409 OUT_OF_STOCK" || key.as_str() == "409 ORDER_NOT_PENDING")
+        .map(|(_, n)| n)
+        .sum();
+    assert_eq!(refused + UNITS as usize, answers.len(), "no other answer: {counted:?}");
+    assert_eq!(app.stock_of(id).await, 0);
+    let paid_orders = app
+        .db()
+        .query_i64(
+            "select count(*) from purchase_order o join order_line l on l.order_id = o.id \
+             where o.status = 'PAID' and l.product_id = $1",
+            &[id],
+        )
+        .await;
+    assert_eq!(paid_orders, UNITS);
+    for user in &users {
+        let (paid, tallied) = paid_and_tallied(&app, user.id, id).await;
+        assert!(
+            paid <= 1 && paid == tallied,
+            "user {}: {paid} paid, {tallied} tallied",
+            user.id
+        );
+    }
+    app.db().assert_invariants().await;
+    app.db().assert_stock_accounts_for(&[(id, UNITS)]).await;
+}
 
 async fn one_users_pending_orders_paid_at_once_across_three_instances_stop_exactly_at_the_limit(engine: Engine) {
     let _one = ONE_RACE_AT_A_TIME.lock().await;

@@ -923,30 +923,45 @@ impl Store for EngineStore {
         fetch_order(&mut *self.conn().await?, id).await
     }
 
-    async fn order_for_payment(&self, id: OrderId) -> StoreResult<Option<(Order, Vec<Allowance>)>> {
-        const SQL: &str = concat!(
+    async fn orders_for_payment(&self, ids: &[OrderId]) -> StoreResult<HashMap<OrderId, (Order, Vec<Allowance>)>> {
+        let mut found = HashMap::new();
+        if ids.is_empty() {
+            return Ok(found);
+        }
+        let mut query = QueryBuilder::<Db>::new(concat!(
             order_line_columns!(),
             ", p.max_per_user, coalesce(t.quantity, 0) as purchased \
              from purchase_order o join order_line l on l.order_id = o.id \
              left join product p on p.id = l.product_id \
              left join purchase_tally t on t.user_id = o.user_id and t.product_id = l.product_id \
-             where o.id = $1 order by l.line_no"
-        );
-        let rows = sqlx::query_as::<Db, AllowanceLineRow>(SQL)
-            .bind(id.0)
+             where o.id in ("
+        ));
+        let mut list = query.separated(", ");
+        for id in ids {
+            list.push_bind(id.0);
+        }
+        query.push(") order by o.id, l.line_no");
+        let rows = query
+            .build_query_as::<AllowanceLineRow>()
             .fetch_all(&mut *self.conn().await?)
             .await
             .map_err(store_err)?;
-        let allowances = rows
-            .iter()
-            .map(|row| Allowance {
-                product_id: ProductId(row.line.line.product_id),
-                max_per_user: row.max_per_user,
-                purchased: row.purchased,
-            })
-            .collect();
-        let order = group_orders(rows.into_iter().map(|row| row.line).collect())?.pop();
-        Ok(order.map(|order| (order, allowances)))
+        let mut allowances: HashMap<OrderId, Vec<Allowance>> = HashMap::new();
+        for row in &rows {
+            allowances
+                .entry(OrderId(row.line.order.id))
+                .or_default()
+                .push(Allowance {
+                    product_id: ProductId(row.line.line.product_id),
+                    max_per_user: row.max_per_user,
+                    purchased: row.purchased,
+                });
+        }
+        for order in group_orders(rows.into_iter().map(|row| row.line).collect())? {
+            let lines = allowances.remove(&order.id).unwrap_or_default();
+            found.insert(order.id, (order, lines));
+        }
+        Ok(found)
     }
 
     async fn orders(

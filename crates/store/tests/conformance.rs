@@ -3109,14 +3109,28 @@ async fn an_order_for_payment_comes_with_each_products_limit_and_tally<S: Engine
         !allowances.iter().all(|a| a.allows(2)),
         "2 more shoes would pass the limit"
     );
+    let missing = OrderId(pending.id.0 + 1_000);
     assert!(
-        store
-            .order_for_payment(OrderId(pending.id.0 + 1_000))
-            .await
-            .expect("read")
-            .is_none(),
+        store.order_for_payment(missing).await.expect("read").is_none(),
         "no order"
     );
+    // Several at once: each with its own lines and its own owner's tallies.
+    let many = store
+        .orders_for_payment(&[lees, missing, pending.id, paid])
+        .await
+        .expect("read");
+    assert_eq!(many.len(), 3, "the missing order is absent");
+    assert_eq!(many[&pending.id].0, read);
+    let shoe_of = |id: OrderId| {
+        many[&id]
+            .1
+            .iter()
+            .find(|a| a.product_id == shoe)
+            .map(|a| (a.max_per_user, a.purchased))
+    };
+    assert_eq!(shoe_of(lees), Some((Some(3), 1)), "Lee's own tally");
+    assert_eq!(shoe_of(paid), Some((Some(3), 2)));
+    assert_eq!(many[&paid].0.lines.len(), 1);
 }
 
 async fn payment_and_refund_keep_the_tally_and_the_limit<S: Engine>(db: TestDb<S>) {

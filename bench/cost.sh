@@ -505,7 +505,6 @@ def report(a):
             "instructions": ins, "cpu_us": cpu, "pg_cpu_us": n.get("pg_cpu_us_per_request", c.get("pg_cpu_us_per_request")),
             "instructions_per_us": ins / cpu if ins and cpu else None,
             "per_core_second_measured": 1e6 / cpu if cpu else None,
-            "per_core_second_from_instructions": core_ips * 1e6 / ins if ins and core_ips else None,
             "pg_per_core_second": 1e6 / n["pg_cpu_us_per_request"] if n.get("pg_cpu_us_per_request") else None,
         })
     meta = dict(kv.split("=", 1) for kv in a.meta)
@@ -513,13 +512,13 @@ def report(a):
     meta["idle"] = {m: r["idle"] for m, r in runs.items()}
     lines = []
     lines.append("| request type | N | server instructions / req (callgrind) | server CPU µs / req (native) | "
-                 "instructions per CPU µs | req / core-s (native CPU) | req / core-s (instructions ÷ median rate) | "
+                 "instructions per CPU µs | req / core-s (native CPU) | "
                  "PostgreSQL backend CPU µs / req | req / primary core-s |")
-    lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    lines.append("|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         lines.append(f"| {r['label']} | {fmt(r['requests'])} | {fmt(r['instructions'])} | {fmt(r['cpu_us'], 1)} | "
                      f"{fmt(r['instructions_per_us'])} | {fmt(r['per_core_second_measured'])} | "
-                     f"{fmt(r['per_core_second_from_instructions'])} | {fmt(r['pg_cpu_us'], 1)} | {fmt(r['pg_per_core_second'])} |")
+                     f"{fmt(r['pg_cpu_us'], 1)} | {fmt(r['pg_per_core_second'])} |")
     text = "\n".join(lines) + "\n"
     notes = [f"- {k}: {v}" for k, v in meta.items() if k not in ("idle", "core_instructions_per_us_median")]
     notes.append(f"- median instructions per CPU µs of the server (native CPU time ÷ callgrind count, over the types): {fmt(core_ips)}")

@@ -21,6 +21,7 @@ use ecommerce_domain::{DrawId, Error, Timestamp};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use crate::batch::Coalesced;
 use crate::error::Result;
 use crate::extract::{Admin, Json, PageQuery, Paging, PathParams, UserScope, query_rejection};
 use crate::openapi::operations;
@@ -171,10 +172,21 @@ fn entry_example() -> serde_json::Value {
 /// Entries of one transaction at most.
 const MAX_BATCH: usize = 500;
 
-/// The entries waiting for the next write, per draw, on this instance.
-#[derive(Default)]
+/// The entries waiting for the next write, per draw, on this instance, and the reads of the
+/// draws they enter, coalesced ([`crate::batch`]: the entries of one draw arriving together
+/// share one read of it).
 pub struct EntryBatcher {
     queues: Mutex<HashMap<DrawId, Queue>>,
+    draws: Coalesced<DrawId, Draw>,
+}
+
+impl Default for EntryBatcher {
+    fn default() -> Self {
+        Self {
+            queues: Mutex::default(),
+            draws: Coalesced::new("draw"),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -211,6 +223,30 @@ impl Outcome {
 }
 
 impl EntryBatcher {
+    /// The draw, read in the next batch (alone if that batch failed).
+    async fn draw<S: Store>(&self, store: &S, id: DrawId) -> std::result::Result<Option<Draw>, Error> {
+        let batch_store = store.clone();
+        let read = self
+            .draws
+            .read(id, move |ids: Vec<DrawId>| {
+                let store = batch_store.clone();
+                async move {
+                    let mut found = HashMap::new();
+                    for id in ids {
+                        if let Some(draw) = store.draw(id).await? {
+                            found.insert(id, draw);
+                        }
+                    }
+                    Ok::<_, ecommerce_domain::StoreError>(found)
+                }
+            })
+            .await;
+        match read {
+            Some(draw) => Ok(draw),
+            None => Ok(store.draw(id).await?),
+        }
+    }
+
     fn queues(&self) -> std::sync::MutexGuard<'_, HashMap<DrawId, Queue>> {
         self.queues.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -500,8 +536,13 @@ pub async fn enter_draw<S: Store>(
     scope: UserScope,
 ) -> Result<Created<DrawEntryResponse>> {
     let id = draw_id(&scope.params)?;
-    draw::check_entry(&app.store, scope.addressed(), id, Timestamp::now()).await?;
-    let entry = enter_batched(&app, id, scope.user_id).await?;
+    let read = app.draw_entries.draw(&app.store, id).await?;
+    draw::check_entry_in(&app.store, scope.addressed(), read, Timestamp::now()).await?;
+    let entry = match enter_batched(&app, id, scope.user_id).await {
+        // The window closed between the check and the batch: the closed draw's answer.
+        Err(Error::DrawNotOpen) => Err(draw::closed_entry_error(&app.store, id, scope.user_id).await?),
+        other => other,
+    }?;
     metrics::counter!("draw_entries_total").increment(1);
     Ok(Created(
         format!("/api/v1/users/{}/draws/{}/entry", scope.user_id, id),

@@ -262,15 +262,35 @@ pub async fn entry_of(store: &impl Store, who: Addressed, id: DrawId) -> Result<
 /// `DRAW_NOT_FOUND`, `ALREADY_ENTERED`, `DRAW_NOT_OPEN`. An entry that passes them is then written
 /// by [`enter_many`], which decides again in its transaction.
 pub async fn check_entry(store: &impl Store, who: Addressed, id: DrawId, now: Timestamp) -> Result<Draw, Error> {
+    check_entry_in(store, who, store.draw(id).await?, now).await
+}
+
+/// [`check_entry`] with the draw as the caller just read it (entries of one draw arriving
+/// together share that read). While the draw is open its entry is not read: the unique insert
+/// of [`enter_many`] answers `ALREADY_ENTERED` then, from the same row a read would have found.
+/// Once it is closed, the entry is read to tell `ALREADY_ENTERED` from `DRAW_NOT_OPEN`.
+pub async fn check_entry_in(
+    store: &impl Store,
+    who: Addressed,
+    draw: Option<Draw>,
+    now: Timestamp,
+) -> Result<Draw, Error> {
     require_user(store, who).await?;
-    let draw = store.draw(id).await?.ok_or(Error::DrawNotFound)?;
-    if store.draw_entry(id, who.user_id).await?.is_some() {
-        return Err(Error::AlreadyEntered);
-    }
+    let draw = draw.ok_or(Error::DrawNotFound)?;
     if !draw.is_open(now) {
-        return Err(Error::DrawNotOpen);
+        return Err(closed_entry_error(store, draw.id, who.user_id).await?);
     }
     Ok(draw)
+}
+
+/// What an entry in a closed draw answers: `ALREADY_ENTERED` for a user who is in it (that
+/// error comes first), `DRAW_NOT_OPEN` for anyone else.
+pub async fn closed_entry_error(store: &impl Store, id: DrawId, user: UserId) -> Result<Error, Error> {
+    Ok(if store.draw_entry(id, user).await?.is_some() {
+        Error::AlreadyEntered
+    } else {
+        Error::DrawNotOpen
+    })
 }
 
 /// Enters `users` (each checked by [`check_entry`]) in one transaction, so that many entries

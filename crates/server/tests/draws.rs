@@ -660,9 +660,10 @@ async fn three_instances_draw_each_draw_exactly_once(engine: Engine) {
     ];
     let product = app.new_product("Parka", 5_000, 100).await;
     let users = app.create_users(40).await;
+    // A window long enough for 80 entries on a loaded machine (a slow one saw 23 s for this test).
     let draws = [
-        app.create_draw(product, 10, -1_000, WINDOW_MS + 1_000, 600).await,
-        app.create_draw(product, 50, -1_000, WINDOW_MS + 1_000, 600).await,
+        app.create_draw(product, 10, -1_000, WINDOW_MS + 5_000, 600).await,
+        app.create_draw(product, 50, -1_000, WINDOW_MS + 5_000, 600).await,
     ];
     let ids_of: Vec<i64> = draws.iter().map(id_of).collect();
     // Everyone enters both, spread over the instances, all at once.

@@ -14,8 +14,8 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::checks;
-use crate::sql_users;
 use crate::client::{Api, Body, Reply};
+use crate::sql_users;
 use crate::stats::{Check, Recorder, ScenarioResult};
 use crate::users::{User, UserSource, now_unix};
 
@@ -547,7 +547,11 @@ pub async fn run(opts: RunOptions) -> Result<ScenarioResult, String> {
                 // A prefix of this run's own: the accounts are new, and no sign-up of an earlier
                 // scenario holds their emails.
                 let prefix = format!("{}sql{tag}-", opts.user_source.prefix);
-                let charges = if top_up { sql_users::charges_for(target) } else { Vec::new() };
+                let charges = if top_up {
+                    sql_users::charges_for(target)
+                } else {
+                    Vec::new()
+                };
                 sql_users::create(&api, sql, &prefix, user_count, &charges).await?
             }
             None => opts.user_source.ensure(&api, user_count).await?,

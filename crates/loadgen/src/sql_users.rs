@@ -25,7 +25,7 @@ use ecommerce_domain::account::{Credentials, Role};
 use ecommerce_domain::wallet::{MAX_CHARGE, MIN_CHARGE};
 use ecommerce_domain::{Timestamp, UserId};
 use sqlx::postgres::PgPoolOptions;
-use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use sqlx::{PgPool, QueryBuilder, SqlitePool};
 
 use crate::client::Api;
@@ -66,9 +66,8 @@ macro_rules! insert_batch {
     ($db:ty, $pool:expr, $rows:expr, $hash:expr, $charges:expr, $now:expr) => {{
         let balance: i64 = $charges.iter().sum();
         let mut tx = $pool.begin().await.map_err(|e| format!("bench users: begin: {e}"))?;
-        let mut accounts = QueryBuilder::<$db>::new(
-            "insert into account (email, password_hash, name, role, balance, created_at) ",
-        );
+        let mut accounts =
+            QueryBuilder::<$db>::new("insert into account (email, password_hash, name, role, balance, created_at) ");
         accounts.push_values($rows.iter(), |mut row, (n, email)| {
             row.push_bind(email.clone())
                 .push_bind($hash.to_owned())
@@ -124,9 +123,10 @@ impl Pool {
                 .map_err(|e| format!("bench users: cannot connect to PostgreSQL: {e}"))?;
             Ok(Self::Postgres(pool))
         } else if url.starts_with("sqlite:") {
-            // The server owns the file and its WAL mode; wait for its writer rather than fail.
+            // The server's file, in the server's WAL mode; wait for its writer rather than fail.
             let options = SqliteConnectOptions::from_str(url)
                 .map_err(|e| format!("{url}: {e}"))?
+                .journal_mode(SqliteJournalMode::Wal)
                 .busy_timeout(Duration::from_secs(30));
             let pool = SqlitePoolOptions::new()
                 .max_connections(1)
@@ -206,7 +206,11 @@ pub async fn create(
     let inserted_in = started.elapsed().as_secs_f64();
     // Keep the numbering: user n is `{prefix}n`.
     let position = |email: &str| -> Option<usize> {
-        email.strip_prefix(prefix.as_str())?.strip_suffix("@loadgen.test")?.parse().ok()
+        email
+            .strip_prefix(prefix.as_str())?
+            .strip_suffix("@loadgen.test")?
+            .parse()
+            .ok()
     };
     users.sort_by_key(|(_, email)| position(email));
     let valid_until = now_unix() + ecommerce_api::auth::TOKEN_TTL_SECONDS as u64;

@@ -230,7 +230,8 @@ scenario() {
 
 pg_bin() {
   local name=$1 found
-  if command -v "$name" >/dev/null 2>&1; then command -v "$name"; return; fi
+  # (return 0, not return: in the EXIT trap a bare return would answer the status before the trap)
+  if command -v "$name" >/dev/null 2>&1; then command -v "$name"; return 0; fi
   found=$(ls -d /usr/lib/postgresql/*/bin/"$name" 2>/dev/null | sort -V | tail -n 1 || true)
   [[ -n $found ]] || { log "$name not found (install PostgreSQL's server package)"; return 1; }
   echo "$found"
@@ -286,18 +287,26 @@ replicas_start() {
   log "pg3r: primary $(replica_url 0), replicas $(replica_url 1) and $(replica_url 2) (streaming, in $REPLICA_DIR)"
 }
 
+# Stops the three nodes (immediate shutdown; their postmaster's own pid if pg_ctl cannot), then
+# removes their folder.
 replicas_stop() {
   [[ -n $REPLICA_DIR ]] || return 0
-  local pg_ctl node
-  if pg_ctl=$(pg_bin pg_ctl); then
-    for node in 2 1 0; do
-      if [[ -f $REPLICA_DIR/node$node/postmaster.pid ]]; then
-        as_pg "$pg_ctl" -D "$REPLICA_DIR/node$node" -m immediate -w stop >/dev/null 2>&1 || true
-      fi
-    done
-  fi
+  local pg_ctl node pid
+  pg_ctl=$(pg_bin pg_ctl 2>/dev/null || true)
+  for node in 2 1 0; do
+    [[ -f $REPLICA_DIR/node$node/postmaster.pid ]] || continue
+    pid=$(head -n 1 "$REPLICA_DIR/node$node/postmaster.pid")
+    if [[ -n $pg_ctl ]]; then
+      as_pg "$pg_ctl" -D "$REPLICA_DIR/node$node" -m immediate -w stop >/dev/null 2>&1 || true
+    fi
+    if [[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null; then
+      kill -QUIT "$pid" 2>/dev/null || true
+      for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    fi
+  done
   rm -rf "$REPLICA_DIR"
   REPLICA_DIR=
+  return 0
 }
 
 # Committed transactions in database <db> on node <n> so far (a standby counts its own reads).
@@ -362,9 +371,10 @@ run_replica_scaling() {
       runs=$(jq --argjson acc "$runs" --arg label "$label" --argjson replicas "$n" \
         --argjson x0 "$((after[0] - before[0]))" --argjson x1 "$((after[1] - before[1]))" \
         --argjson x2 "$((after[2] - before[2]))" \
-        '$acc + [{label: $label, replicas: $replicas, requests_per_second, requests, seconds,
-                  p50_ms: .latency_ms.p50, p99_ms: .latency_ms.p99, checks_ok: (.checks | all(.ok)),
-                  transactions: {primary: $x0, replica1: $x1, replica2: $x2}}]' "$result")
+        '$acc + [{"label": $label, "replicas": $replicas, "requests_per_second": .requests_per_second,
+                  "requests": .requests, "seconds": .seconds, "p50_ms": .latency_ms.p50, "p99_ms": .latency_ms.p99,
+                  "checks_ok": (.checks | all(.ok)),
+                  "transactions": {"primary": $x0, "replica1": $x1, "replica2": $x2}}]' "$result")
     fi
   done
   replicas_stop

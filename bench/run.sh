@@ -219,7 +219,7 @@ scenario() {
   ECOMMERCE_JWT_SECRET="$JWT_SECRET" "$LOADGEN" run "$name" --label "$label" --target "$targets" --concurrency "$CONCURRENCY" \
     --database-url "$url" --user-cache "$OUT/users-$label.cache" --out "$OUT" "$@" \
     >>"$OUT/rows.md" 2>"$OUT/$label-$name.log" || status=$?
-  tail -n 20 "$OUT/$label-$name.log" | grep -E '^\S.*req/s|\[FAILED\]' >&2 || true
+  grep -E '^\S.*req/s|\[FAILED\]' "$OUT/$label-$name.log" >&2 || true
   if [[ $status -ne 0 ]]; then
     FAILED=1
     log "$label $name: exit $status (see $OUT/$label-$name.log)"
@@ -368,10 +368,10 @@ run_replica_scaling() {
     for node in 0 1 2; do after+=("$(node_xacts "$node" "$db")"); done
     result="$OUT/$label-browse.json"
     if [[ -f $result ]]; then
-      runs=$(jq --argjson acc "$runs" --arg label "$label" --argjson replicas "$n" \
+      runs=$(jq --argjson acc "$runs" --arg name "$label" --argjson replicas "$n" \
         --argjson x0 "$((after[0] - before[0]))" --argjson x1 "$((after[1] - before[1]))" \
         --argjson x2 "$((after[2] - before[2]))" \
-        '$acc + [{"label": $label, "replicas": $replicas, "requests_per_second": .requests_per_second,
+        '$acc + [{"label": $name, "replicas": $replicas, "requests_per_second": .requests_per_second,
                   "requests": .requests, "seconds": .seconds, "p50_ms": .latency_ms.p50, "p99_ms": .latency_ms.p99,
                   "checks_ok": (.checks | all(.ok)),
                   "transactions": {"primary": $x0, "replica1": $x1, "replica2": $x2}}]' "$result")

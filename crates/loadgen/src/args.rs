@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::str::FromStr;
 
 /// Flags that take no value.
-const SWITCHES: &[&str] = &["no-setup", "no-checks", "help", "draw"];
+const SWITCHES: &[&str] = &["no-setup", "no-checks", "help", "draw", "users-by-sql"];
 
 pub struct Args {
     values: BTreeMap<String, Vec<String>>,

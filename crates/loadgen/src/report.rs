@@ -173,6 +173,51 @@ fn ratios(results: &[ScenarioResult], pgbench: Option<&Pgbench>, charge: Option<
             _ => {}
         }
     }
+    out.extend(replica_ratios(results));
+    out
+}
+
+/// `bench/run.sh --modes pg3r` labels its browse runs `pg-3-r<replicas>`, repeats `-2`, `-3`…
+fn replica_count(label: &str) -> Option<u32> {
+    let rest = label.strip_prefix("pg-3-r")?;
+    let count = rest.split('-').next()?;
+    count.parse().ok()
+}
+
+/// Replica scaling: the mean browse req/s with one replica over none, two over one.
+fn replica_ratios(results: &[ScenarioResult]) -> Vec<Ratio> {
+    let mean = |replicas: u32| -> Option<(f64, usize)> {
+        let rates: Vec<f64> = results
+            .iter()
+            .filter(|r| r.scenario == "browse" && replica_count(&r.label) == Some(replicas))
+            .map(|r| r.requests_per_second)
+            .collect();
+        (!rates.is_empty()).then(|| (rates.iter().sum::<f64>() / rates.len() as f64, rates.len()))
+    };
+    let runs = |n: usize| {
+        if n == 1 {
+            "1 run".to_owned()
+        } else {
+            format!("mean of {n} runs")
+        }
+    };
+    let mut out = Vec::new();
+    for (more, fewer, target) in [
+        (1, 0, "> 1 (reads leave the primary)"),
+        (2, 1, "> 1 (two replicas serve more than one)"),
+    ] {
+        if let (Some((value, n)), Some((baseline, m))) = (mean(more), mean(fewer)) {
+            out.push(Ratio {
+                measure: format!("pg-3 browse, catalog cache off, {more} read replica(s) ({})", runs(n)),
+                value,
+                unit: "req/s".into(),
+                baseline: format!("the same with {fewer} ({})", runs(m)),
+                baseline_value: baseline,
+                ratio: value / baseline.max(1e-9),
+                target: target.into(),
+            });
+        }
+    }
     out
 }
 
@@ -558,4 +603,18 @@ pub fn run(opts: ReportOptions) -> Result<Report, String> {
         None => print!("{md}"),
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replica_runs_are_told_by_their_label() {
+        assert_eq!(replica_count("pg-3-r0"), Some(0));
+        assert_eq!(replica_count("pg-3-r2"), Some(2));
+        assert_eq!(replica_count("pg-3-r1-2"), Some(1));
+        assert_eq!(replica_count("pg-3"), None);
+        assert_eq!(replica_count("sqlite-1"), None);
+    }
 }

@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 
 use crate::checks;
 use crate::client::{Api, Body, Reply};
+use crate::sql_users;
 use crate::stats::{Check, Recorder, ScenarioResult};
 use crate::users::{User, UserSource, now_unix};
 
@@ -523,12 +524,44 @@ pub async fn run(opts: RunOptions) -> Result<ScenarioResult, String> {
         Kind::Popular => opts.users.min(10),
         _ => opts.users,
     };
+    // Enough for each user's share of the steps with a margin; the whole limit without a budget.
+    let top_up = matches!(
+        kind,
+        Kind::Checkout | Kind::Pay | Kind::Mixed | Kind::Popular | Kind::ProductDrop
+    ) && user_count > 0;
+    let target = match steps_planned {
+        // One unit of 1,000 KRW each, with a margin.
+        _ if kind == Kind::ProductDrop => 2_000,
+        _ if kind == Kind::Popular => (opts.seed_orders as i64 * 3 / user_count.max(1) as i64 + 3) * MAX_PRICE,
+        Some(steps) if kind != Kind::Mixed => (steps as i64 * 3 / 2 / user_count.max(1) as i64 + 3) * MAX_PRICE,
+        // A cart paid in mixed may hold several products: budget half a product per step.
+        Some(steps) => (steps as i64 / user_count.max(1) as i64 / 2 + 5) * MAX_PRICE,
+        None => MAX_BALANCE,
+    }
+    .min(MAX_BALANCE);
+    let by_sql = opts.user_source.sql.clone();
+    let users_started = Instant::now();
     let users = if needs_users && (opts.setup || kind != Kind::Popular) {
-        opts.user_source.ensure(&api, user_count).await?
+        match &by_sql {
+            Some(sql) => {
+                // A prefix of this run's own: the accounts are new, and no sign-up of an earlier
+                // scenario holds their emails.
+                let prefix = format!("{}sql{tag}-", opts.user_source.prefix);
+                let charges = if top_up {
+                    sql_users::charges_for(target)
+                } else {
+                    Vec::new()
+                };
+                sql_users::create(&api, sql, &prefix, user_count, &charges).await?
+            }
+            None => opts.user_source.ensure(&api, user_count).await?,
+        }
     } else {
         Vec::new()
     };
     setup.insert("users".into(), users.len() as f64);
+    setup.insert("users_seconds".into(), users_started.elapsed().as_secs_f64());
+    setup.insert("users_by_sql".into(), if by_sql.is_some() { 1.0 } else { 0.0 });
 
     let needs_products = matches!(kind, Kind::Browse | Kind::Checkout | Kind::Pay | Kind::Mixed)
         || (kind == Kind::Popular && opts.setup);
@@ -584,22 +617,11 @@ pub async fn run(opts: RunOptions) -> Result<ScenarioResult, String> {
     }
     setup.insert("products".into(), products.len() as f64);
 
-    if matches!(
-        kind,
-        Kind::Checkout | Kind::Pay | Kind::Mixed | Kind::Popular | Kind::ProductDrop
-    ) && !users.is_empty()
-    {
-        // Enough for this user's share of the steps with a margin; the whole limit without a budget.
-        let target = match steps_planned {
-            // One unit of 1,000 KRW each, with a margin.
-            _ if kind == Kind::ProductDrop => 2_000,
-            _ if kind == Kind::Popular => (opts.seed_orders as i64 * 3 / users.len() as i64 + 3) * MAX_PRICE,
-            Some(steps) if kind != Kind::Mixed => (steps as i64 * 3 / 2 / users.len() as i64 + 3) * MAX_PRICE,
-            // A cart paid in mixed may hold several products: budget half a product per step.
-            Some(steps) => (steps as i64 / users.len() as i64 / 2 + 5) * MAX_PRICE,
-            None => MAX_BALANCE,
-        };
+    // Users written by SQL were written topped up.
+    if top_up && !users.is_empty() && by_sql.is_none() {
+        let started = Instant::now();
         precharge(&api, &users, target, &tag, opts.setup_concurrency * 4).await?;
+        setup.insert("precharge_seconds".into(), started.elapsed().as_secs_f64());
     }
 
     let product_ids: Vec<i64> = products.iter().map(|(id, _)| *id).collect();
@@ -611,7 +633,12 @@ pub async fn run(opts: RunOptions) -> Result<ScenarioResult, String> {
             steps_planned.unwrap_or_default() as usize
         };
         eprintln!("setup: creating {count} pending orders");
-        create_orders(&api, &users, &product_ids, count, opts.setup_concurrency * 4).await?
+        let started = Instant::now();
+        let orders = create_orders(&api, &users, &product_ids, count, opts.setup_concurrency * 4).await?;
+        let seconds = started.elapsed().as_secs_f64();
+        eprintln!("setup: {count} pending orders in {seconds:.1} s");
+        setup.insert("orders_seconds".into(), seconds);
+        orders
     } else {
         Vec::new()
     };

@@ -1,7 +1,7 @@
 //! Bench users: `{prefix}{n}@loadgen.test`, created by sign-up and logged in once, with bounded
 //! concurrency (every sign-up and login is an Argon2 hash on the server). Tokens are kept in an
 //! optional cache file so later scenarios of the same run reuse the same users without logging in
-//! again.
+//! again. With `--users-by-sql` they are written into the database instead ([`crate::sql_users`]).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::client::Api;
+use crate::sql_users::SqlUsers;
 
 pub const PASSWORD: &str = "loadgen-password-1";
 
@@ -36,6 +37,9 @@ pub struct UserSource {
     pub prefix: String,
     pub concurrency: usize,
     pub cache: Option<PathBuf>,
+    /// `--users-by-sql`: write the users straight into the database instead (see
+    /// [`crate::sql_users`]); neither the sign-ups nor the cache are used then.
+    pub sql: Option<SqlUsers>,
 }
 
 fn email(prefix: &str, n: usize) -> String {

@@ -123,12 +123,10 @@ impl TokenCheck {
 
     /// The account's state, read in the next batch (alone if that batch failed).
     async fn read<S: Store>(&self, store: &S, user: UserId) -> Result<Arc<Option<TokenState>>, StoreError> {
-        let batch_store = store.clone();
         let read = self
             .reads
-            .read(user, move |users: Vec<UserId>| {
-                let store = batch_store.clone();
-                async move { store.token_states(&users, Timestamp::now()).await }
+            .read(user, |users: Vec<UserId>| async move {
+                store.token_states(&users, Timestamp::now()).await
             })
             .await;
         match read {

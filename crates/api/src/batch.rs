@@ -1,17 +1,18 @@
 //! Reads of one kind coalesced: when many requests need the same kind of row at the same moment
 //! (a drop's thousands of first requests), one statement reads the rows of all of them.
 //!
-//! The first request to wait starts a reader task, which reads every key waiting at that
-//! moment, then the keys that arrived meanwhile, until none waits. There is no timer: a lone
-//! request is read at once, and a batch grows only while the previous read runs. A request that
-//! joins while a read is in flight waits for the next one, so what it gets was read after it
-//! arrived. The reader task is its own (spawned): a request that goes away does not stop the
-//! reads of the others.
+//! The first request to wait leads: it reads its own key and every key waiting at that moment
+//! in one statement, answers them, and hands the lead to the first of the keys that arrived
+//! meanwhile, which does the same. There is no timer and no task of its own: a lone request is
+//! read at once, in its own task, and a batch grows only while the previous read runs. A request
+//! that joins while a read is in flight waits for the next one, so what it gets was read after
+//! it arrived. A leader that goes away (its client left) hands the lead on as well; the keys of
+//! the batch it was reading are told to read alone.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::hash::Hash;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::oneshot;
 
@@ -20,35 +21,36 @@ pub const MAX_BATCH: usize = 256;
 
 /// One kind of coalesced read, keyed by `K`, giving `V`.
 pub struct Coalesced<K, V> {
-    pending: Arc<Mutex<Pending<K, V>>>,
+    pending: Mutex<Pending<K, V>>,
     /// Names the read in the `read_batch_size` histogram.
     name: &'static str,
 }
 
 struct Pending<K, V> {
     waiting: Vec<(K, oneshot::Sender<Answer<V>>)>,
-    /// A reader task is running.
-    reading: bool,
+    /// A request is leading: reading a batch, or about to.
+    leading: bool,
 }
 
-/// What a batch answers one key: `Read(None)` when no row has it, `Failed` when the batch's
-/// read failed (the caller then reads alone, and so meets its own error).
+/// What a waiting key is told: its row (`None` when no row has it), to read alone (the batch's
+/// read failed, so the caller meets its own error), or to lead the next batch.
 enum Answer<V> {
     Read(Option<V>),
     Failed,
+    Lead,
 }
 
 impl<K, V> Coalesced<K, V>
 where
-    K: Copy + Eq + Hash + Send + 'static,
-    V: Clone + Send + 'static,
+    K: Copy + Eq + Hash,
+    V: Clone,
 {
     pub fn new(name: &'static str) -> Self {
         Self {
-            pending: Arc::new(Mutex::new(Pending {
+            pending: Mutex::new(Pending {
                 waiting: Vec::new(),
-                reading: false,
-            })),
+                leading: false,
+            }),
             name,
         }
     }
@@ -57,64 +59,101 @@ where
     /// key); `None` when that batch failed, and the caller should read alone.
     pub async fn read<F, Fut, E>(&self, key: K, read_many: F) -> Option<Option<V>>
     where
-        F: Fn(Vec<K>) -> Fut + Send + 'static,
-        Fut: Future<Output = Result<HashMap<K, V>, E>> + Send + 'static,
-        E: 'static,
+        F: Fn(Vec<K>) -> Fut,
+        Fut: Future<Output = Result<HashMap<K, V>, E>>,
     {
-        let (sender, receiver) = oneshot::channel();
-        let lead = {
+        let receiver = {
             let mut pending = lock(&self.pending);
-            pending.waiting.push((key, sender));
-            !std::mem::replace(&mut pending.reading, true)
-        };
-        if lead {
-            tokio::spawn(read_waiting(self.pending.clone(), self.name, read_many));
-        }
-        match receiver.await {
-            Ok(Answer::Read(value)) => Some(value),
-            Ok(Answer::Failed) | Err(_) => None,
-        }
-    }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// Reads the waiting keys, batch after batch, until none waits.
-async fn read_waiting<K, V, F, Fut, E>(pending: Arc<Mutex<Pending<K, V>>>, name: &'static str, read_many: F)
-where
-    K: Copy + Eq + Hash,
-    V: Clone,
-    F: Fn(Vec<K>) -> Fut,
-    Fut: Future<Output = Result<HashMap<K, V>, E>>,
-{
-    loop {
-        let batch: Vec<_> = {
-            let mut pending = lock(&pending);
-            if pending.waiting.is_empty() {
-                pending.reading = false;
-                return;
+            if pending.leading {
+                let (sender, receiver) = oneshot::channel();
+                pending.waiting.push((key, sender));
+                Some(receiver)
+            } else {
+                pending.leading = true;
+                None
             }
-            let take = pending.waiting.len().min(MAX_BATCH);
+        };
+        if let Some(receiver) = receiver {
+            let mut waiting = Waiting {
+                pending: &self.pending,
+                receiver,
+            };
+            match (&mut waiting.receiver).await {
+                Ok(Answer::Read(value)) => return Some(value),
+                Ok(Answer::Lead) => {}
+                Ok(Answer::Failed) | Err(_) => return None,
+            }
+        }
+        self.lead(key, read_many).await
+    }
+
+    /// Reads `key` and every key waiting now, answers them, and hands the lead on.
+    async fn lead<F, Fut, E>(&self, key: K, read_many: F) -> Option<Option<V>>
+    where
+        F: Fn(Vec<K>) -> Fut,
+        Fut: Future<Output = Result<HashMap<K, V>, E>>,
+    {
+        // Handing on happens on every way out, also when this future is dropped mid-read.
+        let _hand_on = HandOn(&self.pending);
+        let batch: Vec<_> = {
+            let mut pending = lock(&self.pending);
+            let take = pending.waiting.len().min(MAX_BATCH - 1);
             pending.waiting.drain(..take).collect()
         };
-        let mut keys: Vec<K> = batch.iter().map(|(key, _)| *key).collect();
-        metrics::histogram!("read_batch_size", "read" => name).record(keys.len() as f64);
+        let mut keys: Vec<K> = std::iter::once(key).chain(batch.iter().map(|(k, _)| *k)).collect();
+        metrics::histogram!("read_batch_size", "read" => self.name).record(keys.len() as f64);
         dedup(&mut keys);
         match read_many(keys).await {
             Ok(rows) => {
-                for (key, sender) in batch {
-                    let _ = sender.send(Answer::Read(rows.get(&key).cloned()));
+                for (waiting, sender) in batch {
+                    let _ = sender.send(Answer::Read(rows.get(&waiting).cloned()));
                 }
+                Some(rows.get(&key).cloned())
             }
             Err(_) => {
                 for (_, sender) in batch {
                     let _ = sender.send(Answer::Failed);
                 }
+                None
             }
         }
     }
+}
+
+/// A key waiting for its answer. Dropped before it took its answer (its client left), it
+/// passes on a lead it was handed, so that the others never wait for a leader that is gone.
+struct Waiting<'a, K, V> {
+    pending: &'a Mutex<Pending<K, V>>,
+    receiver: oneshot::Receiver<Answer<V>>,
+}
+
+impl<K, V> Drop for Waiting<'_, K, V> {
+    fn drop(&mut self) {
+        if let Ok(Answer::Lead) = self.receiver.try_recv() {
+            drop(HandOn(self.pending));
+        }
+    }
+}
+
+/// On drop: the first waiting key leads next, or nobody leads when none waits. A waiter that
+/// has gone (its receiver dropped) is skipped.
+struct HandOn<'a, K, V>(&'a Mutex<Pending<K, V>>);
+
+impl<K, V> Drop for HandOn<'_, K, V> {
+    fn drop(&mut self) {
+        let mut pending = lock(self.0);
+        while !pending.waiting.is_empty() {
+            let (_, sender) = pending.waiting.remove(0);
+            if sender.send(Answer::Lead).is_ok() {
+                return;
+            }
+        }
+        pending.leading = false;
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Removes repeated keys, keeping the first of each.
@@ -125,6 +164,7 @@ fn dedup<K: Copy + Eq + Hash>(keys: &mut Vec<K>) {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
@@ -139,7 +179,7 @@ mod tests {
                 let statements = statements.clone();
                 tokio::spawn(async move {
                     reads
-                        .read(n % 40, move |keys: Vec<u32>| {
+                        .read(n % 40, |keys: Vec<u32>| {
                             let statements = statements.clone();
                             async move {
                                 statements.fetch_add(1, Ordering::SeqCst);
@@ -177,6 +217,52 @@ mod tests {
             })
             .await;
         assert_eq!(read, Some(Some(20)));
+    }
+
+    #[tokio::test]
+    async fn a_leader_that_goes_away_hands_the_lead_to_the_next_key() {
+        let reads = Arc::new(Coalesced::<u32, u32>::new("test"));
+        let (started, read_started) = oneshot::channel();
+        let leader = tokio::spawn({
+            let reads = reads.clone();
+            let started = Mutex::new(Some(started));
+            async move {
+                reads
+                    .read(1, |_keys: Vec<u32>| {
+                        if let Some(started) = lock(&started).take() {
+                            let _ = started.send(());
+                        }
+                        // A read that never ends: the client leaves first.
+                        std::future::pending::<Result<HashMap<u32, u32>, ()>>()
+                    })
+                    .await
+            }
+        });
+        read_started.await.expect("the leader reads");
+        let follower = tokio::spawn({
+            let reads = reads.clone();
+            async move {
+                reads
+                    .read(2, |keys: Vec<u32>| async move {
+                        Ok::<_, ()>(keys.into_iter().map(|k| (k, k + 100)).collect())
+                    })
+                    .await
+            }
+        });
+        tokio::task::yield_now().await;
+        leader.abort();
+        let answer = tokio::time::timeout(std::time::Duration::from_secs(5), follower)
+            .await
+            .expect("the follower was not left waiting")
+            .expect("task");
+        assert_eq!(answer, Some(Some(102)));
+        // And the next lone read leads at once.
+        let alone = reads
+            .read(3, |keys: Vec<u32>| async move {
+                Ok::<_, ()>(keys.into_iter().map(|k| (k, k)).collect())
+            })
+            .await;
+        assert_eq!(alone, Some(Some(3)));
     }
 
     #[test]

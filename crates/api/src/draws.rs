@@ -225,20 +225,16 @@ impl Outcome {
 impl EntryBatcher {
     /// The draw, read in the next batch (alone if that batch failed).
     async fn draw<S: Store>(&self, store: &S, id: DrawId) -> std::result::Result<Option<Draw>, Error> {
-        let batch_store = store.clone();
         let read = self
             .draws
-            .read(id, move |ids: Vec<DrawId>| {
-                let store = batch_store.clone();
-                async move {
-                    let mut found = HashMap::new();
-                    for id in ids {
-                        if let Some(draw) = store.draw(id).await? {
-                            found.insert(id, draw);
-                        }
+            .read(id, |ids: Vec<DrawId>| async move {
+                let mut found = HashMap::new();
+                for id in ids {
+                    if let Some(draw) = store.draw(id).await? {
+                        found.insert(id, draw);
                     }
-                    Ok::<_, ecommerce_domain::StoreError>(found)
                 }
+                Ok::<_, ecommerce_domain::StoreError>(found)
             })
             .await;
         match read {

@@ -54,13 +54,12 @@ impl Default for SoldOutGate {
 impl SoldOutGate {
     /// The order with its owner's allowances, read in the next batch (alone if it failed).
     async fn order<S: Store>(&self, store: &S, id: OrderId) -> Result<Option<(Order, Vec<Allowance>)>> {
-        let batch_store = store.clone();
         let read = self
             .orders
-            .read(id, move |ids: Vec<OrderId>| {
-                let store = batch_store.clone();
-                async move { store.orders_for_payment(&ids).await }
-            })
+            .read(
+                id,
+                |ids: Vec<OrderId>| async move { store.orders_for_payment(&ids).await },
+            )
             .await;
         match read {
             Some(found) => Ok(found),

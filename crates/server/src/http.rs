@@ -355,20 +355,34 @@ impl AsyncWrite for Tracked {
         {
             this.rewrite = Some((replacement, 0, buf.len()));
         }
-        let Some((bytes, written, original)) = &mut this.rewrite else {
-            return Pin::new(&mut this.inner).poll_write(cx, buf);
-        };
-        while *written < bytes.len() {
-            match Pin::new(&mut this.inner).poll_write(cx, &bytes[*written..]) {
-                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-                Poll::Ready(Ok(n)) => *written += n,
-                Poll::Ready(Err(err)) => return Poll::Ready(Err(err)),
-                Poll::Pending => return Poll::Pending,
-            }
+        if this.rewrite.is_some() {
+            return this.poll_write_rewrite(cx);
         }
-        let original = *original;
-        this.rewrite = None;
-        Poll::Ready(Ok(original))
+        Pin::new(&mut this.inner).poll_write(cx, buf)
+    }
+
+    /// hyper hands over an answer's head and its body chunks as they are (its `Queue` write
+    /// strategy), so that a connection's write buffer holds heads only: copied into it whole
+    /// (`Flatten`), every body grew the buffer up to `max_buf_size`, and it kept that size for
+    /// as long as the connection lived. hyper's own error answers have no body: their head is the
+    /// first buffer, which is what the rewrite looks at.
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.rewrite.is_none()
+            && let Some(first) = bufs.iter().find(|buf| !buf.is_empty())
+            && let Some(replacement) = problem_for_hyper_error(first)
+        {
+            let original = bufs.iter().map(|buf| buf.len()).sum();
+            this.rewrite = Some((replacement, 0, original));
+        }
+        if this.rewrite.is_some() {
+            return this.poll_write_rewrite(cx);
+        }
+        Pin::new(&mut this.inner).poll_write_vectored(cx, bufs)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -379,10 +393,29 @@ impl AsyncWrite for Tracked {
         Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 
-    // hyper then hands each answer over in one buffer (its head first), which is what the
-    // rewrite looks at.
     fn is_write_vectored(&self) -> bool {
-        false
+        self.inner.is_write_vectored()
+    }
+}
+
+impl Tracked {
+    /// Writes the rewritten error answer; once it is written whole, tells hyper that its own
+    /// answer was.
+    fn poll_write_rewrite(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let Some((bytes, written, original)) = &mut self.rewrite else {
+            return Poll::Ready(Ok(0));
+        };
+        while *written < bytes.len() {
+            match Pin::new(&mut self.inner).poll_write(cx, &bytes[*written..]) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => *written += n,
+                Poll::Ready(Err(err)) => return Poll::Ready(Err(err)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        let original = *original;
+        self.rewrite = None;
+        Poll::Ready(Ok(original))
     }
 }
 

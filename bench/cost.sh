@@ -77,21 +77,12 @@ SERVER="$TARGET_DIR/release/ecommerce"
 PIDS=()
 DB_MADE=0
 log() { printf '[cost %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-psql_admin() { psql "$PG_URL/postgres" -qAtX -v ON_ERROR_STOP=1 "$@"; }
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 
-stop_pids() {
-  local pid
-  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do
-    for _ in $(seq 1 600); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  done
-  PIDS=()
-}
 cleanup() {
   local status=$?
-  stop_pids
+  stop_pids 600  # callgrind takes long to exit
   if [[ $DB_MADE -eq 1 ]]; then
     psql_admin -c "drop database if exists $DB with (force)" >/dev/null 2>&1 || log "could not drop $DB"
   fi
@@ -591,7 +582,7 @@ COMMON=(--warmup "$WARMUP" --writes "$WRITES" --signins "$SIGNINS" --state "$OUT
 start_server setup
 python3 "$DRIVER" setup --base "$SERVER_URL" "${COMMON[@]}" --runs "${#MODE_LIST[@]}" \
   --admin-email "$ADMIN_EMAIL" --admin-password "$ADMIN_PASSWORD"
-stop_pids
+stop_pids 600
 
 RESULTS=()
 run=0
@@ -606,7 +597,7 @@ for mode in "${MODE_LIST[@]}"; do
   python3 "$DRIVER" measure --base "$SERVER_URL" "${COMMON[@]}" --reads "$READS" --run "$run" --mode "$mode" \
     --pid "$SERVER_PID" --pg-url "$PG_URL" --db "$DB" --out-dir "$OUT" --result "$OUT/$mode.json" --types "$TYPES"
   RESULTS+=("$OUT/$mode.json")
-  stop_pids
+  stop_pids 600
   run=$((run + 1))
 done
 

@@ -80,14 +80,13 @@ export ECOMMERCE_ADMIN_EMAIL=$ADMIN_EMAIL ECOMMERCE_ADMIN_PASSWORD=$ADMIN_PASSWO
 PID=
 DATABASES=()
 log() { printf '[memory %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-psql_admin() { psql "$PG_URL/postgres" -qAtX -v ON_ERROR_STOP=1 "$@"; }
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 
 stop_server() {
   [[ -n $PID ]] || return 0
-  kill -TERM "$PID" 2>/dev/null || true
-  for _ in $(seq 1 100); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL "$PID" 2>/dev/null || true
-  wait "$PID" 2>/dev/null || true
+  PIDS=("$PID")
+  stop_pids
   PID=
 }
 
